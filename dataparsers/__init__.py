@@ -1,0 +1,1 @@
+"""Dataparsers of the mzen plugin: the FF-MZN multi-zoom scene format (see FORMAT.md)."""
