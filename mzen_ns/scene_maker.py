@@ -125,10 +125,7 @@ def make_scene(config: SceneMakerConfig) -> Path:
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     zooms = sorted(config.zooms)
-    density = config.base_focal() * zooms[-1] / (DEPTH - config.relief)
-    half_view = DEPTH * math.tan(math.radians(config.fov_deg) / 2.0) + config.baseline + config.look_jitter
-    extent = 1.5 * half_view + config.relief
-    surface = make_surface(config.seed, DEPTH, config.relief, extent, 2.0 * half_view, density)
+    surface = scene_surface(config)
     wides = _wide_shots(config, zooms[0], rng)
     zoom_ins = _zoom_shots(config, zooms, wides, rng)
     if config.variant == "bleff":
@@ -144,6 +141,14 @@ def make_scene(config: SceneMakerConfig) -> Path:
     else:
         assert_never(config.variant)
     return _write(config, wides + zoom_ins)
+
+
+def scene_surface(config: SceneMakerConfig) -> Surface:
+    """The geometry and texture a config renders (deterministic in the seed)."""
+    density = config.base_focal() * max(config.zooms) / min(config.zooms) / (DEPTH - config.relief)
+    half_view = DEPTH * math.tan(math.radians(config.fov_deg) / 2.0) + config.baseline + config.look_jitter
+    extent = 1.5 * half_view + config.relief
+    return make_surface(config.seed, DEPTH, config.relief, extent, 2.0 * half_view, density)
 
 
 def _check(config: SceneMakerConfig) -> None:
@@ -292,7 +297,11 @@ def entrypoint() -> None:
     """Console script ``mzen-make-scene``."""
     config = tyro.cli(SceneMakerConfig)
     start = time.perf_counter()
-    manifest = make_scene(config)
+    try:
+        manifest = make_scene(config)
+    except ValueError as error:
+        Console(stderr=True).print(f"[bold red]mzen-make-scene:[/] {error}")
+        raise SystemExit(2) from None
     count = config.n_wide + config.n_test + (len(config.zooms) - 1) * (config.n_zoom + config.n_test)
     CONSOLE.print(
         f"[bold green]Wrote[/] {count} frames ({config.variant}, zooms {', '.join(f'{z:g}' for z in sorted(config.zooms))}, "
