@@ -26,7 +26,7 @@ def _report_scene_error(
     if not isinstance(exc, SceneFormatError):
         _previous_hook(exc_type, exc, traceback)
         return
-    print(f"\nFF-MZN scene error: {exc}\n(see FORMAT.md for the scene format)", file=sys.stderr)
+    print(f"\nFF-MZN scene error: {exc}\n(the FF-MZN scene format is described in the mzen README)", file=sys.stderr)
 
 
 def install_clean_error_report() -> None:

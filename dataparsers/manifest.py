@@ -132,12 +132,13 @@ def _read_manifest(manifest: Path) -> SceneRecord:
     frames = data.get("frames")
     if not isinstance(frames, list) or not frames:
         raise SceneFormatError(manifest, "no frames (the 'frames' list is missing or empty)")
-    scene.frames = [_read_frame(manifest.parent, entry, index) for index, entry in enumerate(frames)]
+    scene.frames = [_read_frame(manifest, entry, index) for index, entry in enumerate(frames)]
     return scene
 
 
-def _read_frame(root: Path, entry: Any, index: int) -> FrameRecord:
-    where = f"{MANIFEST_NAME} frame {index}"
+def _read_frame(manifest: Path, entry: Any, index: int) -> FrameRecord:
+    root = manifest.parent
+    where = f"{manifest} frame {index}"
     if not isinstance(entry, dict):
         raise SceneFormatError(where, "each frame must be a JSON object")
     file_path = entry.get("file_path")
