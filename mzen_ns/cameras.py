@@ -1,0 +1,197 @@
+"""MZEN's zoom-aware camera model (METHOD.md, "Camera model").
+
+One shared base focal ``f`` (stored as ``log f``), a zoom scalar per image (``log z_i``,
+initialised at the dial reading) and an SE(3) pose per image. Rays are generated here from pixel
+coordinates and these parameters, so gradients reach focal, zoom and pose exactly:
+
+    fx_i = f · z_i,  fy_i = f · z_i · (fy₀ / fx₀)
+    d_cam = ((x + ½ − cx) / fx_i, −(y + ½ − cy) / fy_i, −1)        (OpenGL camera: looks down −z)
+    c2w_i = base_i · [exp(ω_i) | τ_i]                              (correction in the camera frame)
+
+Wide and zoom-in poses are separate parameters (separate optimizer groups). Wide zooms are the
+gauge of ``f`` and stay at their dial reading (1) unless ``learn_wide_zoom`` is set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Type
+
+import torch
+from jaxtyping import Float, Int
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.configs.base_config import InstantiateConfig
+from torch import Tensor, nn
+
+PIXELS_KEY = "mzen_pixels"
+"""Ray-bundle metadata key holding each ray's (row, column) pixel indices."""
+
+
+@dataclass
+class ZoomCamerasConfig(InstantiateConfig):
+    """Shared learnable focal, per-image learnable zoom and pose."""
+
+    _target: Type = field(default_factory=lambda: ZoomCameras)
+    use_pose_prior: bool = False
+    """Start poses at the dataparser's cameras (its pose priors) instead of identity."""
+    learn_wide_zoom: bool = False
+    """Let wide zooms move in phase C too (they are the gauge of the focal; off by default)."""
+
+
+class ZoomCameras(nn.Module):
+    """Learnable intrinsics and poses of the training images, and exact ray generation."""
+
+    def __init__(
+        self,
+        config: ZoomCamerasConfig,
+        dials: Float[Tensor, "N"],
+        is_wide: torch.Tensor,
+        focal_guess: float,
+        aspect: float,
+        cx: Float[Tensor, "N"],
+        cy: Float[Tensor, "N"],
+        width: int,
+        height: int,
+        initial_c2w: Optional[Float[Tensor, "N 3 4"]] = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        count = dials.shape[0]
+        self.register_buffer("dials", dials.float().clone())
+        self.register_buffer("is_wide", is_wide.bool().clone())
+        self.register_buffer("cx", cx.float().reshape(count).clone())
+        self.register_buffer("cy", cy.float().reshape(count).clone())
+        self.register_buffer("aspect", torch.tensor(float(aspect)))
+        self.width, self.height = int(width), int(height)
+        base = torch.eye(4)[:3].expand(count, 3, 4).clone()
+        if config.use_pose_prior and initial_c2w is not None:
+            base = initial_c2w.float().clone()
+        self.register_buffer("base_c2w", base)
+        wide_index = torch.nonzero(self.is_wide).squeeze(-1)
+        zoom_index = torch.nonzero(~self.is_wide).squeeze(-1)
+        self.register_buffer("wide_index", wide_index)
+        self.register_buffer("zoom_index", zoom_index)
+        slot = torch.empty(count, dtype=torch.long)
+        slot[wide_index] = torch.arange(wide_index.numel())
+        slot[zoom_index] = torch.arange(zoom_index.numel())
+        self.register_buffer("slot", slot)
+        self.log_focal = nn.Parameter(torch.tensor(math.log(focal_guess)))
+        self.log_zoom = nn.Parameter(self.dials.log().clone())
+        self.wide_pose = nn.Parameter(torch.zeros(wide_index.numel(), 6))
+        self.zoom_pose = nn.Parameter(torch.zeros(zoom_index.numel(), 6))
+        self.register_buffer("matched_wide", torch.full((count,), -1, dtype=torch.long))
+        """For each zoom-in, the wide view it was primed from (−1: not primed yet)."""
+
+    # ------------------------------------------------------------------ parameters
+
+    @property
+    def focal(self) -> Tensor:
+        """Learned base focal in pixels (widest level)."""
+        return self.log_focal.exp()
+
+    def zoom(self, indices: Optional[Int[Tensor, "R"]] = None) -> Float[Tensor, "R"]:
+        """Learned zoom per image; wide zooms are held at their dial unless ``learn_wide_zoom``."""
+        log_zoom = self.log_zoom if indices is None else self.log_zoom[indices]
+        wide = self.is_wide if indices is None else self.is_wide[indices]
+        if not self.config.learn_wide_zoom:
+            log_zoom = torch.where(wide, log_zoom.detach(), log_zoom)
+        return log_zoom.exp()
+
+    def pose_delta(self, indices: Int[Tensor, "R"]) -> Float[Tensor, "R 6"]:
+        """SO3xR3 tangent (translation, rotation) per image, from the wide or zoom-in parameter."""
+        slots = self.slot[indices]
+        wide = self.is_wide[indices, None]
+        from_wide = self.wide_pose[slots.clamp(max=max(self.wide_pose.shape[0] - 1, 0))]
+        from_zoom = self.zoom_pose[slots.clamp(max=max(self.zoom_pose.shape[0] - 1, 0))] if self.zoom_pose.numel() else from_wide
+        return torch.where(wide, from_wide, from_zoom)
+
+    def c2w(self, indices: Optional[Int[Tensor, "R"]] = None) -> Float[Tensor, "R 3 4"]:
+        """Learned camera-to-world matrices (OpenGL)."""
+        if indices is None:
+            indices = torch.arange(self.dials.shape[0], device=self.dials.device)
+        delta = exp_map_SO3xR3(self.pose_delta(indices))
+        base = self.base_c2w[indices]
+        rotation = base[:, :, :3] @ delta[:, :, :3]
+        translation = base[:, :, 3:] + base[:, :, :3] @ delta[:, :, 3:]
+        return torch.cat([rotation, translation], dim=-1)
+
+    def param_groups(self) -> Dict[str, List[nn.Parameter]]:
+        """One optimizer group each: wide poses, zoom-in poses, focal, zooms."""
+        return {
+            "wide_poses": [self.wide_pose],
+            "zoom_poses": [self.zoom_pose],
+            "focal": [self.log_focal],
+            "zooms": [self.log_zoom],
+        }
+
+    # ------------------------------------------------------------------ rays
+
+    def rays(
+        self, camera_indices: Int[Tensor, "R"], pixels: Int[Tensor, "R 2"]
+    ) -> tuple[Float[Tensor, "R 3"], Float[Tensor, "R 3"], Float[Tensor, "R 1"], Float[Tensor, "R 1"]]:
+        """Origins, unit directions, camera-frame direction norms and pixel areas for pixels
+        given as (row, column) integer indices of images ``camera_indices``."""
+        fx = self.focal * self.zoom(camera_indices)
+        fy = fx * self.aspect
+        rows = pixels[:, 0].to(fx.dtype) + 0.5
+        cols = pixels[:, 1].to(fx.dtype) + 0.5
+        local = torch.stack(
+            [(cols - self.cx[camera_indices]) / fx, -(rows - self.cy[camera_indices]) / fy, -torch.ones_like(fx)], -1
+        )
+        c2w = self.c2w(camera_indices)
+        directions = (c2w[:, :, :3] @ local[:, :, None])[..., 0]
+        norms = directions.norm(dim=-1, keepdim=True)
+        return c2w[:, :, 3], directions / norms, local.norm(dim=-1, keepdim=True), (1.0 / (fx * fy))[:, None]
+
+    def apply_to_raybundle(self, ray_bundle: RayBundle) -> RayBundle:
+        """Replace a training ray bundle's geometry by rays from the learned cameras."""
+        assert ray_bundle.camera_indices is not None and ray_bundle.metadata is not None
+        camera_indices = ray_bundle.camera_indices[..., 0].long()
+        origins, directions, norms, areas = self.rays(camera_indices, ray_bundle.metadata[PIXELS_KEY].long())
+        metadata = dict(ray_bundle.metadata)
+        metadata["directions_norm"] = norms
+        return RayBundle(
+            origins=origins,
+            directions=directions,
+            pixel_area=areas,
+            camera_indices=ray_bundle.camera_indices,
+            nears=ray_bundle.nears,
+            fars=ray_bundle.fars,
+            metadata=metadata,
+            times=ray_bundle.times,
+        )
+
+    # ------------------------------------------------------------------ priming and export
+
+    @torch.no_grad()
+    def prime(self, zoom_indices: Int[Tensor, "Z"], wide_indices: Int[Tensor, "Z"]) -> None:
+        """Pose priming: each zoom-in takes its matched wide view's learned pose; zoom = dial."""
+        self.base_c2w[zoom_indices] = self.c2w(wide_indices)
+        self.zoom_pose[self.slot[zoom_indices]] = 0.0
+        self.log_zoom[zoom_indices] = self.dials[zoom_indices].log()
+        self.matched_wide[zoom_indices] = wide_indices
+
+    @property
+    def primed(self) -> bool:
+        """Whether every zoom-in has been primed (phase B has started)."""
+        return bool((self.matched_wide[self.zoom_index] >= 0).all()) if self.zoom_index.numel() else True
+
+    @torch.no_grad()
+    def to_cameras(self, indices: Optional[Int[Tensor, "R"]] = None) -> Cameras:
+        """nerfstudio ``Cameras`` with the learned poses and intrinsics (for rendering and export)."""
+        if indices is None:
+            indices = torch.arange(self.dials.shape[0], device=self.dials.device)
+        fx = self.focal * self.zoom(indices)
+        return Cameras(
+            camera_to_worlds=self.c2w(indices),
+            fx=fx[:, None],
+            fy=(fx * self.aspect)[:, None],
+            cx=self.cx[indices, None],
+            cy=self.cy[indices, None],
+            width=self.width,
+            height=self.height,
+            camera_type=CameraType.PERSPECTIVE,
+        )

@@ -1,0 +1,141 @@
+"""The mzen model: nerfacto's hash-grid field and proposal networks, rays from the zoom-aware
+camera model, parameters that really freeze per phase, and LPIPS only from cached weights."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Tuple, Type
+
+import torch
+import tyro
+from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor, nn
+
+from mzen_ns.cameras import PIXELS_KEY, ZoomCameras, ZoomCamerasConfig
+from mzen_ns.phases import GROUP_PHASES, Phase, PhaseScheduleConfig
+
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+"""The AlexNet weights torchmetrics' LPIPS loads through torchvision."""
+
+
+def alexnet_weights_path() -> Path:
+    """Where torchvision caches the AlexNet weights LPIPS needs."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(ALEXNET_URL).name
+
+
+class UnavailableLPIPS(nn.Module):
+    """Stands in for LPIPS when its AlexNet weights are not cached: never computes a score."""
+
+    available = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__()
+
+    def forward(self, *args, **kwargs) -> Tensor:
+        return torch.tensor(float("nan"))
+
+
+@contextlib.contextmanager
+def lpips_only_if_cached() -> Iterator[bool]:
+    """While building the model, replace LPIPS by :class:`UnavailableLPIPS` unless the weights are
+    cached, so building never touches the network. Yields whether LPIPS is available."""
+    import torchmetrics.image.lpip as lpip
+
+    if alexnet_weights_path().is_file():
+        yield True
+        return
+    original = lpip.LearnedPerceptualImagePatchSimilarity
+    lpip.LearnedPerceptualImagePatchSimilarity = UnavailableLPIPS  # type: ignore[misc]
+    try:
+        yield False
+    finally:
+        lpip.LearnedPerceptualImagePatchSimilarity = original  # type: ignore[misc]
+
+
+@dataclass
+class MZENModelConfig(NerfactoModelConfig):
+    """nerfacto's field with MZEN's camera model and phase schedule."""
+
+    _target: Type = field(default_factory=lambda: MZENModel)
+    camera_optimizer: tyro.conf.Suppress[CameraOptimizerConfig] = field(
+        default_factory=lambda: CameraOptimizerConfig(mode="off")
+    )
+    """nerfstudio's stock camera optimizer: off (mzen's camera model replaces it)."""
+    cameras: ZoomCamerasConfig = field(default_factory=ZoomCamerasConfig)
+    """Learnable focal, zooms and poses."""
+    phases: PhaseScheduleConfig = field(default_factory=PhaseScheduleConfig)
+    """Phase boundaries."""
+    total_steps: tyro.conf.Suppress[int] = 30000
+    """Total training steps (copied from the trainer's max_num_iterations)."""
+
+
+class MZENModel(NerfactoModel):
+    """nerfacto whose training rays come from :class:`ZoomCameras`."""
+
+    config: MZENModelConfig
+    cameras: ZoomCameras
+
+    def populate_modules(self) -> None:
+        with lpips_only_if_cached() as available:
+            super().populate_modules()
+        self.lpips_available = available
+        if not available:
+            CONSOLE.print(f"[yellow]LPIPS unavailable: AlexNet weights are not cached at {alexnet_weights_path()}")
+        self.cameras = self._build_cameras()
+
+    def _build_cameras(self) -> ZoomCameras:
+        metadata = self.kwargs["metadata"]
+        dials = metadata["mzen_dial"].float()
+        fx, fy = metadata["mzen_focal_guess"]
+        width, height = metadata["mzen_image_size"]
+        cx, cy = metadata["mzen_principal_point"]
+        prior = metadata.get("mzen_pose_prior")
+        return self.config.cameras.setup(
+            dials=dials,
+            is_wide=metadata["mzen_level"] == 0,
+            focal_guess=float(fx),
+            aspect=float(fy) / float(fx),
+            cx=torch.full_like(dials, float(cx)),
+            cy=torch.full_like(dials, float(cy)),
+            width=width,
+            height=height,
+            initial_c2w=None if prior is None else prior[:, :3, :],
+        )
+
+    def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
+        groups = super().get_param_groups()
+        groups.update(self.cameras.param_groups())
+        return groups
+
+    def set_phase(self, phase: Phase) -> None:
+        """Freeze (``requires_grad = False``) every group the phase does not train."""
+        for group, params in self.get_param_groups().items():
+            trainable = phase in GROUP_PHASES.get(group, frozenset({phase}))
+            for param in params:
+                param.requires_grad_(trainable)
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        if self.training and ray_bundle.metadata is not None and PIXELS_KEY in ray_bundle.metadata:
+            ray_bundle = self.cameras.apply_to_raybundle(ray_bundle)
+        return super().get_outputs(ray_bundle)
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        metrics = super().get_metrics_dict(outputs, batch)
+        metrics["focal"] = self.cameras.focal.detach()
+        zooms = self.cameras.zoom().detach() / self.cameras.dials
+        metrics["zoom_over_dial_min"] = zooms.min()
+        metrics["zoom_over_dial_max"] = zooms.max()
+        return metrics
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        metrics, images = super().get_image_metrics_and_images(outputs, batch)
+        if not self.lpips_available:
+            metrics.pop("lpips", None)  # unavailable: reported as such, never a made-up number
+        return metrics, images

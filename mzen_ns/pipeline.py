@@ -1,0 +1,177 @@
+"""The mzen pipeline: runs the phase schedule (METHOD.md) around nerfstudio's vanilla pipeline.
+
+Before every training step, the phase of that step (a pure function of the step) is applied:
+sampler restricted to the phase's images, groups frozen, and on first entering phase B (or C,
+when B is empty) crop-and-match runs once and primes every zoom-in. The primed state lives in
+the model's buffers, so a run resumed mid-phase continues without re-priming.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Type
+
+import torch
+import torch.distributed as dist
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils import writer
+from nerfstudio.utils.rich_utils import CONSOLE
+from rich.panel import Panel
+from rich.table import Table
+
+from mzen_ns.crop_and_match import MatchResult, crop_and_match, match_table, save_match_picture
+from mzen_ns.datamanager import MZENDataManager, MZENDataManagerConfig
+from mzen_ns.model import MZENModel, MZENModelConfig
+from mzen_ns.phases import PHASES, Phase, PhaseSchedule
+
+PHASE_TITLES: Dict[Phase, str] = {
+    "A": "phase A: bootstrap on wide views (field, wide poses, focal)",
+    "B": "phase B: register zoom-ins (zoom-in poses and zooms; field frozen)",
+    "C": "phase C: joint refinement (everything, all images)",
+}
+
+
+@dataclass
+class MZENPipelineConfig(VanillaPipelineConfig):
+    """Vanilla pipeline + mzen's phase schedule."""
+
+    _target: Type = field(default_factory=lambda: MZENPipeline)
+    datamanager: MZENDataManagerConfig = field(default_factory=MZENDataManagerConfig)
+    """Phase-aware data manager."""
+    model: MZENModelConfig = field(default_factory=MZENModelConfig)
+    """nerfacto field + zoom-aware cameras."""
+    match_work_width: int = 64
+    """Crop-and-match scores all pairs on copies this wide, then re-scores the best 3 exactly."""
+
+
+class MZENPipeline(VanillaPipeline):
+    """Applies the phase of each step; primes zoom-ins once by crop-and-match."""
+
+    config: MZENPipelineConfig
+    datamanager: MZENDataManager
+
+    def __init__(self, config: MZENPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
+                 world_size: int = 1, local_rank: int = 0, grad_scaler: Optional[torch.cuda.amp.GradScaler] = None):
+        super().__init__(config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank,
+                         grad_scaler=grad_scaler)
+        cameras = self.mzen_model.cameras
+        self.phase_schedule = PhaseSchedule.resolve(
+            config.model.phases, config.model.total_steps, int(cameras.is_wide.sum()), cameras.dials.numel()
+        )
+        self.phase: Optional[Phase] = None
+        self.run_dir: Optional[Path] = None
+        self.match: Optional[MatchResult] = None
+        self._loss_sums: Dict[str, float] = defaultdict(float)
+        self._loss_count = 0
+        self._phase_started = time.perf_counter()
+
+    @property
+    def mzen_model(self) -> MZENModel:
+        """The model, unwrapped from DDP."""
+        return self.model  # VanillaPipeline.model unwraps DDP
+
+    # ------------------------------------------------------------------ phases
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        trainer = training_callback_attributes.trainer
+        self.run_dir = Path(trainer.base_dir) if trainer is not None else None
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.enter_phase_of))
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._maybe_final_summary))
+        return callbacks
+
+    def enter_phase_of(self, step: int) -> Phase:
+        """Apply the phase of ``step`` (no-op when it is the current one)."""
+        phase = self.phase_schedule.phase_at(step)
+        if phase == self.phase:
+            return phase
+        if self.phase is not None:
+            self._summarise(self.phase, step)
+        cameras = self.mzen_model.cameras
+        if phase != "A" and not cameras.primed:
+            self.prime_zoom_ins()
+        allowed = {"A": cameras.is_wide, "B": ~cameras.is_wide, "C": torch.ones_like(cameras.is_wide)}[phase]
+        self.datamanager.set_allowed_images(allowed)
+        self.mzen_model.set_phase(phase)
+        self.phase = phase
+        self._phase_started = time.perf_counter()
+        end = {"A": self.phase_schedule.b_start, "B": self.phase_schedule.c_start, "C": self.phase_schedule.total}[phase]
+        CONSOLE.print(Panel(f"{PHASE_TITLES[phase]}\nsteps {step} → {end - 1}", style="bold cyan", expand=False))
+        return phase
+
+    def prime_zoom_ins(self) -> MatchResult:
+        """Crop-and-match every zoom-in against the wide views, then prime it (METHOD.md, phase B)."""
+        dataset = self.datamanager.train_dataset
+        images = torch.stack([dataset.get_image_float32(i) for i in range(len(dataset))])
+        cameras = self.mzen_model.cameras
+        result = crop_and_match(images, cameras.dials.cpu(), cameras.is_wide.cpu(), work_width=self.config.match_work_width)
+        if dist.is_available() and dist.is_initialized():  # decide once (rank 0) and share
+            matched = result.matched.to(self.device)
+            dist.broadcast(matched, src=0)
+            result.matched = matched.cpu()
+        zoom_idx = result.zoom_indices.to(cameras.dials.device)
+        wide_idx = result.matched.to(cameras.dials.device)
+        cameras.prime(zoom_idx, wide_idx)
+        self._copy_appearance(zoom_idx, wide_idx)
+        self.match = result
+        names = [str(p) for p in dataset.metadata["mzen_file_paths"]]
+        CONSOLE.print(match_table(result, names, cameras.dials.cpu()))
+        if self.run_dir is not None and (not dist.is_initialized() or dist.get_rank() == 0):
+            picture = save_match_picture(result, images, cameras.dials.cpu(), self.run_dir / "crop_and_match.png", names)
+            self._write_match_json(result, names, self.run_dir / "crop_and_match.json")
+            CONSOLE.print(f"crop-and-match picture: {picture}")
+        return result
+
+    @torch.no_grad()
+    def _copy_appearance(self, zoom_idx: torch.Tensor, wide_idx: torch.Tensor) -> None:
+        embedding = getattr(self.mzen_model.field, "embedding_appearance", None)
+        if embedding is not None:
+            weight = embedding.embedding.weight
+            weight[zoom_idx] = weight[wide_idx]
+
+    @staticmethod
+    def _write_match_json(result: MatchResult, names: List[str], path: Path) -> None:
+        rows = [
+            {"zoom_in": names[z], "matched_wide": names[int(m)], "mse": float(e), "runner_up_margin": float(g)}
+            for z, m, e, g in zip(result.zoom_indices.tolist(), result.matched, result.mse, result.margin)
+        ]
+        path.write_text(json.dumps(rows, indent=2))
+
+    # ------------------------------------------------------------------ progress
+
+    def get_train_loss_dict(self, step: int):
+        model_outputs, loss_dict, metrics_dict = super().get_train_loss_dict(step)
+        phase = self.phase or self.phase_schedule.phase_at(step)
+        for name, value in loss_dict.items():
+            self._loss_sums[name] += float(value.detach())
+        self._loss_count += 1
+        metrics_dict["phase"] = torch.tensor(float(PHASES.index(phase)))
+        for name, value in loss_dict.items():
+            metrics_dict[f"phase_{phase}/{name}"] = value.detach()
+        return model_outputs, loss_dict, metrics_dict
+
+    def _summarise(self, phase: Phase, step: int) -> None:
+        cameras = self.mzen_model.cameras
+        zoom_ratio = (cameras.zoom().detach() / cameras.dials)[~cameras.is_wide]
+        table = Table(title=f"phase {phase} summary (ended before step {step})")
+        table.add_column("quantity")
+        table.add_column("value", justify="right")
+        for name, total in sorted(self._loss_sums.items()):
+            table.add_row(f"mean {name}", f"{total / max(self._loss_count, 1):.5f}")
+            writer.put_scalar(name=f"phase_summary/{phase}/{name}", scalar=total / max(self._loss_count, 1), step=step)
+        table.add_row("learned focal (px)", f"{float(cameras.focal):.2f}")
+        if zoom_ratio.numel():
+            table.add_row("zoom / dial (min, max)", f"{float(zoom_ratio.min()):.4f}, {float(zoom_ratio.max()):.4f}")
+        table.add_row("wall time (s)", f"{time.perf_counter() - self._phase_started:.1f}")
+        CONSOLE.print(table)
+        self._loss_sums.clear()
+        self._loss_count = 0
+
+    def _maybe_final_summary(self, step: int) -> None:
+        if step == self.phase_schedule.total - 1 and self.phase is not None:
+            self._summarise(self.phase, step + 1)

@@ -1,0 +1,130 @@
+"""The mzen trainer: per-phase optimizer groups that really freeze, safe checkpoint loading, and
+runs that stop cleanly (with a checkpoint) on a non-finite loss or a crash."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Type
+
+import numpy as np
+import torch
+from nerfstudio.engine.optimizers import Optimizers
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from mzen_ns.phases import PhaseDecaySchedulerConfig, active_groups
+from mzen_ns.pipeline import MZENPipeline, MZENPipelineConfig
+
+
+def allow_checkpoint_types() -> None:
+    """Allow-list the few non-tensor types nerfstudio checkpoints contain, so ``torch.load`` keeps
+    its safe ``weights_only=True`` default in resume, ``ns-eval`` and ``ns-viewer``."""
+    safe = [np.core.multiarray.scalar, np.dtype] + [type(np.dtype(name)) for name in ("float64", "float32", "int64")]
+    torch.serialization.add_safe_globals(safe)
+
+
+allow_checkpoint_types()
+
+
+class NonFiniteError(RuntimeError):
+    """A loss, gradient or camera parameter became NaN or infinite."""
+
+
+class PhasedOptimizers(Optimizers):
+    """nerfstudio's optimizers, stepping only the groups the current phase trains.
+
+    A frozen group gets no ``step()``: its parameters and its optimizer state (momentum) stay
+    bit-identical. Gradients are checked before any step, so a non-finite value stops the run
+    while the parameters are still good.
+    """
+
+    def __init__(self, config: Dict, param_groups: Dict[str, List[torch.nn.Parameter]], pipeline: MZENPipeline):
+        super().__init__(config, param_groups)
+        self.pipeline = pipeline
+
+    def active(self) -> frozenset:
+        """Names of the groups stepped in the current phase."""
+        return active_groups(self.pipeline.phase or "A")
+
+    def optimizer_scaler_step_all(self, grad_scaler: torch.cuda.amp.GradScaler) -> None:
+        self._check_finite_gradients()
+        self.zero_grad_some(sorted(set(self.optimizers) - self.active()))
+        self.optimizer_scaler_step_some(grad_scaler, sorted(self.active() & set(self.optimizers)))
+
+    def optimizer_step_all(self) -> None:
+        self._check_finite_gradients()
+        for name in sorted(self.active() & set(self.optimizers)):
+            self.optimizer_step(name)
+
+    def _check_finite_gradients(self) -> None:
+        for name in self.active():
+            for param in self.parameters.get(name, []):
+                if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
+                    raise NonFiniteError(f"non-finite gradient in parameter group '{name}'")
+
+
+@dataclass
+class MZENTrainerConfig(TrainerConfig):
+    """nerfstudio trainer config for mzen (phase-aware optimizers)."""
+
+    _target: Type = field(default_factory=lambda: MZENTrainer)
+    pipeline: MZENPipelineConfig = field(default_factory=MZENPipelineConfig)
+    """The mzen pipeline."""
+
+    def __post_init__(self) -> None:
+        self.pipeline.model.total_steps = self.max_num_iterations
+
+
+class MZENTrainer(Trainer):
+    """Trainer with :class:`PhasedOptimizers`, phase-aligned learning-rate schedules, a
+    non-finite guard, and a checkpoint written when training dies."""
+
+    config: MZENTrainerConfig
+    pipeline: MZENPipeline
+
+    def setup_optimizers(self) -> Optimizers:
+        schedule = self.pipeline.phase_schedule
+        config = {}
+        for name, group in self.config.optimizers.items():
+            group = dict(group)
+            scheduler = group.get("scheduler")
+            if isinstance(scheduler, PhaseDecaySchedulerConfig):
+                group["scheduler"] = dataclasses.replace(
+                    scheduler, start_step=schedule.group_start(name), max_steps=schedule.total
+                )
+            config[name] = group
+        param_groups = self.pipeline.get_param_groups()
+        missing = sorted(set(param_groups) - set(config))
+        if missing:
+            raise ValueError(f"no optimizer configured for parameter groups {missing}")
+        return PhasedOptimizers(config, param_groups, self.pipeline)
+
+    def train_iteration(self, step: int):
+        loss, loss_dict, metrics_dict = super().train_iteration(step)
+        cameras = self.pipeline.mzen_model.cameras
+        if not math.isfinite(float(loss)) or not all(bool(torch.isfinite(p).all()) for p in cameras.parameters()):
+            raise NonFiniteError(f"non-finite loss or camera parameter at step {step}")
+        self._last_good_step = step
+        return loss, loss_dict, metrics_dict
+
+    def train(self) -> None:
+        self._last_good_step = -1
+        try:
+            super().train()
+        except BaseException as error:
+            self._save_after_failure(error)
+            raise
+
+    def _save_after_failure(self, error: BaseException) -> None:
+        step = getattr(self, "_last_good_step", -1)
+        if step < 0 or (dist_rank := getattr(self, "local_rank", 0)) != 0:
+            return
+        self.save_checkpoint(step)
+        reason = "non-finite values" if isinstance(error, NonFiniteError) else type(error).__name__
+        CONSOLE.print(
+            f"[bold red]mzen stopped at step {step + 1} ({reason}: {error}).[/] Last good checkpoint: "
+            f"{self.checkpoint_dir / f'step-{step:09d}.ckpt'} — resume with --load-dir {self.checkpoint_dir}"
+        )
+        del dist_rank
