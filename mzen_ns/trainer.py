@@ -48,18 +48,23 @@ class PhasedOptimizers(Optimizers):
         """Names of the groups stepped in the current phase."""
         return active_groups(self.pipeline.phase or "A")
 
+    def optimizer_scaler_step_some(self, grad_scaler: torch.cuda.amp.GradScaler, param_groups: List[str]) -> None:
+        active = [name for name in param_groups if name in self.active()]
+        if not grad_scaler.is_enabled():  # with mixed precision the scaler skips non-finite steps itself
+            self._check_finite_gradients(active)
+        self.zero_grad_some([name for name in param_groups if name not in self.active()])
+        super().optimizer_scaler_step_some(grad_scaler, active)
+
     def optimizer_scaler_step_all(self, grad_scaler: torch.cuda.amp.GradScaler) -> None:
-        self._check_finite_gradients()
-        self.zero_grad_some(sorted(set(self.optimizers) - self.active()))
-        self.optimizer_scaler_step_some(grad_scaler, sorted(self.active() & set(self.optimizers)))
+        self.optimizer_scaler_step_some(grad_scaler, list(self.optimizers))
 
     def optimizer_step_all(self) -> None:
-        self._check_finite_gradients()
+        self._check_finite_gradients(list(self.active()))
         for name in sorted(self.active() & set(self.optimizers)):
             self.optimizer_step(name)
 
-    def _check_finite_gradients(self) -> None:
-        for name in self.active():
+    def _check_finite_gradients(self, names: List[str]) -> None:
+        for name in names:
             for param in self.parameters.get(name, []):
                 if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
                     raise NonFiniteError(f"non-finite gradient in parameter group '{name}'")
@@ -104,7 +109,7 @@ class MZENTrainer(Trainer):
     def train_iteration(self, step: int):
         loss, loss_dict, metrics_dict = super().train_iteration(step)
         cameras = self.pipeline.mzen_model.cameras
-        if not math.isfinite(float(loss)) or not all(bool(torch.isfinite(p).all()) for p in cameras.parameters()):
+        if not math.isfinite(float(loss.detach())) or not all(bool(torch.isfinite(p).all()) for p in cameras.parameters()):
             raise NonFiniteError(f"non-finite loss or camera parameter at step {step}")
         self._last_good_step = step
         return loss, loss_dict, metrics_dict

@@ -78,3 +78,45 @@ def make_folder_scene(tmp_path: Path) -> SceneWriter:
         return root
 
     return write
+
+
+def tiny_scene(root: Path, seed: int = 0) -> Path:
+    """A 32x24 scene-maker scene: 3 wide + 2 zoom-ins at 4x (train only)."""
+    from mzen_ns.scene_maker import SceneMakerConfig, make_scene
+
+    if not (root / "transforms.json").is_file():
+        make_scene(SceneMakerConfig(output=root, width=32, height=24, zooms=(1.0, 4.0), n_wide=3, n_zoom=2, n_test=0, seed=seed))
+    return root
+
+
+def tiny_trainer_config(scene: Path, output_dir: Path, steps: int, boundaries=(0.4, 0.7), **overrides):
+    """mzen's CPU preset shrunk to a few milliseconds per step, for behaviour tests."""
+    from dataclasses import replace
+
+    from mzen_ns.method_configs import cpu_config
+
+    base = cpu_config()
+    model = replace(
+        base.pipeline.model,
+        num_levels=4,
+        log2_hashmap_size=10,
+        max_res=64,
+        hidden_dim=16,
+        hidden_dim_color=16,
+        num_proposal_samples_per_ray=(16, 8),
+        num_nerf_samples_per_ray=8,
+        eval_num_rays_per_chunk=1024,
+        phases=replace(base.pipeline.model.phases, boundaries=boundaries),
+    )
+    datamanager = replace(base.pipeline.datamanager, train_num_rays_per_batch=64, eval_num_rays_per_batch=64, data=scene)
+    fields = dict(
+        output_dir=output_dir,
+        experiment_name="tiny",
+        timestamp="run",
+        max_num_iterations=steps,
+        steps_per_save=1000,
+        vis="tensorboard",
+        pipeline=replace(base.pipeline, model=model, datamanager=datamanager),
+    )
+    fields.update(overrides)
+    return replace(base, **fields)
