@@ -60,6 +60,7 @@ def full_config() -> MZENTrainerConfig:
         optimizers=_optimizers(field_lr=1e-2, pose_lr=1e-3, focal_lr=1e-3, zoom_lr=1e-3, decay=0.01),
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15, quit_on_train_completion=True),
         vis="viewer",
+        preset_note="full-quality preset for a CUDA GPU: 30000 steps of 4096 rays.",
     )
 
 
@@ -79,13 +80,15 @@ def cpu_config() -> MZENTrainerConfig:
     return replace(
         full,
         method_name="mzen",
-        max_num_iterations=900,
-        steps_per_save=150,
+        max_num_iterations=1800,
+        steps_per_save=300,
         mixed_precision=False,
         machine=MachineConfig(device_type="cpu"),
         pipeline=replace(full.pipeline, model=model, datamanager=datamanager),
         optimizers=_optimizers(field_lr=1e-2, pose_lr=3e-3, focal_lr=3e-3, zoom_lr=2e-3, decay=0.05),
         viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True),
+        preset_note="CPU preset (no CUDA device needed): 1800 steps of 1024 rays, small hash grid; "
+        "all three phases take about 11 minutes on 2 cores for the 128x96 demo scene.",
     )
 
 

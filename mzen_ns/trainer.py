@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Type
+from typing import Dict, List, Literal, Type
 
 import numpy as np
 import torch
+import tyro
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -77,9 +78,17 @@ class MZENTrainerConfig(TrainerConfig):
     _target: Type = field(default_factory=lambda: MZENTrainer)
     pipeline: MZENPipelineConfig = field(default_factory=MZENPipelineConfig)
     """The mzen pipeline."""
+    preset_note: tyro.conf.Suppress[str] = ""
+    """What the preset is and what it costs, printed when training starts."""
 
     def __post_init__(self) -> None:
         self.pipeline.model.total_steps = self.max_num_iterations
+
+    def set_experiment_name(self) -> None:
+        """Name runs after the scene folder, whether given by ``--data`` or the parser's own data."""
+        if self.experiment_name is None and self.pipeline.datamanager.data is None:
+            self.experiment_name = self.pipeline.datamanager.dataparser.data.name
+        super().set_experiment_name()
 
 
 class MZENTrainer(Trainer):
@@ -88,6 +97,11 @@ class MZENTrainer(Trainer):
 
     config: MZENTrainerConfig
     pipeline: MZENPipeline
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        if self.config.preset_note:
+            CONSOLE.print(f"[bold]{self.config.method_name}:[/] {self.config.preset_note}")
+        super().setup(test_mode=test_mode)
 
     def setup_optimizers(self) -> Optimizers:
         schedule = self.pipeline.phase_schedule

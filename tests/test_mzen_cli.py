@@ -1,0 +1,97 @@
+"""Command-line behaviour: ``ns-train mzen`` on the embedded demo scene, solved-camera export,
+and a stock method training on the exported cameras."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import tiny_scene, tiny_trainer_config
+from tests.test_plugin import _NS_TRAIN
+
+
+def test_ns_train_mzen_without_data_uses_demo_scene_on_cpu(tmp_path):
+    env = dict(os.environ, MZEN_CACHE_DIR=str(tmp_path / "cache"))
+    args = ["ns-train", "mzen", "--max-num-iterations", "3", "--output-dir", str(tmp_path / "runs"),
+            "--vis", "tensorboard", "--timestamp", "t"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "CPU preset" in result.stdout
+    assert (tmp_path / "cache" / "demo-scene-v1" / "transforms.json").is_file()
+    run = tmp_path / "runs" / "mzen-demo-scene" / "mzen" / "t"
+    assert list((run / "nerfstudio_models").glob("*.ckpt"))
+    assert (run / "crop_and_match.png").is_file()
+    assert "phase A" in result.stdout and "phase C" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    scene = tiny_scene(root / "scene", seed=1)
+    config = tiny_trainer_config(scene, root / "runs", steps=10, boundaries=(0.3, 0.6))
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    return root, trainer
+
+
+def test_export_cameras_round_trip(trained_run):
+    root, trainer = trained_run
+    output = root / "exported" / "transforms.json"
+    config_path = trainer.base_dir / "config.yml"
+    result = subprocess.run(
+        ["mzen-export-cameras", "--load-config", str(config_path), "--output-path", str(output)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    manifest = json.loads(output.read_text())
+    cameras = trainer.pipeline.mzen_model.cameras
+    assert manifest["focal"] == pytest.approx(float(cameras.focal), rel=1e-6)
+    frames = manifest["frames"]
+    assert len(frames) == cameras.dials.numel() == 5
+    learned = cameras.c2w().detach()
+    zooms = cameras.zoom().detach()
+    names = [f["file_path"] for f in frames]
+    for i, frame in enumerate(frames):
+        assert (output.parent / frame["file_path"]).is_file()
+        assert torch.allclose(torch.tensor(frame["transform_matrix"])[:3], learned[i], atol=1e-6)
+        assert frame["fl_x"] == pytest.approx(float(zooms[i] * cameras.focal), rel=1e-6)
+        assert frame["zoom"] == pytest.approx(float(zooms[i]), rel=1e-6)
+        assert frame["dial"] == float(cameras.dials[i])
+        assert (frame["w"], frame["h"], frame["cx"], frame["cy"]) == (32, 24, 16.0, 12.0)
+        if frame["dial"] == 1.0:
+            assert "matched_wide" not in frame
+        else:
+            assert frame["matched_wide"] == names[int(cameras.matched_wide[i])]
+
+
+def test_stock_nerfacto_trains_on_exported_cameras(trained_run, tmp_path):
+    root, trainer = trained_run
+    output = root / "exported" / "transforms.json"
+    if not output.is_file():
+        subprocess.run(["mzen-export-cameras", "--load-config", str(trainer.base_dir / "config.yml"),
+                        "--output-path", str(output)], check=True, capture_output=True, timeout=300)
+    args = [
+        "nerfacto", "--data", str(output.parent), "--output-dir", str(tmp_path / "runs"),
+        "--machine.device-type", "cpu", "--max-num-iterations", "2", "--vis", "tensorboard",
+        "--pipeline.datamanager.train-num-rays-per-batch", "64", "--pipeline.datamanager.eval-num-rays-per-batch", "64",
+        "--steps-per-eval-image", "1000", "--steps-per-eval-batch", "1000", "--steps-per-eval-all-images", "1000",
+        "nerfstudio-data",
+    ]
+    result = subprocess.run([sys.executable, "-c", _NS_TRAIN, *args], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert list((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_checkpoint_loads_with_safe_torch_load(trained_run):
+    _, trainer = trained_run
+    (checkpoint,) = trainer.checkpoint_dir.glob("*.ckpt")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert "_model.cameras.log_focal" in state["pipeline"]
