@@ -111,6 +111,17 @@ def _rescore(
     return matched, best, runner_up
 
 
+def share_decision(matched: Int[Tensor, "Z"], device: torch.device | str) -> Int[Tensor, "Z"]:
+    """Under ``torch.distributed``, every rank adopts rank 0's surrogates (decided once)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return matched
+    shared = matched.to(device).clone()
+    dist.broadcast(shared, src=0)
+    return shared.to(matched.device)
+
+
 def match_table(result: MatchResult, names: Sequence[str], dials: Float[Tensor, "N"]) -> Table:
     """A rich table: zoom-in, dial, matched wide view, MSE, runner-up margin."""
     table = Table(title="crop-and-match: zoom-in → surrogate wide view", show_lines=False)
@@ -149,8 +160,16 @@ def save_match_picture(
         pair = torch.cat([chw[zoom_index], torch.ones(3, height, 4), crops[row]], dim=2)
         pixels = (pair.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
         sheet.paste(Image.fromarray(pixels), (0, top + label))
-        text = f"{names[zoom_index] if names else zoom_index} <- {names[int(result.matched[row])] if names else int(result.matched[row])}"
-        draw.text((1, top), text[: max(8, (2 * width) // 6)], fill=(0, 0, 0))
+        text = f"{_short(names, zoom_index)} <- {_short(names, int(result.matched[row]))}"
+        draw.text((1, top), text, fill=(0, 0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
+
+
+def _short(names: Optional[List[str]], index: int) -> str:
+    """Label for the picture: the last folder and file stem (``4x/train_000``), or the index."""
+    if not names:
+        return str(index)
+    path = Path(names[index])
+    return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem

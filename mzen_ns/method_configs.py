@@ -3,7 +3,7 @@
 - ``mzen``: the full-quality preset when a CUDA device is present, otherwise the CPU preset
   (decided when nerfstudio loads the method list, so ``ns-train mzen`` just works on a laptop).
 - ``mzen-cpu``: the CPU preset by name: small hash grid, 1024 rays per step, device type CPU;
-  finishes all three phases on the demo scene in about 11 minutes on 2 cores.
+  finishes all three phases on the demo scene in about 10 minutes on 2 cores.
 - ``mzen-full``: the full-quality (GPU) preset by name.
 """
 
@@ -88,11 +88,11 @@ def cpu_config() -> MZENTrainerConfig:
         optimizers=_optimizers(field_lr=1e-2, pose_lr=3e-3, focal_lr=3e-3, zoom_lr=2e-3, decay=0.05),
         viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True),
         preset_note="CPU preset (no CUDA device needed): 1800 steps of 1024 rays, small hash grid; "
-        "all three phases take about 11 minutes on 2 cores for the 128x96 demo scene.",
+        "all three phases take about 10 minutes on 2 cores for the 128x96 demo scene.",
     )
 
 
-CPU_DESCRIPTION = "MZEN, CPU preset (2 cores: ~11 min on the demo scene; no GPU flags needed)"
+CPU_DESCRIPTION = "MZEN, CPU preset (2 cores: ~10 min on the demo scene; no GPU flags needed)"
 FULL_DESCRIPTION = "MZEN, full-quality preset for a CUDA GPU"
 
 mzen_cpu = MethodSpecification(config=replace(cpu_config(), method_name="mzen-cpu"), description=CPU_DESCRIPTION)

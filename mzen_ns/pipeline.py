@@ -24,7 +24,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from rich.panel import Panel
 from rich.table import Table
 
-from mzen_ns.crop_and_match import MatchResult, crop_and_match, match_table, save_match_picture
+from mzen_ns.crop_and_match import MatchResult, crop_and_match, match_table, save_match_picture, share_decision
 from mzen_ns.datamanager import MZENDataManager, MZENDataManagerConfig
 from mzen_ns.model import MZENModel, MZENModelConfig
 from mzen_ns.phases import PHASES, Phase, PhaseSchedule
@@ -110,10 +110,7 @@ class MZENPipeline(VanillaPipeline):
         images = torch.stack([dataset.get_image_float32(i) for i in range(len(dataset))])
         cameras = self.mzen_model.cameras
         result = crop_and_match(images, cameras.dials.cpu(), cameras.is_wide.cpu(), work_width=self.config.match_work_width)
-        if dist.is_available() and dist.is_initialized():  # decide once (rank 0) and share
-            matched = result.matched.to(self.device)
-            dist.broadcast(matched, src=0)
-            result.matched = matched.cpu()
+        result.matched = share_decision(result.matched, self.device)  # decided once, on rank 0
         zoom_idx = result.zoom_indices.to(cameras.dials.device)
         wide_idx = result.matched.to(cameras.dials.device)
         cameras.prime(zoom_idx, wide_idx)
@@ -175,3 +172,16 @@ class MZENPipeline(VanillaPipeline):
     def _maybe_final_summary(self, step: int) -> None:
         if step == self.phase_schedule.total - 1 and self.phase is not None:
             self._summarise(self.phase, step + 1)
+            self.export_cameras()
+
+    def export_cameras(self) -> Optional[Path]:
+        """Write the solved cameras to ``<run>/solved_cameras/transforms.json`` (rank 0 only)."""
+        if self.run_dir is None or (dist.is_initialized() and dist.get_rank() != 0):
+            return None
+        from mzen_ns.export import cameras_manifest
+
+        path = self.run_dir / "solved_cameras" / "transforms.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cameras_manifest(self, path.parent), indent=2))
+        CONSOLE.print(f"solved cameras: {path}  (any method: ns-train nerfacto --data {path.parent})")
+        return path

@@ -138,7 +138,7 @@ class MZENTrainer(Trainer):
 
     def _save_after_failure(self, error: BaseException) -> None:
         step = getattr(self, "_last_good_step", -1)
-        if step < 0 or (dist_rank := getattr(self, "local_rank", 0)) != 0:
+        if step < 0 or self.local_rank != 0:
             return
         self.save_checkpoint(step)
         reason = "non-finite values" if isinstance(error, NonFiniteError) else type(error).__name__
@@ -146,4 +146,3 @@ class MZENTrainer(Trainer):
             f"[bold red]mzen stopped at step {step + 1} ({reason}: {error}).[/] Last good checkpoint: "
             f"{self.checkpoint_dir / f'step-{step:09d}.ckpt'} — resume with --load-dir {self.checkpoint_dir}"
         )
-        del dist_rank

@@ -95,3 +95,20 @@ def test_checkpoint_loads_with_safe_torch_load(trained_run):
     (checkpoint,) = trainer.checkpoint_dir.glob("*.ckpt")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert "_model.cameras.log_focal" in state["pipeline"]
+
+
+def test_training_leaves_solved_cameras_and_ns_eval_loads_the_run(trained_run, tmp_path):
+    _, trainer = trained_run
+    solved = trainer.base_dir / "solved_cameras" / "transforms.json"
+    manifest = json.loads(solved.read_text())
+    assert len(manifest["frames"]) == 5
+    assert all((solved.parent / f["file_path"]).is_file() for f in manifest["frames"])
+    output = tmp_path / "eval.json"
+    result = subprocess.run(["ns-eval", "--load-config", str(trainer.base_dir / "config.yml"),
+                             "--output-path", str(output)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads(output.read_text())["results"]
+    from mzen_ns.model import alexnet_weights_path
+
+    assert "psnr" in results
+    assert ("lpips" in results) == alexnet_weights_path().is_file()  # never a score from random weights

@@ -1,0 +1,70 @@
+"""Phase schedule, phase-aligned learning rates, and one decision shared by every process."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mzen_ns.crop_and_match import share_decision
+from mzen_ns.phases import PhaseDecaySchedulerConfig, PhaseSchedule, PhaseScheduleConfig, active_groups
+
+
+def test_default_boundaries_follow_equal_budget():
+    schedule = PhaseSchedule.resolve(PhaseScheduleConfig(), total_steps=1700, n_wide=9, n_train=17)
+    assert schedule.b_start == 900  # 9/17 of the steps: a wide image gets the passes of a wide-only run
+    assert schedule.c_start == 900 + 200  # a quarter of the rest registers the zoom-ins
+    assert [schedule.phase_at(s) for s in (0, 899, 900, 1099, 1100, 1699)] == ["A", "A", "B", "B", "C", "C"]
+
+
+def test_configured_boundaries_and_wide_only_scene():
+    schedule = PhaseSchedule.resolve(PhaseScheduleConfig(boundaries=(0.5, 0.75)), 100, 3, 5)
+    assert (schedule.b_start, schedule.c_start) == (50, 75)
+    assert PhaseSchedule.resolve(PhaseScheduleConfig(), 100, 4, 4).phase_at(99) == "A"
+    with pytest.raises(ValueError, match="phase boundaries"):
+        PhaseSchedule.resolve(PhaseScheduleConfig(boundaries=(0.8, 0.5)), 100, 3, 5)
+
+
+def test_groups_per_phase():
+    assert active_groups("A") == {"fields", "proposal_networks", "wide_poses", "focal"}
+    assert active_groups("B") == {"zoom_poses", "zooms"}
+    assert active_groups("C") == {"fields", "proposal_networks", "wide_poses", "focal", "zoom_poses", "zooms"}
+
+
+def test_learning_rate_schedule_starts_with_its_phase():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=1e-2)
+    config = PhaseDecaySchedulerConfig(lr_final=1e-4, warmup_steps=10, start_step=100, max_steps=300)
+    scheduler = config.setup().get_scheduler(optimizer, lr_init=1e-2)
+    rates = []
+    for _ in range(300):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == rates[99] == 0.0
+    assert rates[100] == pytest.approx(1e-3, rel=1e-3)  # first warm-up step
+    assert rates[109] == pytest.approx(1e-2 * (1e-2 ** (9 / 200)), rel=1e-3)
+    assert rates[299] == pytest.approx(1e-2 * (1e-2 ** (199 / 200)), rel=1e-3)
+
+
+def _worker(rank: int, port: int, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    local = torch.tensor([3, 1, 4]) if rank == 0 else torch.tensor([2, 7, 1])  # ranks disagree locally
+    results[rank] = share_decision(local, "cpu").tolist()
+    dist.destroy_process_group()
+
+
+def test_every_process_adopts_rank_zeros_match():
+    port = 29500 + os.getpid() % 1000
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_worker, args=(port, results), nprocs=2, join=True)
+        assert results[0] == results[1] == [3, 1, 4]
+
+
+def test_single_process_decision_unchanged():
+    assert share_decision(torch.tensor([5, 6]), "cpu").tolist() == [5, 6]
