@@ -41,6 +41,8 @@ class FFMZNDataParserConfig(DataParserConfig):
     """FF-MZN multi-zoom scene: ``transforms.json`` manifest or ``<Z>x/`` folders."""
 
     _target: Type = field(default_factory=lambda: FFMZNDataParser)
+    """Class this config instantiates."""
+
     data: Path = Path()
     """Scene folder (holding ``transforms.json``, or ``1x/``, ``4x/``, ... folders)."""
     test_every: int = 8

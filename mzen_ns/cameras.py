@@ -35,6 +35,8 @@ class ZoomCamerasConfig(InstantiateConfig):
     """Shared learnable focal, per-image learnable zoom and pose."""
 
     _target: Type = field(default_factory=lambda: ZoomCameras)
+    """Class this config instantiates."""
+
     use_pose_prior: bool = False
     """Start poses at the dataparser's cameras (its pose priors) instead of identity."""
     learn_wide_zoom: bool = False

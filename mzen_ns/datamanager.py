@@ -26,6 +26,8 @@ class PhasePixelSamplerConfig(PixelSamplerConfig):
     """Pixel sampler that draws only from the images the current phase allows."""
 
     _target: Type = field(default_factory=lambda: PhasePixelSampler)
+    """Class this config instantiates."""
+
 
 
 class PhasePixelSampler(PixelSampler):
@@ -56,6 +58,8 @@ class MZENDataManagerConfig(VanillaDataManagerConfig):
     """Vanilla data manager with a phase-aware sampler; defaults to the embedded demo scene."""
 
     _target: Type = field(default_factory=lambda: MZENDataManager)
+    """Class this config instantiates."""
+
     dataparser: FFMZNDataParserConfig = field(default_factory=lambda: FFMZNDataParserConfig(data=DEMO_DATA))
     """FF-MZN scene parser (default ``mzen-demo-scene``: the demo scene in the cache, made on first use)."""
     pixel_sampler: PhasePixelSamplerConfig = field(default_factory=PhasePixelSamplerConfig)

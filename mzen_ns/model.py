@@ -17,6 +17,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor, nn
 
 from mzen_ns.cameras import PIXELS_KEY, ZoomCameras, ZoomCamerasConfig
+from mzen_ns.metrics import gss, lss
 from mzen_ns.phases import GROUP_PHASES, Phase, PhaseScheduleConfig
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
@@ -62,6 +63,8 @@ class MZENModelConfig(NerfactoModelConfig):
     """nerfacto's field with MZEN's camera model and phase schedule."""
 
     _target: Type = field(default_factory=lambda: MZENModel)
+    """Class this config instantiates."""
+
     camera_optimizer: tyro.conf.Suppress[CameraOptimizerConfig] = field(
         default_factory=lambda: CameraOptimizerConfig(mode="off")
     )
@@ -138,4 +141,7 @@ class MZENModel(NerfactoModel):
         metrics, images = super().get_image_metrics_and_images(outputs, batch)
         if not self.lpips_available:
             metrics.pop("lpips", None)  # unavailable: reported as such, never a made-up number
+        reference = self.renderer_rgb.blend_background(batch["image"].to(self.device))
+        metrics["gss"] = float(gss(reference, outputs["rgb"])[0])
+        metrics["lss"] = float(lss(reference, outputs["rgb"])[0])
         return metrics, images

@@ -99,6 +99,8 @@ class PhaseDecaySchedulerConfig(SchedulerConfig):
     """Exponential decay with warm-up that starts when the group's first phase starts."""
 
     _target: Type = field(default_factory=lambda: PhaseDecayScheduler)
+    """Class this config instantiates."""
+
     lr_final: Optional[float] = None
     """Final learning rate (default: the initial one, i.e. constant after warm-up)."""
     warmup_steps: int = 0

@@ -41,6 +41,8 @@ class MZENPipelineConfig(VanillaPipelineConfig):
     """Vanilla pipeline + mzen's phase schedule."""
 
     _target: Type = field(default_factory=lambda: MZENPipeline)
+    """Class this config instantiates."""
+
     datamanager: MZENDataManagerConfig = field(default_factory=MZENDataManagerConfig)
     """Phase-aware data manager."""
     model: MZENModelConfig = field(default_factory=MZENModelConfig)

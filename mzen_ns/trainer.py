@@ -76,6 +76,8 @@ class MZENTrainerConfig(TrainerConfig):
     """nerfstudio trainer config for mzen (phase-aware optimizers)."""
 
     _target: Type = field(default_factory=lambda: MZENTrainer)
+    """Class this config instantiates."""
+
     pipeline: MZENPipelineConfig = field(default_factory=MZENPipelineConfig)
     """The mzen pipeline."""
     preset_note: tyro.conf.Suppress[str] = ""
