@@ -105,10 +105,14 @@ class ZoomCameras(nn.Module):
     def pose_delta(self, indices: Int[Tensor, "R"]) -> Float[Tensor, "R 6"]:
         """SO3xR3 tangent (translation, rotation) per image, from the wide or zoom-in parameter."""
         slots = self.slot[indices]
-        wide = self.is_wide[indices, None]
-        from_wide = self.wide_pose[slots.clamp(max=max(self.wide_pose.shape[0] - 1, 0))]
-        from_zoom = self.zoom_pose[slots.clamp(max=max(self.zoom_pose.shape[0] - 1, 0))] if self.zoom_pose.numel() else from_wide
-        return torch.where(wide, from_wide, from_zoom)
+        n_wide, n_zoom = self.wide_pose.shape[0], self.zoom_pose.shape[0]
+        if n_zoom == 0:
+            return self.wide_pose[slots]
+        if n_wide == 0:
+            return self.zoom_pose[slots]
+        from_wide = self.wide_pose[slots.clamp(max=n_wide - 1)]
+        from_zoom = self.zoom_pose[slots.clamp(max=n_zoom - 1)]
+        return torch.where(self.is_wide[indices, None], from_wide, from_zoom)
 
     def c2w(self, indices: Optional[Int[Tensor, "R"]] = None) -> Float[Tensor, "R 3 4"]:
         """Learned camera-to-world matrices (OpenGL)."""

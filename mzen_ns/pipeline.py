@@ -28,6 +28,7 @@ from mzen_ns.crop_and_match import MatchResult, crop_and_match, match_table, sav
 from mzen_ns.datamanager import MZENDataManager, MZENDataManagerConfig
 from mzen_ns.model import MZENModel, MZENModelConfig
 from mzen_ns.phases import PHASES, Phase, PhaseSchedule
+from mzen_ns.registration import RegistrationConfig
 
 PHASE_TITLES: Dict[Phase, str] = {
     "A": "phase A: bootstrap on wide views (field, wide poses, focal)",
@@ -49,6 +50,8 @@ class MZENPipelineConfig(VanillaPipelineConfig):
     """nerfacto field + zoom-aware cameras."""
     match_work_width: int = 64
     """Crop-and-match scores all pairs on copies this wide, then re-scores the best 3 exactly."""
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    """How ``ns-eval`` registers held-out views before scoring them."""
 
 
 class MZENPipeline(VanillaPipeline):
@@ -140,6 +143,17 @@ class MZENPipeline(VanillaPipeline):
             for z, m, e, g in zip(result.zoom_indices.tolist(), result.matched, result.mse, result.margin)
         ]
         path.write_text(json.dumps(rows, indent=2))
+
+    # ------------------------------------------------------------------ evaluation
+
+    def get_average_eval_image_metrics(
+        self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
+    ) -> Dict[str, float]:
+        """``ns-eval``: register the held-out views (field frozen), then per-zoom metrics and camera
+        errors against ground truth (see :mod:`mzen_ns.evaluation`)."""
+        from mzen_ns.evaluation import evaluate
+
+        return evaluate(self, self.config.registration)
 
     # ------------------------------------------------------------------ progress
 

@@ -1,0 +1,144 @@
+"""Evaluation of an mzen run (METHOD.md, "Evaluation protocol"): register the held-out views, render
+them, score per zoom level, and compare cameras with ground truth after a Sim(3) alignment.
+
+Keys (``ns-eval``'s ``results``): ``psnr``, ``ssim``, ``gss``, ``lss`` (+ ``lpips`` with cached
+weights) as the mean over zoom levels of the per-level means; per level ``psnr_<z>x`` etc. with
+``<z>`` the normalised dial formatted with ``%g``; with ground truth ``rot_err_deg``, ``trans_err``
+(ground-truth scene units), ``zoom_err_rel``, ``focal_err_rel`` for the training cameras and the
+same with a ``test_`` prefix for the registered held-out cameras.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mzen_ns.metrics import image_metrics
+from mzen_ns.registration import RegistrationConfig, prime_views, register
+
+
+def umeyama(source: Float[np.ndarray, "N 3"], target: Float[np.ndarray, "N 3"]) -> Tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) minimising ||s R source + t − target||² (Umeyama 1991)."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    xs, xt = source - mu_s, target - mu_t
+    var_s = (xs**2).sum() / len(source)
+    if var_s < 1e-12:  # all learned centres coincide: no scale to recover
+        return 1.0, np.eye(3), mu_t - mu_s
+    u, d, vt = np.linalg.svd(xt.T @ xs / len(source))
+    sign = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[2, 2] = -1
+    rotation = u @ sign @ vt
+    scale = float(np.trace(np.diag(d) @ sign) / var_s)
+    return scale, rotation, mu_t - scale * rotation @ mu_s
+
+
+def camera_errors(
+    learned_c2w: np.ndarray, true_c2w: np.ndarray, alignment: Tuple[float, np.ndarray, np.ndarray]
+) -> Tuple[float, float]:
+    """Mean rotation error (deg) and camera-centre error (ground-truth units) after alignment."""
+    scale, rotation, shift = alignment
+    rot_errors, trans_errors = [], []
+    for learned, truth in zip(learned_c2w, true_c2w):
+        aligned_rot = rotation @ learned[:3, :3]
+        cosine = (np.trace(aligned_rot.T @ truth[:3, :3]) - 1.0) / 2.0
+        rot_errors.append(math.degrees(math.acos(float(np.clip(cosine, -1.0, 1.0)))))
+        trans_errors.append(float(np.linalg.norm(scale * rotation @ learned[:3, 3] + shift - truth[:3, 3])))
+    return float(np.mean(rot_errors)), float(np.mean(trans_errors))
+
+
+def level_key(name: str, dial: float) -> str:
+    """``psnr`` at dial 16 → ``psnr_16x``."""
+    return f"{name}_{dial:g}x"
+
+
+def aggregate(per_image: List[Dict[str, float]], dials: List[float]) -> Dict[str, float]:
+    """Per-level means, and their mean over levels for the plain keys."""
+    by_level: Dict[float, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    for values, dial in zip(per_image, dials):
+        for name, value in values.items():
+            by_level[dial][name].append(value)
+    results: Dict[str, float] = {}
+    names = sorted({name for values in per_image for name in values})
+    for name in names:
+        level_means = []
+        for dial in sorted(by_level):
+            if by_level[dial][name]:
+                mean = float(np.mean(by_level[dial][name]))
+                results[level_key(name, dial)] = mean
+                level_means.append(mean)
+        results[name] = float(np.mean(level_means))
+    return results
+
+
+def ground_truth_errors(
+    learned_c2w: np.ndarray, learned_zoom: np.ndarray, truth: Dict[str, Any], dials: np.ndarray,
+    alignment: Optional[Tuple[float, np.ndarray, np.ndarray]] = None,
+) -> Tuple[Dict[str, float], Optional[Tuple[float, np.ndarray, np.ndarray]]]:
+    """rot/trans/zoom errors where the scene has ground truth; the alignment used (fitted if None)."""
+    results: Dict[str, float] = {}
+    true_c2w = truth["c2w"].numpy()
+    have_pose = ~np.isnan(true_c2w).any(axis=(1, 2))
+    if have_pose.sum() >= 2 or (alignment is not None and have_pose.any()):
+        if alignment is None:
+            alignment = umeyama(learned_c2w[have_pose, :3, 3], true_c2w[have_pose, :3, 3])
+        rot, trans = camera_errors(learned_c2w[have_pose], true_c2w[have_pose], alignment)
+        results["rot_err_deg"], results["trans_err"] = rot, trans
+    true_zoom = truth["zoom"].numpy()
+    have_zoom = ~np.isnan(true_zoom)
+    zoom_ins = have_zoom & (dials != 1.0)
+    use = zoom_ins if zoom_ins.any() else have_zoom
+    if use.any():
+        results["zoom_err_rel"] = float(np.mean(np.abs(learned_zoom[use] - true_zoom[use]) / true_zoom[use]))
+    return results, alignment
+
+
+@torch.no_grad()
+def render_view(model, cameras, index: int) -> Float[Tensor, "H W 3"]:
+    """Render one view of ``cameras`` at its current pose and zoom."""
+    camera = cameras.to_cameras(torch.tensor([index], device=cameras.dials.device))
+    return model.get_outputs_for_camera(camera)["rgb"].clamp(0.0, 1.0)
+
+
+def evaluate(
+    pipeline, registration: RegistrationConfig, renders: Optional[List[Tensor]] = None
+) -> Dict[str, float]:
+    """Register, render and score the held-out views; camera errors against ground truth.
+    ``renders``, if given, receives each held-out view's render (for checks and pictures)."""
+    model = pipeline.mzen_model
+    train, test = pipeline.datamanager.train_dataset, pipeline.datamanager.eval_dataset
+    train_images = torch.stack([train.get_image_float32(i)[..., :3] for i in range(len(train))])
+    test_images = torch.stack([test.get_image_float32(i)[..., :3] for i in range(len(test))])
+    test_dials = test.metadata["mzen_dial"].float()
+    cameras, _ = prime_views(model, train_images, test_images, test_dials, registration.match_work_width)
+    register(model, cameras, test_images, registration)
+    lpips = model.lpips if getattr(model, "lpips_available", False) else None
+    per_image = []
+    for i in range(len(test)):
+        rendered = render_view(model, cameras, i)
+        if renders is not None:
+            renders.append(rendered.cpu())
+        per_image.append(image_metrics(test_images[i].to(rendered.device), rendered, lpips=lpips))
+    results = aggregate(per_image, test_dials.tolist())
+
+    trained = model.cameras
+    train_truth = train.metadata["mzen_ground_truth"]
+    errors, alignment = ground_truth_errors(
+        trained.c2w().detach().cpu().numpy(), trained.zoom().detach().cpu().numpy(), train_truth,
+        trained.dials.cpu().numpy(),
+    )
+    results.update(errors)
+    if train_truth.get("focal"):
+        results["focal_err_rel"] = abs(float(trained.focal) - train_truth["focal"]) / train_truth["focal"]
+    test_errors, _ = ground_truth_errors(
+        cameras.c2w().detach().cpu().numpy(), cameras.zoom().detach().cpu().numpy(),
+        test.metadata["mzen_ground_truth"], test_dials.numpy(), alignment,
+    )
+    results.update({f"test_{name}": value for name, value in test_errors.items()})
+    return results
