@@ -153,7 +153,8 @@ class MZENPipeline(VanillaPipeline):
         errors against ground truth (see :mod:`mzen_ns.evaluation`)."""
         from mzen_ns.evaluation import evaluate
 
-        return evaluate(self, self.config.registration)
+        # runs saved before this option existed load without it: use the defaults
+        return evaluate(self, getattr(self.config, "registration", RegistrationConfig()))
 
     # ------------------------------------------------------------------ progress
 
