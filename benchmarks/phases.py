@@ -15,9 +15,7 @@ and report
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
+from mzen_ns.evaluation import pairwise_rotation_error
 from mzen_ns.method_configs import cpu_config, full_config
 from mzen_ns.scene_maker import SceneMakerConfig, make_scene
 
@@ -49,20 +48,6 @@ def render_psnr(pipeline, indices: List[int]) -> List[float]:
         values.append(psnr(rgb.clamp(0, 1), dataset.get_image_float32(index)[..., :3]))
     model.train(was_training)
     return values
-
-
-def rotation_angle_deg(r: np.ndarray) -> float:
-    return math.degrees(math.acos(float(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))))
-
-
-def pairwise_rotation_error(learned: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over wide pairs of the angle between learned and true relative rotations (gauge-free)."""
-    errors = []
-    for i, j in itertools.combinations(range(len(learned)), 2):
-        rel_l = learned[i].T @ learned[j]
-        rel_t = truth[i].T @ truth[j]
-        errors.append(rotation_angle_deg(rel_l.T @ rel_t))
-    return float(np.mean(errors))
 
 
 def run_seed(seed: int, out: Path, preset: str, steps: int | None) -> Dict[str, float]:

@@ -5,7 +5,9 @@ Keys (``ns-eval``'s ``results``): ``psnr``, ``ssim``, ``gss``, ``lss`` (+ ``lpip
 weights) as the mean over zoom levels of the per-level means; per level ``psnr_<z>x`` etc. with
 ``<z>`` the normalised dial formatted with ``%g``; with ground truth ``rot_err_deg``, ``trans_err``
 (ground-truth scene units), ``zoom_err_rel``, ``focal_err_rel`` for the training cameras and the
-same with a ``test_`` prefix for the registered held-out cameras.
+same with a ``test_`` prefix for the registered held-out cameras; also
+``wide_pair_rot_err_deg``, the gauge-free mean pairwise relative-rotation error of the training
+wide views.
 """
 
 from __future__ import annotations
@@ -51,6 +53,19 @@ def camera_errors(
         rot_errors.append(math.degrees(math.acos(float(np.clip(cosine, -1.0, 1.0)))))
         trans_errors.append(float(np.linalg.norm(scale * rotation @ learned[:3, 3] + shift - truth[:3, 3])))
     return float(np.mean(rot_errors)), float(np.mean(trans_errors))
+
+
+def pairwise_rotation_error(learned_c2w: np.ndarray, true_c2w: np.ndarray) -> float:
+    """Mean over camera pairs of the angle (deg) between learned and true relative rotations —
+    gauge-free, so it needs no alignment (the check the developers' guide recommends)."""
+    errors = []
+    for i in range(len(learned_c2w)):
+        for j in range(i + 1, len(learned_c2w)):
+            rel_learned = learned_c2w[i, :3, :3].T @ learned_c2w[j, :3, :3]
+            rel_true = true_c2w[i, :3, :3].T @ true_c2w[j, :3, :3]
+            cosine = (np.trace(rel_learned.T @ rel_true) - 1.0) / 2.0
+            errors.append(math.degrees(math.acos(float(np.clip(cosine, -1.0, 1.0)))))
+    return float(np.mean(errors)) if errors else float("nan")
 
 
 def level_key(name: str, dial: float) -> str:
@@ -134,6 +149,12 @@ def evaluate(
         trained.dials.cpu().numpy(),
     )
     results.update(errors)
+    wide = trained.is_wide.cpu().numpy()
+    true_c2w = train_truth["c2w"].numpy()
+    have = wide & ~np.isnan(true_c2w).any(axis=(1, 2))
+    if have.sum() >= 2:
+        learned = trained.c2w().detach().cpu().numpy()
+        results["wide_pair_rot_err_deg"] = pairwise_rotation_error(learned[have], true_c2w[have])
     if train_truth.get("focal"):
         results["focal_err_rel"] = abs(float(trained.focal) - train_truth["focal"]) / train_truth["focal"]
     test_errors, _ = ground_truth_errors(

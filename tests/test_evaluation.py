@@ -33,7 +33,7 @@ def test_eval_keys_and_independent_recomputation(trained):
         assert {name, f"{name}_1x", f"{name}_4x"} <= set(results)
         assert results[name] == pytest.approx((results[f"{name}_1x"] + results[f"{name}_4x"]) / 2)
     for name in ("rot_err_deg", "trans_err", "zoom_err_rel", "focal_err_rel",
-                 "test_rot_err_deg", "test_trans_err", "test_zoom_err_rel"):
+                 "test_rot_err_deg", "test_trans_err", "test_zoom_err_rel", "wide_pair_rot_err_deg"):
         assert name in results and np.isfinite(results[name])
     test = pipeline.datamanager.eval_dataset
     dials = test.metadata["mzen_dial"].tolist()
@@ -65,3 +65,17 @@ def test_umeyama_recovers_a_similarity():
 def test_aggregate_is_mean_of_level_means():
     results = aggregate([{"psnr": 10.0}, {"psnr": 20.0}, {"psnr": 40.0}], [1.0, 1.0, 16.0])
     assert results == {"psnr_1x": 15.0, "psnr_16x": 40.0, "psnr": 27.5}
+
+
+def test_pairwise_rotation_error_is_gauge_free():
+    from mzen_ns.evaluation import pairwise_rotation_error
+    from scipy.spatial.transform import Rotation
+
+    truth = np.stack([np.eye(4)] * 4)
+    truth[:, :3, :3] = Rotation.from_rotvec(np.random.default_rng(1).normal(scale=0.1, size=(4, 3))).as_matrix()
+    gauge = Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix()
+    learned = truth.copy()
+    learned[:, :3, :3] = gauge @ truth[:, :3, :3]
+    assert pairwise_rotation_error(learned, truth) == pytest.approx(0.0, abs=1e-5)
+    learned[0, :3, :3] = learned[0, :3, :3] @ Rotation.from_rotvec([0, 0, np.radians(2.0)]).as_matrix()
+    assert pairwise_rotation_error(learned, truth) == pytest.approx(2.0 * 3 / 6, rel=1e-4)  # 3 of 6 pairs off by 2°
