@@ -25,16 +25,12 @@ import numpy as np
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
-from mzen_ns.evaluation import pairwise_rotation_error
+from mzen_ns.evaluation import pairwise_rotation_error, render_view
 from mzen_ns.method_configs import cpu_config, full_config
+from mzen_ns.metrics import psnr
 from mzen_ns.scene_maker import SceneMakerConfig, make_scene
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10.0 * torch.log10(((a - b) ** 2).mean()))
-
-
-@torch.no_grad()
 def render_psnr(pipeline, indices: List[int]) -> List[float]:
     """PSNR of training images rendered at the model's current cameras."""
     model = pipeline.mzen_model
@@ -43,9 +39,8 @@ def render_psnr(pipeline, indices: List[int]) -> List[float]:
     model.eval()
     values = []
     for index in indices:
-        camera = model.cameras.to_cameras(torch.tensor([index])).to(pipeline.device)
-        rgb = model.get_outputs_for_camera(camera)["rgb"].cpu()
-        values.append(psnr(rgb.clamp(0, 1), dataset.get_image_float32(index)[..., :3]))
+        rgb = render_view(model, model.cameras, index).cpu()
+        values.append(float(psnr(dataset.get_image_float32(index)[..., :3], rgb)[0]))
     model.train(was_training)
     return values
 

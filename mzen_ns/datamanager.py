@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple, Type
 
 import torch
+from jaxtyping import Float
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 
 from dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
@@ -66,6 +68,11 @@ class MZENDataManagerConfig(VanillaDataManagerConfig):
     """Pixel sampler that obeys the phase."""
     train_num_images_to_sample_from: int = -1
     """Must stay -1 (all training images cached) so every phase finds its images."""
+
+
+def stack_images(dataset: InputDataset) -> Float[torch.Tensor, "N H W 3"]:
+    """Every image of ``dataset`` as RGB floats in [0, 1] (for crop-and-match and scoring)."""
+    return torch.stack([dataset.get_image_float32(i)[..., :3] for i in range(len(dataset))])
 
 
 class MZENDataManager(VanillaDataManager):

@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from mzen_ns.datamanager import stack_images
 from mzen_ns.metrics import image_metrics
 from mzen_ns.registration import RegistrationConfig, prime_views, register
 
@@ -128,8 +129,7 @@ def evaluate(
     ``renders``, if given, receives each held-out view's render (for checks and pictures)."""
     model = pipeline.mzen_model
     train, test = pipeline.datamanager.train_dataset, pipeline.datamanager.eval_dataset
-    train_images = torch.stack([train.get_image_float32(i)[..., :3] for i in range(len(train))])
-    test_images = torch.stack([test.get_image_float32(i)[..., :3] for i in range(len(test))])
+    train_images, test_images = stack_images(train), stack_images(test)
     test_dials = test.metadata["mzen_dial"].float()
     cameras, _ = prime_views(model, train_images, test_images, test_dials, registration.match_work_width)
     register(model, cameras, test_images, registration)

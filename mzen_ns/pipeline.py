@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Type
@@ -25,7 +24,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from mzen_ns.crop_and_match import MatchResult, crop_and_match, match_table, save_match_picture, share_decision
-from mzen_ns.datamanager import MZENDataManager, MZENDataManagerConfig
+from mzen_ns.datamanager import MZENDataManager, MZENDataManagerConfig, stack_images
 from mzen_ns.model import MZENModel, MZENModelConfig
 from mzen_ns.phases import PHASES, Phase, PhaseSchedule
 from mzen_ns.registration import RegistrationConfig
@@ -70,8 +69,7 @@ class MZENPipeline(VanillaPipeline):
         )
         self.phase: Optional[Phase] = None
         self.run_dir: Optional[Path] = None
-        self.match: Optional[MatchResult] = None
-        self._loss_sums: Dict[str, float] = defaultdict(float)
+        self._loss_sums: Dict[str, torch.Tensor] = {}
         self._loss_count = 0
         self._phase_started = time.perf_counter()
 
@@ -112,7 +110,7 @@ class MZENPipeline(VanillaPipeline):
     def prime_zoom_ins(self) -> MatchResult:
         """Crop-and-match every zoom-in against the wide views, then prime it (METHOD.md, phase B)."""
         dataset = self.datamanager.train_dataset
-        images = torch.stack([dataset.get_image_float32(i) for i in range(len(dataset))])
+        images = stack_images(dataset)
         cameras = self.mzen_model.cameras
         result = crop_and_match(images, cameras.dials.cpu(), cameras.is_wide.cpu(), work_width=self.config.match_work_width)
         result.matched = share_decision(result.matched, self.device)  # decided once, on rank 0
@@ -120,7 +118,6 @@ class MZENPipeline(VanillaPipeline):
         wide_idx = result.matched.to(cameras.dials.device)
         cameras.prime(zoom_idx, wide_idx)
         self._copy_appearance(zoom_idx, wide_idx)
-        self.match = result
         names = [str(p) for p in dataset.metadata["mzen_file_paths"]]
         CONSOLE.print(match_table(result, names, cameras.dials.cpu()))
         if self.run_dir is not None and (not dist.is_initialized() or dist.get_rank() == 0):
@@ -161,8 +158,8 @@ class MZENPipeline(VanillaPipeline):
     def get_train_loss_dict(self, step: int):
         model_outputs, loss_dict, metrics_dict = super().get_train_loss_dict(step)
         phase = self.phase or self.phase_schedule.phase_at(step)
-        for name, value in loss_dict.items():
-            self._loss_sums[name] += float(value.detach())
+        for name, value in loss_dict.items():  # summed on the device; read once per phase
+            self._loss_sums[name] = self._loss_sums.get(name, 0.0) + value.detach()
         self._loss_count += 1
         metrics_dict["phase"] = torch.tensor(float(PHASES.index(phase)))
         for name, value in loss_dict.items():
@@ -176,8 +173,9 @@ class MZENPipeline(VanillaPipeline):
         table.add_column("quantity")
         table.add_column("value", justify="right")
         for name, total in sorted(self._loss_sums.items()):
-            table.add_row(f"mean {name}", f"{total / max(self._loss_count, 1):.5f}")
-            writer.put_scalar(name=f"phase_summary/{phase}/{name}", scalar=total / max(self._loss_count, 1), step=step)
+            mean = float(total) / max(self._loss_count, 1)
+            table.add_row(f"mean {name}", f"{mean:.5f}")
+            writer.put_scalar(name=f"phase_summary/{phase}/{name}", scalar=mean, step=step)
         table.add_row("learned focal (px)", f"{float(cameras.focal):.2f}")
         if zoom_ratio.numel():
             table.add_row("zoom / dial (min, max)", f"{float(zoom_ratio.min()):.4f}, {float(zoom_ratio.max()):.4f}")

@@ -4,7 +4,6 @@ runs that stop cleanly (with a checkpoint) on a non-finite loss or a crash."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Type
 
@@ -116,16 +115,12 @@ class MZENTrainer(Trainer):
                     scheduler, start_step=schedule.group_start(name), max_steps=schedule.total
                 )
             config[name] = group
-        param_groups = self.pipeline.get_param_groups()
-        missing = sorted(set(param_groups) - set(config))
-        if missing:
-            raise ValueError(f"no optimizer configured for parameter groups {missing}")
-        return PhasedOptimizers(config, param_groups, self.pipeline)
+        return PhasedOptimizers(config, self.pipeline.get_param_groups(), self.pipeline)
 
     def train_iteration(self, step: int):
         loss, loss_dict, metrics_dict = super().train_iteration(step)
-        cameras = self.pipeline.mzen_model.cameras
-        if not math.isfinite(float(loss.detach())) or not all(bool(torch.isfinite(p).all()) for p in cameras.parameters()):
+        values = [loss.detach().reshape(-1)] + [p.detach().reshape(-1) for p in self.pipeline.mzen_model.cameras.parameters()]
+        if not bool(torch.isfinite(torch.cat(values)).all()):  # one host sync per step
             raise NonFiniteError(f"non-finite loss or camera parameter at step {step}")
         self._last_good_step = step
         return loss, loss_dict, metrics_dict
