@@ -11,7 +11,8 @@ Metadata keys (tensors indexed like the split's images):
   the manifest; ``mzen_file_paths``: the manifest's relative paths; ``mzen_source_filenames``:
   the original image files (``image_filenames`` may point at normalised 8-bit copies);
   ``mzen_focal_guess`` (fx, fy) at the widest level; ``mzen_image_size`` (w, h);
-  ``mzen_principal_point`` (cx, cy); ``mzen_pose_prior`` (N, 4, 4) in the normalised frame, or ``None``.
+  ``mzen_principal_point`` (cx, cy); ``mzen_pose_prior`` (N, 4, 4) in the normalised frame, or ``None``;
+  ``mzen_scene_train_counts`` (wide, all): the scene's training frames, whatever ``train_levels`` keeps.
 - ``mzen_ground_truth`` (evaluation only): ``c2w`` (N, 4, 4), ``zoom`` (N,) — NaN where the
   scene gives none — and ``focal`` (float or ``None``).
 """
@@ -55,6 +56,9 @@ class FFMZNDataParserConfig(DataParserConfig):
     pose_prior_normalisation: Literal["centre-and-scale", "none"] = "centre-and-scale"
     """With pose priors: move the mean camera centre to the origin and scale the largest camera
     distance from it to 1 (left at scale 1 when every centre coincides), or leave poses as given."""
+    train_levels: Literal["all", "widest"] = "all"
+    """Training frames to load: every level, or only the widest (a wide-only baseline; held-out
+    frames of every level stay in the evaluation split)."""
     alpha: AlphaHandling = "white"
     """Frames with an alpha channel: composite over white or black, or drop the channel."""
     scene_scale: float = 1.0
@@ -79,10 +83,24 @@ class FFMZNDataParser(DataParser):
         install_clean_error_report()
         scene, images, splits = self._load_scene()
         wanted = _split_name(split)
-        indices = [i for i, frame_split in enumerate(splits) if frame_split == wanted]
-        if not indices:  # no held-out frames: evaluate on the training frames, like eval_mode "all"
-            indices = [i for i, frame_split in enumerate(splits) if frame_split == "train"]
-        return self._outputs(scene, images, indices)
+        train = [i for i, frame_split in enumerate(splits) if frame_split == "train"]
+        indices = [i for i, frame_split in enumerate(splits) if frame_split == wanted] or train
+        # (no held-out frames: evaluate on the training frames, like eval_mode "all")
+        if split == "train":
+            indices = self._kept_levels(scene, indices)
+        outputs = self._outputs(scene, images, indices)
+        levels = zoom_levels([frame.dial for frame in scene.frames])
+        n_wide = sum(1 for i in train if level_index(scene.frames[i].dial, levels) == 0)
+        outputs.metadata["mzen_scene_train_counts"] = (n_wide, len(train))
+        return outputs
+
+    def _kept_levels(self, scene: SceneRecord, indices: List[int]) -> List[int]:
+        if self.config.train_levels == "all":
+            return indices
+        if self.config.train_levels == "widest":
+            levels = zoom_levels([frame.dial for frame in scene.frames])
+            return [i for i in indices if level_index(scene.frames[i].dial, levels) == 0]
+        assert_never(self.config.train_levels)
 
     def _load_scene(self) -> Tuple[SceneRecord, List[FrameImage], List[str]]:
         """Read and validate the whole scene once (both splits come from the same reading)."""

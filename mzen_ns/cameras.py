@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Type
+from typing import Dict, List, Literal, Optional, Type
 
 import torch
 from jaxtyping import Float, Int
@@ -25,6 +25,7 @@ from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
+from typing_extensions import assert_never
 
 PIXELS_KEY = "mzen_pixels"
 """Ray-bundle metadata key holding each ray's (row, column) pixel indices."""
@@ -41,6 +42,12 @@ class ZoomCamerasConfig(InstantiateConfig):
     """Start poses at the dataparser's cameras (its pose priors) instead of identity."""
     learn_wide_zoom: bool = False
     """Let wide zooms move in phase C too (they are the gauge of the focal; off by default)."""
+    zoom_model: Literal["dial", "none"] = "dial"
+    """``dial``: each image has a learnable zoom initialised at its dial reading (MZEN). ``none``:
+    zoom-unaware (the joint baseline): every zoom is 1 and is not learned, one focal for all."""
+    ground_truth: bool = False
+    """Oracle: start at the scene's ground-truth poses, zooms and focal and never learn them
+    (synthetic scenes only; the run fails if any frame lacks ground truth)."""
 
 
 class ZoomCameras(nn.Module):
@@ -58,6 +65,7 @@ class ZoomCameras(nn.Module):
         width: int,
         height: int,
         initial_c2w: Optional[Float[Tensor, "N 3 4"]] = None,
+        initial_zoom: Optional[Float[Tensor, "N"]] = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -69,7 +77,7 @@ class ZoomCameras(nn.Module):
         self.register_buffer("aspect", torch.tensor(float(aspect)))
         self.width, self.height = int(width), int(height)
         base = torch.eye(4)[:3].expand(count, 3, 4).clone()
-        if config.use_pose_prior and initial_c2w is not None:
+        if (config.use_pose_prior or config.ground_truth) and initial_c2w is not None:
             base = initial_c2w.float().clone()
         self.register_buffer("base_c2w", base)
         wide_index = torch.nonzero(self.is_wide).squeeze(-1)
@@ -81,11 +89,30 @@ class ZoomCameras(nn.Module):
         slot[zoom_index] = torch.arange(zoom_index.numel())
         self.register_buffer("slot", slot)
         self.log_focal = nn.Parameter(torch.tensor(math.log(focal_guess)))
-        self.log_zoom = nn.Parameter(self.dials.log().clone())
+        self.log_zoom = nn.Parameter(self.initial_zoom(initial_zoom).log())
         self.wide_pose = nn.Parameter(torch.zeros(wide_index.numel(), 6))
         self.zoom_pose = nn.Parameter(torch.zeros(zoom_index.numel(), 6))
         self.register_buffer("matched_wide", torch.full((count,), -1, dtype=torch.long))
         """For each zoom-in, the wide view it was primed from (−1: not primed yet)."""
+        self.register_buffer("solved", torch.zeros(count, dtype=torch.bool))
+        """Images whose camera has been trained on (their pixels were sampled)."""
+        for name, param in self.named_parameters():
+            param.requires_grad_(name in self.learnable_names())
+
+    def initial_zoom(self, initial_zoom: Optional[Float[Tensor, "N"]] = None) -> Float[Tensor, "N"]:
+        """Zooms before training: ``initial_zoom`` (the oracle's truth) or the dials; 1 if zoom-unaware."""
+        if self.config.zoom_model == "none":
+            return torch.ones_like(self.dials)
+        if self.config.zoom_model == "dial":
+            return initial_zoom.float().clone() if initial_zoom is not None else self.dials.clone()
+        assert_never(self.config.zoom_model)
+
+    def learnable_names(self) -> List[str]:
+        """Parameters this configuration learns: none for the oracle; no zooms when zoom-unaware."""
+        if self.config.ground_truth:
+            return []
+        names = ["log_focal", "wide_pose", "zoom_pose"]
+        return names + ["log_zoom"] if self.config.zoom_model == "dial" else names
 
     # ------------------------------------------------------------------ parameters
 
@@ -125,13 +152,10 @@ class ZoomCameras(nn.Module):
         return torch.cat([rotation, translation], dim=-1)
 
     def param_groups(self) -> Dict[str, List[nn.Parameter]]:
-        """One optimizer group each: wide poses, zoom-in poses, focal, zooms."""
-        return {
-            "wide_poses": [self.wide_pose],
-            "zoom_poses": [self.zoom_pose],
-            "focal": [self.log_focal],
-            "zooms": [self.log_zoom],
-        }
+        """One optimizer group each: wide poses, zoom-in poses, focal, zooms (learnable ones only)."""
+        groups = {"wide_poses": "wide_pose", "zoom_poses": "zoom_pose", "focal": "log_focal", "zooms": "log_zoom"}
+        learnable = self.learnable_names()
+        return {group: [getattr(self, name)] for group, name in groups.items() if name in learnable}
 
     # ------------------------------------------------------------------ rays
 
@@ -174,10 +198,11 @@ class ZoomCameras(nn.Module):
 
     @torch.no_grad()
     def prime(self, zoom_indices: Int[Tensor, "Z"], wide_indices: Int[Tensor, "Z"]) -> None:
-        """Pose priming: each zoom-in takes its matched wide view's learned pose; zoom = dial."""
+        """Pose priming: each zoom-in takes its matched wide view's learned pose; zoom = its initial
+        value (the dial, or 1 when zoom-unaware)."""
         self.base_c2w[zoom_indices] = self.c2w(wide_indices)
         self.zoom_pose[self.slot[zoom_indices]] = 0.0
-        self.log_zoom[zoom_indices] = self.dials[zoom_indices].log()
+        self.log_zoom[zoom_indices] = self.initial_zoom()[zoom_indices].log()
         self.matched_wide[zoom_indices] = wide_indices
 
     @property

@@ -4,7 +4,9 @@ nerfstudio ``transforms.json`` (per-frame intrinsics), so any nerfstudio method 
 Per frame: ``file_path`` (relative to FILE's folder), ``transform_matrix`` (learned
 camera-to-world, OpenGL), ``fl_x``/``fl_y`` (learned zoom × focal), ``cx``, ``cy``, ``w``, ``h``,
 ``zoom`` (learned), ``dial`` (recorded, normalised) and, for zoom-ins, ``matched_wide`` (the
-surrogate's ``file_path``). Top level: ``focal`` (learned base focal) and ``camera_model``.
+surrogate's ``file_path``). Top level: ``focal`` (learned base focal) and ``camera_model``; frames
+the run never trained on (e.g. the zoom-ins of ``mzen-phase-a``) are left out and listed in
+``unsolved_frames``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ def cameras_manifest(pipeline: Any, output_dir: Path) -> Dict[str, Any]:
     zooms = cameras.zoom().detach().cpu()
     paths = [_relative(Path(p), output_dir) for p in dataset.image_filenames]
     frames: List[Dict[str, Any]] = []
+    unsolved = [path for path, solved in zip(paths, cameras.solved.tolist()) if not solved]
     for i, path in enumerate(paths):
+        if not bool(cameras.solved[i]):  # never trained on (e.g. zoom-ins of an ``mzen-phase-a`` run)
+            continue
         c2w = learned.camera_to_worlds[i].cpu().tolist() + [[0.0, 0.0, 0.0, 1.0]]
         frame: Dict[str, Any] = {
             "file_path": path,
@@ -51,7 +56,10 @@ def cameras_manifest(pipeline: Any, output_dir: Path) -> Dict[str, Any]:
         if not bool(cameras.is_wide[i]) and matched >= 0:
             frame["matched_wide"] = paths[matched]
         frames.append(frame)
-    return {"camera_model": "OPENCV", "focal": float(cameras.focal), "frames": frames}
+    manifest: Dict[str, Any] = {"camera_model": "OPENCV", "focal": float(cameras.focal), "frames": frames}
+    if unsolved:
+        manifest["unsolved_frames"] = unsolved
+    return manifest
 
 
 def _relative(path: Path, output_dir: Path) -> str:

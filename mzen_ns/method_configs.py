@@ -5,12 +5,26 @@
 - ``mzen-cpu``: the CPU preset by name: small hash grid, 1024 rays per step, device type CPU;
   finishes all three phases on the demo scene in about 10 minutes on 2 cores.
 - ``mzen-full``: the full-quality (GPU) preset by name.
+
+The paper's comparison (METHOD.md, "Evaluation protocol") as methods sharing mzen's field, sampler
+and camera model, each with the ``mzen`` preset of this machine and the paper's equal-budget
+accounting (the wide-only runs give each wide image the passes phase A gives it; the all-image
+runs get the full budget, phase B's passes counted):
+
+- ``mzen-baseline-wide`` (config 1): pose-free, only the wide frames are loaded, one phase.
+- ``mzen-baseline-joint`` (config 2): pose-free, every image from step 0, zoom-unaware (every zoom
+  is 1: no dial prior), no phases, no priming.
+- ``mzen-phase-a`` (config 3): MZEN stopped after phase A.
+- ``mzen`` (config 4): all three phases.
+- ``mzen-oracle``: ground-truth poses, zooms and focal, fixed (synthetic scenes); the ceiling.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Dict
+from typing import Dict, Literal, Tuple
+
+from typing_extensions import assert_never
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
@@ -92,6 +106,74 @@ def cpu_config() -> MZENTrainerConfig:
     )
 
 
+Configuration = Literal["baseline-wide", "baseline-joint", "phase-a", "mzen", "oracle"]
+CONFIGURATIONS: Tuple[Configuration, ...] = ("baseline-wide", "baseline-joint", "phase-a", "mzen", "oracle")
+"""The comparison's configurations, in the paper's order (1, 2, 3, 4) and then the oracle."""
+
+
+Preset = Literal["cpu", "full", "smoke"]
+
+
+def smoke_config() -> MZENTrainerConfig:
+    """The CPU preset shrunk to milliseconds per step (tiny field, 64 rays, 40 steps): checks that a
+    set-up runs end to end; its numbers mean nothing."""
+    base = cpu_config()
+    model = replace(
+        base.pipeline.model,
+        num_levels=4,
+        log2_hashmap_size=10,
+        max_res=64,
+        hidden_dim=16,
+        hidden_dim_color=16,
+        num_proposal_samples_per_ray=(16, 8),
+        num_nerf_samples_per_ray=8,
+        eval_num_rays_per_chunk=1024,
+    )
+    datamanager = replace(base.pipeline.datamanager, train_num_rays_per_batch=64, eval_num_rays_per_batch=64)
+    pipeline = replace(base.pipeline, model=model, datamanager=datamanager,
+                       registration=replace(base.pipeline.registration, steps=10, rays_per_step=64))
+    return replace(base, max_num_iterations=40, pipeline=pipeline, preset_note="smoke preset: set-up check only.")
+
+
+def preset_config(preset: Preset) -> MZENTrainerConfig:
+    """The CPU, full-quality or smoke-test preset."""
+    if preset == "cpu":
+        return cpu_config()
+    if preset == "full":
+        return full_config()
+    if preset == "smoke":
+        return smoke_config()
+    assert_never(preset)
+
+
+def configuration_config(configuration: Configuration, preset: Preset) -> MZENTrainerConfig:
+    """One configuration of the comparison on a preset, named ``mzen-<configuration>``."""
+    config = preset_config(preset)
+    model, datamanager = config.pipeline.model, config.pipeline.datamanager
+    if configuration == "mzen":
+        return config
+    if configuration == "phase-a":
+        model.phases = replace(model.phases, stop_after="A")
+    elif configuration == "baseline-wide":
+        model.phases = replace(model.phases, stop_after="A")
+        datamanager.dataparser = replace(datamanager.dataparser, train_levels="widest")
+    elif configuration == "baseline-joint":
+        model.phases = replace(model.phases, boundaries=(0.0, 0.0), prime=False)
+        model.cameras = replace(model.cameras, zoom_model="none")
+    elif configuration == "oracle":
+        model.phases = replace(model.phases, boundaries=(0.0, 0.0), prime=False)
+        model.cameras = replace(model.cameras, ground_truth=True)
+    else:
+        assert_never(configuration)
+    note = {
+        "phase-a": "configuration 3 (MZEN after phase A, phase A's share of the budget). ",
+        "baseline-wide": "configuration 1 (pose-free, wide frames only, phase A's share of the budget). ",
+        "baseline-joint": "configuration 2 (pose-free, all frames jointly, zoom-unaware, full budget). ",
+        "oracle": "oracle (ground-truth cameras, fixed; full budget). ",
+    }[configuration]
+    return replace(config, method_name=f"mzen-{configuration}", preset_note=note + config.preset_note)
+
+
 CPU_DESCRIPTION = "MZEN, CPU preset (2 cores: ~10 min on the demo scene; no GPU flags needed)"
 FULL_DESCRIPTION = "MZEN, full-quality preset for a CUDA GPU"
 
@@ -101,3 +183,21 @@ mzen = MethodSpecification(
     config=full_config() if torch.cuda.is_available() else cpu_config(),
     description=FULL_DESCRIPTION if torch.cuda.is_available() else CPU_DESCRIPTION + " (auto: no CUDA device)",
 )
+
+
+def _auto_preset() -> Literal["cpu", "full"]:
+    return "full" if torch.cuda.is_available() else "cpu"
+
+
+def _configuration_method(configuration: Configuration, description: str) -> MethodSpecification:
+    return MethodSpecification(
+        config=configuration_config(configuration, _auto_preset()), description=f"{description} ({_auto_preset()} preset)"
+    )
+
+
+mzen_baseline_wide = _configuration_method("baseline-wide", "MZEN comparison, config 1: pose-free, wide frames only")
+mzen_baseline_joint = _configuration_method(
+    "baseline-joint", "MZEN comparison, config 2: pose-free, all frames jointly, zoom-unaware"
+)
+mzen_phase_a = _configuration_method("phase-a", "MZEN comparison, config 3: MZEN after phase A")
+mzen_oracle = _configuration_method("oracle", "MZEN comparison: oracle with ground-truth cameras (synthetic scenes)")

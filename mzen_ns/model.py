@@ -77,6 +77,18 @@ class MZENModelConfig(NerfactoModelConfig):
     """Total training steps (copied from the trainer's max_num_iterations)."""
 
 
+def _oracle_cameras(metadata: Dict) -> Tuple[Tensor, Tensor, float]:
+    """Ground-truth c2w, zooms and base focal of the training images (the oracle's cameras)."""
+    truth = metadata["mzen_ground_truth"]
+    names = metadata["mzen_file_paths"]
+    for i, name in enumerate(names):
+        if not bool(torch.isfinite(truth["c2w"][i]).all()) or not bool(torch.isfinite(truth["zoom"][i])):
+            raise ValueError(f"the oracle needs ground truth for every frame; {name} has no gt_transform_matrix/gt_zoom")
+    if not truth.get("focal"):
+        raise ValueError("the oracle needs the scene's gt_focal")
+    return truth["c2w"].float(), truth["zoom"].float(), float(truth["focal"])
+
+
 class MZENModel(NerfactoModel):
     """nerfacto whose training rays come from :class:`ZoomCameras`."""
 
@@ -98,6 +110,9 @@ class MZENModel(NerfactoModel):
         width, height = metadata["mzen_image_size"]
         cx, cy = metadata["mzen_principal_point"]
         prior = metadata.get("mzen_pose_prior")
+        initial_zoom = None
+        if self.config.cameras.ground_truth:
+            prior, initial_zoom, fx = _oracle_cameras(metadata)
         return self.config.cameras.setup(
             dials=dials,
             is_wide=metadata["mzen_level"] == 0,
@@ -108,6 +123,7 @@ class MZENModel(NerfactoModel):
             width=width,
             height=height,
             initial_c2w=None if prior is None else prior[:, :3, :],
+            initial_zoom=initial_zoom,
         )
 
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:

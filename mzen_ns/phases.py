@@ -39,6 +39,12 @@ class PhaseScheduleConfig:
     ``registration_share`` of the rest and C the remainder."""
     registration_share: float = 0.25
     """With default boundaries: phase B's share of the steps after phase A."""
+    stop_after: Phase = "C"
+    """Last phase to run: ``A`` stops training where phase B would start (configuration 3 of the
+    paper, "MZEN after phase A"), with the learning-rate schedules of the full run."""
+    prime: bool = True
+    """Crop-and-match and prime the zoom-ins when leaving phase A (off for the baselines that
+    train every camera from its initial pose)."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +56,14 @@ class PhaseSchedule:
     c_start: int
     """First step of phase C."""
     total: int
-    """Total number of training steps."""
+    """Total number of training steps of the full schedule (the learning-rate schedules span it)."""
+    end: int
+    """Step at which training stops: the end of the last phase run (``stop_after``)."""
 
     @classmethod
     def resolve(cls, config: PhaseScheduleConfig, total_steps: int, n_wide: int, n_train: int) -> "PhaseSchedule":
-        """Boundaries in steps for a run of ``total_steps`` on ``n_wide`` of ``n_train`` images."""
+        """Boundaries in steps for a run of ``total_steps`` on a scene with ``n_wide`` wide images
+        among ``n_train`` training images (the scene's, even when a run loads only its wide ones)."""
         if config.boundaries is not None:
             b_fraction, c_fraction = config.boundaries
         else:
@@ -63,8 +72,20 @@ class PhaseSchedule:
         if not 0.0 <= b_fraction <= c_fraction <= 1.0:
             raise ValueError(f"phase boundaries must satisfy 0 <= B <= C <= 1, got ({b_fraction}, {c_fraction})")
         if n_wide == n_train:  # nothing to register: phase A runs to the end
-            return cls(total_steps, total_steps, total_steps)
-        return cls(math.floor(b_fraction * total_steps), math.floor(c_fraction * total_steps), total_steps)
+            return cls(total_steps, total_steps, total_steps, total_steps)
+        b_start, c_start = math.floor(b_fraction * total_steps), math.floor(c_fraction * total_steps)
+        end = {"A": b_start, "B": c_start, "C": total_steps}[config.stop_after]
+        return cls(b_start, c_start, total_steps, end)
+
+    def end_of(self, phase: Phase) -> int:
+        """First step after ``phase`` (capped at the end of training)."""
+        if phase == "A":
+            return min(self.b_start, self.end)
+        if phase == "B":
+            return min(self.c_start, self.end)
+        if phase == "C":
+            return self.end
+        assert_never(phase)
 
     def phase_at(self, step: int) -> Phase:
         """The phase of training step ``step``."""

@@ -64,9 +64,10 @@ class MZENPipeline(VanillaPipeline):
         super().__init__(config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank,
                          grad_scaler=grad_scaler)
         cameras = self.mzen_model.cameras
-        self.phase_schedule = PhaseSchedule.resolve(
-            config.model.phases, config.model.total_steps, int(cameras.is_wide.sum()), cameras.dials.numel()
+        n_wide, n_train = self.datamanager.train_dataparser_outputs.metadata.get(
+            "mzen_scene_train_counts", (int(cameras.is_wide.sum()), cameras.dials.numel())
         )
+        self.phase_schedule = PhaseSchedule.resolve(config.model.phases, config.model.total_steps, n_wide, n_train)
         self.phase: Optional[Phase] = None
         self.run_dir: Optional[Path] = None
         self._loss_sums: Dict[str, torch.Tensor] = {}
@@ -96,14 +97,15 @@ class MZENPipeline(VanillaPipeline):
         if self.phase is not None:
             self._summarise(self.phase, step)
         cameras = self.mzen_model.cameras
-        if phase != "A" and not cameras.primed:
+        if phase != "A" and not cameras.primed and self.config.model.phases.prime:
             self.prime_zoom_ins()
         allowed = {"A": cameras.is_wide, "B": ~cameras.is_wide, "C": torch.ones_like(cameras.is_wide)}[phase]
         self.datamanager.set_allowed_images(allowed)
+        cameras.solved |= allowed
         self.mzen_model.set_phase(phase)
         self.phase = phase
         self._phase_started = time.perf_counter()
-        end = {"A": self.phase_schedule.b_start, "B": self.phase_schedule.c_start, "C": self.phase_schedule.total}[phase]
+        end = self.phase_schedule.end_of(phase)
         CONSOLE.print(Panel(f"{PHASE_TITLES[phase]}\nsteps {step} → {end - 1}", style="bold cyan", expand=False))
         return phase
 
@@ -185,7 +187,7 @@ class MZENPipeline(VanillaPipeline):
         self._loss_count = 0
 
     def _maybe_final_summary(self, step: int) -> None:
-        if step == self.phase_schedule.total - 1 and self.phase is not None:
+        if step == self.phase_schedule.end - 1 and self.phase is not None:
             self._summarise(self.phase, step + 1)
             self.export_cameras()
 

@@ -50,7 +50,7 @@ def prime_views(
     surrogate = wide_train[result.matched]  # positions in `stacked` are training wide indices
     height, width = images.shape[1:3]
     cameras = ZoomCameras(
-        ZoomCamerasConfig(),
+        ZoomCamerasConfig(zoom_model=trained.config.zoom_model),  # zoom-unaware runs register zoom-unaware
         dials=dials.cpu().float(),
         is_wide=torch.zeros(dials.numel(), dtype=torch.bool),  # every held-out zoom is learnable
         focal_guess=float(trained.focal.detach()),
@@ -64,7 +64,7 @@ def prime_views(
     with torch.no_grad():  # prime: the surrogate's learned pose, zoom = dial (held-out wide views: 1)
         cameras.base_c2w.copy_(trained.c2w(surrogate.to(trained.dials.device)).detach())
         cameras.zoom_pose.zero_()
-        cameras.log_zoom.copy_(cameras.dials.log())
+        cameras.log_zoom.copy_(cameras.initial_zoom().log())
     cameras.matched_wide.copy_(surrogate.to(cameras.dials.device))
     return cameras, surrogate
 
@@ -79,7 +79,7 @@ def register(
     for param in frozen:
         param.requires_grad_(False)
     wide = (cameras.dials == 1.0)
-    optimizer = torch.optim.Adam([cameras.zoom_pose, cameras.log_zoom], lr=config.lr)
+    optimizer = torch.optim.Adam([p for p in (cameras.zoom_pose, cameras.log_zoom) if p.requires_grad], lr=config.lr)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     count, height, width = images.shape[:3]
     was_training = model.training

@@ -4,6 +4,10 @@ runs that stop cleanly (with a checkpoint) on a non-finite loss or a crash."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import resource
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Type
 
@@ -127,11 +131,36 @@ class MZENTrainer(Trainer):
 
     def train(self) -> None:
         self._last_good_step = -1
+        # nerfstudio runs max_num_iterations steps *from the resumed step*; mzen stops where its
+        # schedule ends (the end of ``stop_after``), whether the run is fresh or resumed
+        remaining = self.pipeline.phase_schedule.end - self._start_step
+        if remaining <= 0:
+            CONSOLE.print(f"[bold]Nothing to train:[/] the schedule ends at step {self.pipeline.phase_schedule.end}.")
+            return
+        self.config.max_num_iterations = remaining
+        started = time.perf_counter()
         try:
             super().train()
         except BaseException as error:
             self._save_after_failure(error)
             raise
+        self._write_run_summary(remaining, time.perf_counter() - started)
+
+    def _write_run_summary(self, steps: int, seconds: float) -> None:
+        """``<run>/mzen_run_summary.json``: steps, wall time, seconds per step and peak memory
+        (host resident set; CUDA allocator peak when on a GPU) — what ``mzen-bench`` reports."""
+        if self.local_rank != 0:
+            return
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        summary = {
+            "steps": steps,
+            "train_seconds": seconds,
+            "seconds_per_step": seconds / max(steps, 1),
+            "peak_host_memory_mib": peak_rss / (1024.0**2 if sys.platform == "darwin" else 1024.0),
+            "peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 1024.0**2 if torch.cuda.is_available() else None,
+            "device": str(self.device),
+        }
+        (self.base_dir / "mzen_run_summary.json").write_text(json.dumps(summary, indent=2))
 
     def _save_after_failure(self, error: BaseException) -> None:
         step = getattr(self, "_last_good_step", -1)

@@ -90,25 +90,14 @@ def tiny_scene(root: Path, seed: int = 0) -> Path:
 
 
 def tiny_trainer_config(scene: Path, output_dir: Path, steps: int, boundaries=(0.4, 0.7), **overrides):
-    """mzen's CPU preset shrunk to a few milliseconds per step, for behaviour tests."""
+    """mzen's smoke preset (the CPU preset shrunk to milliseconds per step), for behaviour tests."""
     from dataclasses import replace
 
-    from mzen_ns.method_configs import cpu_config
+    from mzen_ns.method_configs import smoke_config
 
-    base = cpu_config()
-    model = replace(
-        base.pipeline.model,
-        num_levels=4,
-        log2_hashmap_size=10,
-        max_res=64,
-        hidden_dim=16,
-        hidden_dim_color=16,
-        num_proposal_samples_per_ray=(16, 8),
-        num_nerf_samples_per_ray=8,
-        eval_num_rays_per_chunk=1024,
-        phases=replace(base.pipeline.model.phases, boundaries=boundaries),
-    )
-    datamanager = replace(base.pipeline.datamanager, train_num_rays_per_batch=64, eval_num_rays_per_batch=64, data=scene)
+    base = smoke_config()
+    model = replace(base.pipeline.model, phases=replace(base.pipeline.model.phases, boundaries=boundaries))
+    datamanager = replace(base.pipeline.datamanager, data=scene)
     fields = dict(
         output_dir=output_dir,
         experiment_name="tiny",

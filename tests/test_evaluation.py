@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mzen_ns.evaluation import aggregate, evaluate, umeyama
+from mzen_ns.evaluation import aggregate, camera_errors, evaluate, sim3_alignment
 from mzen_ns.registration import RegistrationConfig
 from mzen_ns.scene_maker import SceneMakerConfig, make_scene
 from tests.conftest import tiny_trainer_config
@@ -51,15 +51,44 @@ def test_registration_does_not_worsen_the_fit(trained):
     assert after["psnr"] >= before["psnr"] - 0.05
 
 
-def test_umeyama_recovers_a_similarity():
+def _random_rotations(rng, count):
+    q = rng.normal(size=(count, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+    ], 1)
+
+
+def test_sim3_alignment_recovers_a_similarity():
     rng = np.random.default_rng(0)
-    points = rng.normal(size=(6, 3))
-    angle = 0.7
-    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    target = 2.5 * points @ rotation.T + np.array([1.0, -2.0, 0.5])
-    scale, r, t = umeyama(points, target)
-    assert scale == pytest.approx(2.5) and np.allclose(r, rotation) and np.allclose(t, [1.0, -2.0, 0.5])
-    assert umeyama(np.zeros((3, 3)), target[:3])[0] == 1.0  # coincident centres: no divide by zero
+    learned = np.concatenate([_random_rotations(rng, 6), rng.normal(size=(6, 3, 1))], axis=2)
+    rotation = _random_rotations(rng, 1)[0]
+    shift = np.array([1.0, -2.0, 0.5])
+    true = np.concatenate([rotation @ learned[:, :, :3], 2.5 * rotation @ learned[:, :, 3:] + shift[:, None]], axis=2)
+    scale, r, t = sim3_alignment(learned, true)
+    assert scale == pytest.approx(2.5) and np.allclose(r, rotation) and np.allclose(t, shift)
+    assert camera_errors(learned, true, (scale, r, t)) == pytest.approx((0.0, 0.0), abs=1e-5)
+    same_centre = learned.copy()
+    same_centre[:, :, 3] = 0.0
+    assert sim3_alignment(same_centre, true)[0] == 1.0  # coincident centres: no divide by zero
+
+
+def test_sim3_alignment_is_well_conditioned_for_a_forward_facing_rig():
+    """Nearly coplanar centres (a forward-facing rig) with a little noise: the orientation-based
+    alignment finds the small true rotation where a centres-only fit could flip about the plane."""
+    rng = np.random.default_rng(1)
+    count = 9
+    centres = np.concatenate([rng.uniform(-0.1, 0.1, (count, 2)), rng.uniform(-0.005, 0.005, (count, 1))], 1)
+    tilt = _random_rotations(rng, count) * 0 + np.eye(3)  # every camera looks down -z
+    true = np.concatenate([tilt, centres[:, :, None]], axis=2)
+    learned = true.copy()
+    learned[:, :, 3] += rng.normal(scale=0.01, size=(count, 3))  # centre noise comparable to the depth spread
+    scale, r, t = sim3_alignment(learned, true)
+    rotation_error, _ = camera_errors(learned, true, (scale, r, t))
+    assert rotation_error < 1e-6
 
 
 def test_aggregate_is_mean_of_level_means():
