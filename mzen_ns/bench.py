@@ -50,6 +50,9 @@ class BenchConfig:
     """Scene-maker seeds: one scene per seed and variant (none: ``--seeds`` with no value)."""
     variants: Tuple[Variant, ...] = ("default",)
     """Scene-maker variants."""
+    test_views: int = 1
+    """Held-out frames per zoom level in the scene-maker scenes (its ``n_test``; more make the
+    per-level means steadier, at the cost of evaluation time)."""
     configurations: Tuple[Configuration, ...] = CONFIGURATIONS
     """Configurations to run (the oracle is skipped on scenes without ground truth)."""
     preset: Preset = "auto"
@@ -83,9 +86,10 @@ def scene_list(config: BenchConfig) -> List[Tuple[str, Path]]:
     scenes = [(folder.resolve().name, folder.resolve()) for folder in config.scenes]
     for variant in config.variants:
         for seed in config.seeds:
-            folder = (config.output / "scenes" / f"{variant}-seed{seed}").resolve()
+            suffix = "" if config.test_views == 1 else f"-test{config.test_views}"
+            folder = (config.output / "scenes" / f"{variant}-seed{seed}{suffix}").resolve()
             if not (folder / "transforms.json").is_file():
-                make_scene(SceneMakerConfig(output=folder, variant=variant, seed=seed))
+                make_scene(SceneMakerConfig(output=folder, variant=variant, seed=seed, n_test=config.test_views))
             scenes.append((folder.name, folder))
     names = [name for name, _ in scenes]
     duplicates = sorted({name for name in names if names.count(name) > 1})

@@ -31,3 +31,17 @@ def test_bench_reports_every_run_and_does_not_redo_finished_ones(tmp_path):
     again = run_bench(config)
     assert len(again) == 2 and (runs / "mzen-oracle" / "bench" / "eval.json").is_file()
     assert (train_log.stat().st_mtime_ns, kept_eval.stat().st_mtime_ns) == times  # nothing redone but the eval
+
+
+def test_generated_scenes_hold_out_the_requested_views_per_level(tmp_path):
+    import json
+    from collections import Counter
+
+    from mzen_ns.bench import scene_list
+
+    [(name, folder)] = scene_list(BenchConfig(output=tmp_path, seeds=(4,), test_views=2))
+    assert name == "default-seed4-test2"
+    frames = json.loads((folder / "transforms.json").read_text())["frames"]
+    held_out = Counter(f["zoom"] for f in frames if f.get("split") == "test")
+    assert len(held_out) == 3 and set(held_out.values()) == {2}  # two per level, three levels
+    assert scene_list(BenchConfig(output=tmp_path, seeds=(4,), test_views=2)) == [(name, folder)]  # made once
