@@ -62,6 +62,9 @@ class BenchConfig:
     """Override the preset's step budget (the configurations' equal-budget shares are kept)."""
     registration_steps: Optional[int] = None
     """Override the held-out registration steps of ``ns-eval``."""
+    report_only: bool = False
+    """Train and evaluate nothing: rewrite the report from the runs already finished (e.g. while
+    the benchmark is still running in another process)."""
 
 
 @dataclass
@@ -130,11 +133,14 @@ def run_config(config: BenchConfig, configuration: Configuration, scene: Path, s
 
 
 def run_one(config: BenchConfig, configuration: Configuration, scene: Path, scene_name: str) -> Optional[RunRecord]:
-    """Train (or resume) and evaluate one run unless it is finished; None if it failed."""
+    """Train (or resume) and evaluate one run unless it is finished; None if it failed (or, with
+    ``report_only``, is not finished)."""
     trainer = run_config(config, configuration, scene, scene_name)
     run_dir = trainer.get_base_dir()
     eval_path = run_dir / "eval.json"
     label = f"{scene_name} / {trainer.method_name}"
+    if config.report_only and not eval_path.is_file():
+        return None
     if not eval_path.is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
         if not (run_dir / "mzen_run_summary.json").is_file():
@@ -324,6 +330,8 @@ def run_bench(config: BenchConfig) -> List[RunRecord]:
             CONSOLE.print(f"{scene_name}: no ground truth, oracle skipped")
             continue
         record = run_one(config, configuration, scene, scene_name)
+        if record is None and config.report_only:
+            continue
         if record is None:
             failed.append(f"{scene_name} / {configuration}")
         else:
@@ -342,6 +350,8 @@ def entrypoint() -> None:
     """Console script ``mzen-bench``."""
     config = tyro.cli(BenchConfig)
     records = run_bench(config)
+    if config.report_only:
+        sys.exit(0 if records else 1)
     expected = sum(1 for _ in config.configurations) * (len(config.scenes) + len(config.seeds) * len(config.variants))
     sys.exit(0 if records and len(records) >= expected - _skipped_oracles(config) else 1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from mzen_ns.bench import BenchConfig, run_bench
@@ -31,6 +32,12 @@ def test_bench_reports_every_run_and_does_not_redo_finished_ones(tmp_path):
     again = run_bench(config)
     assert len(again) == 2 and (runs / "mzen-oracle" / "bench" / "eval.json").is_file()
     assert (train_log.stat().st_mtime_ns, kept_eval.stat().st_mtime_ns) == times  # nothing redone but the eval
+
+    (runs / "mzen-oracle" / "bench" / "eval.json").unlink()
+    partial = run_bench(replace(config, report_only=True))  # reports what is finished, runs nothing
+    assert [r.configuration for r in partial] == ["phase-a"]
+    assert not (runs / "mzen-oracle" / "bench" / "eval.json").exists()
+    assert "| tiny | oracle |" not in (config.output / "report.md").read_text()
 
 
 def test_generated_scenes_hold_out_the_requested_views_per_level(tmp_path):
