@@ -1,0 +1,91 @@
+"""Hash-grid encoding for pose refinement (METHOD.md, "Why hash grids need care"; Heo et al. 2023).
+
+:class:`SmoothGradientHashEncoding` is nerfstudio's torch ``HashEncoding`` whose d-linear
+interpolation weights go through a straight-through estimator: the forward value is the plain
+weight ``w`` (the output is bit-identical to the plain encoding), the backward pass adds the
+gradient of ``δ(w) = (1 − cos πw) / 2``, weighted by ``λ``:
+
+- ``paper`` (Heo et al., Eq. 13): ``ŵ = w + λ δ(w) − λ sg(δ(w))`` — gradient ``1 + λ δ'(w)``;
+- ``smooth``: ``ŵ = sg(w) + λ δ(w) − λ sg(δ(w))`` — gradient ``λ δ'(w)`` only, which vanishes at
+  the cell faces, so the gradient w.r.t. positions is continuous across cell boundaries.
+
+tinycudann's fused hash grid exposes no hook on its interpolation weights, so the estimator needs
+the torch encoding (:func:`use_smooth_gradient_encodings` swaps every torch ``HashEncoding`` of a
+module in place, sharing its hash table).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Literal
+
+import torch
+from jaxtyping import Float
+from nerfstudio.field_components.encodings import HashEncoding
+from torch import Tensor, nn
+from typing_extensions import assert_never
+
+STEMode = Literal["paper", "smooth"]
+
+
+def smooth_step_weights(w: Float[Tensor, "*bs"], lam: float, mode: STEMode) -> Float[Tensor, "*bs"]:
+    """Interpolation weights with the value of ``w`` and the smooth-gradient backward pass."""
+    delta = (1.0 - torch.cos(math.pi * w)) / 2.0
+    smooth = lam * (delta - delta.detach())  # zero forward, λ δ'(w) backward
+    if mode == "paper":
+        return w + smooth
+    if mode == "smooth":
+        return w.detach() + smooth
+    assert_never(mode)
+
+
+class SmoothGradientHashEncoding(HashEncoding):
+    """Torch hash encoding with the smooth-gradient straight-through estimator on its weights."""
+
+    def __init__(self, *args, ste_lambda: float = 1.0, ste_mode: STEMode = "paper", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.tcnn_encoding is not None:
+            raise ValueError("the smooth-gradient estimator needs the torch hash encoding (implementation='torch')")
+        self.ste_lambda = ste_lambda
+        self.ste_mode = ste_mode
+
+    @classmethod
+    def from_encoding(cls, plain: HashEncoding, ste_lambda: float, ste_mode: STEMode) -> "SmoothGradientHashEncoding":
+        """The same grid as ``plain`` (same hash table parameter) with the estimator."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.__dict__.update({k: v for k, v in plain.__dict__.items() if k not in ("_parameters", "_modules", "_buffers")})
+        new._parameters, new._modules, new._buffers = dict(plain._parameters), dict(plain._modules), dict(plain._buffers)
+        new.ste_lambda, new.ste_mode = ste_lambda, ste_mode
+        return new
+
+    def pytorch_fwd(self, in_tensor: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs output_dim"]:
+        """Nested d-linear interpolation (x, then y, then z; ``hi·w + lo·(1 − w)``, the order of
+        nerfstudio's torch encoding, hence bit-identical values) with estimator weights."""
+        scaled = in_tensor[..., None, :] * self.scalings.view(-1, 1).to(in_tensor.device)  # [..., L, 3]
+        lower, upper = torch.floor(scaled).int(), torch.ceil(scaled).int()
+        weights = scaled - torch.floor(scaled)
+        if self.ste_lambda:
+            weights = smooth_step_weights(weights, self.ste_lambda, self.ste_mode)
+        bits = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], device=scaled.device)  # z, y, x
+        corners = torch.where(bits[:, None, [2, 1, 0]].bool(), upper[..., None, :, :], lower[..., None, :, :])
+        features = self.hash_table[self.hash_fn(corners)]  # [..., 8, L, F], corner index = 4z + 2y + x
+        features = features.unflatten(-3, (2, 2, 2))  # [..., z, y, x, L, F]
+        for axis in (0, 1, 2):  # x, then y, then z; w: [..., (1,) * remaining axes, L, 1]
+            w = weights[..., axis : axis + 1]
+            w = w.reshape(w.shape[:-2] + (1,) * (2 - axis) + w.shape[-2:])
+            features = features.select(-3, 1) * w + features.select(-3, 0) * (1 - w)
+        return torch.flatten(features, start_dim=-2, end_dim=-1)
+
+
+def use_smooth_gradient_encodings(module: nn.Module, ste_lambda: float, ste_mode: STEMode) -> int:
+    """Replace every torch ``HashEncoding`` inside ``module`` by the estimator version (shared
+    instances stay shared; hash tables are reused). Returns how many encodings were replaced."""
+    replaced: Dict[int, SmoothGradientHashEncoding] = {}
+    for parent in list(module.modules()):
+        for name, child in list(parent._modules.items()):
+            if type(child) is HashEncoding and child.tcnn_encoding is None:
+                if id(child) not in replaced:
+                    replaced[id(child)] = SmoothGradientHashEncoding.from_encoding(child, ste_lambda, ste_mode)
+                setattr(parent, name, replaced[id(child)])
+    return len(replaced)
