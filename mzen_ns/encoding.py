@@ -17,7 +17,8 @@ module in place, sharing its hash table).
 from __future__ import annotations
 
 import math
-from typing import Dict, Literal
+from dataclasses import dataclass
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Float
@@ -89,3 +90,71 @@ def use_smooth_gradient_encodings(module: nn.Module, ste_lambda: float, ste_mode
                     replaced[id(child)] = SmoothGradientHashEncoding.from_encoding(child, ste_lambda, ste_mode)
                 setattr(parent, name, replaced[id(child)])
     return len(replaced)
+
+
+# ------------------------------------------------------------------------------ level curriculum
+
+
+def level_rates(alpha: float, num_levels: int) -> Float[Tensor, "L"]:
+    """Heo et al.'s Eq. 15: ``r_l = 0`` if ``α < l``, ``(1 − cos((α − l)π)) / 2`` if ``0 ≤ α − l < 1``,
+    else 1, for levels ``l = 0 … L−1``."""
+    excess = alpha - torch.arange(num_levels, dtype=torch.float64)
+    ramp = (1.0 - torch.cos(excess.clamp(0.0, 1.0) * math.pi)) / 2.0
+    return torch.where(excess < 0, torch.zeros_like(ramp), torch.where(excess < 1, ramp, torch.ones_like(ramp))).float()
+
+
+@dataclass
+class LevelCurriculumConfig:
+    """Level-wise learning-rate curriculum of the hash tables (Heo et al., Sec. 3.4)."""
+
+    interval: Optional[Tuple[float, float]] = (0.1, 0.5)
+    """``[t_s, t_e]`` as fractions of each phase that learns poses (A and C): level ``l`` of ``L``
+    learns at ``r_l(t)`` × its learning rate with ``α(t) = L (t − t_s) / (t_e − t_s)`` (METHOD.md;
+    Heo et al. used 10%–50% of training). ``None``: off."""
+
+
+class LevelCurriculum:
+    """Applies ``r_l(t)`` to the hash tables' *updates*: Adam normalises gradient scale away, so the
+    rows of level ``l`` are set to ``old + r_l (new − old)`` right after each optimizer step."""
+
+    def __init__(self, config: LevelCurriculumConfig, encodings: Sequence[HashEncoding], phase_window) -> None:
+        """``phase_window(step)`` gives the (start, end) steps of the pose-learning phase holding
+        ``step``, or None where poses are not learned (the curriculum then leaves updates alone)."""
+        self.config = config
+        self.encodings = [e for e in encodings if e.tcnn_encoding is None]
+        self.phase_window = phase_window
+        self.step = 0
+        self._before: List[Tensor] = []
+
+    def progress(self, step: int) -> Optional[float]:
+        """``(t − t_s) / (t_e − t_s)`` (so ``α = L ×`` this), or None outside the curriculum's
+        phases (or with it off)."""
+        window = self.phase_window(step)
+        if self.config.interval is None or window is None:
+            return None
+        start, end = window
+        t_s = start + self.config.interval[0] * (end - start)
+        t_e = start + self.config.interval[1] * (end - start)
+        return float("inf") if t_e <= t_s else (step - t_s) / (t_e - t_s)
+
+    def before_step(self) -> None:
+        """Remember the tables (called before the optimizer step)."""
+        self._before = [e.hash_table.detach().clone() for e in self.encodings] if self.progress(self.step) is not None else []
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Scale each level's update by its rate (called after the optimizer step)."""
+        progress = self.progress(self.step)
+        if progress is None or not self._before:
+            return
+        for encoding, before in zip(self.encodings, self._before):
+            rates = level_rates(encoding.num_levels * progress, encoding.num_levels).to(before.device)
+            table = encoding.hash_table.view(encoding.num_levels, -1, encoding.features_per_level)
+            old = before.view_as(table)
+            table.copy_(old + rates[:, None, None] * (table - old))
+        self._before = []
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Run around every ``step()`` of ``optimizer`` (the group holding the tables)."""
+        optimizer.register_step_pre_hook(lambda *_: self.before_step())
+        optimizer.register_step_post_hook(lambda *_: self.after_step())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple, Type
+from typing import Dict, Iterator, List, Literal, Tuple, Type
 
 import torch
 import tyro
@@ -17,6 +17,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor, nn
 
 from mzen_ns.cameras import PIXELS_KEY, ZoomCameras, ZoomCamerasConfig
+from mzen_ns.encoding import LevelCurriculumConfig, STEMode, use_smooth_gradient_encodings
 from mzen_ns.metrics import gss, lss
 from mzen_ns.phases import GROUP_PHASES, Phase, PhaseScheduleConfig
 
@@ -73,6 +74,17 @@ class MZENModelConfig(NerfactoModelConfig):
     """Learnable focal, zooms and poses."""
     phases: PhaseScheduleConfig = field(default_factory=PhaseScheduleConfig)
     """Phase boundaries."""
+    implementation: Literal["tcnn", "torch"] = "torch"
+    """Hash-grid implementation: torch, because the smooth-gradient estimator needs a hook on the
+    interpolation weights that tinycudann's fused grid does not give (``tcnn`` needs
+    ``hash_ste_lambda 0``)."""
+    hash_ste_lambda: float = 1.0
+    """λ of the smooth-gradient straight-through estimator on the hash grids' interpolation
+    weights (Heo et al.; 0: plain grids)."""
+    hash_ste_mode: STEMode = "paper"
+    """``paper``: Eq. 13 (gradient 1 + λδ'(w)); ``smooth``: gradient λδ'(w) only (continuous)."""
+    hash_curriculum: LevelCurriculumConfig = field(default_factory=LevelCurriculumConfig)
+    """Level-wise learning-rate curriculum of the hash tables in the pose-learning phases."""
     total_steps: tyro.conf.Suppress[int] = 30000
     """Total training steps (copied from the trainer's max_num_iterations)."""
 
@@ -99,6 +111,10 @@ class MZENModel(NerfactoModel):
         with lpips_only_if_cached() as available:
             super().populate_modules()
         self.lpips_available = available
+        if self.config.hash_ste_lambda:
+            if use_smooth_gradient_encodings(self, self.config.hash_ste_lambda, self.config.hash_ste_mode) == 0:
+                raise ValueError("hash_ste_lambda > 0 needs the torch hash grid: set implementation 'torch' "
+                                 "(or hash_ste_lambda 0 to use tinycudann)")
         if not available:
             CONSOLE.print(f"[yellow]LPIPS unavailable: AlexNet weights are not cached at {alexnet_weights_path()}")
         self.cameras = self._build_cameras()

@@ -9,15 +9,17 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
 import tyro
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from mzen_ns.encoding import LevelCurriculum
 from mzen_ns.phases import PhaseDecaySchedulerConfig, active_groups
 from mzen_ns.pipeline import MZENPipeline, MZENPipelineConfig
 
@@ -119,9 +121,25 @@ class MZENTrainer(Trainer):
                     scheduler, start_step=schedule.group_start(name), max_steps=schedule.total
                 )
             config[name] = group
-        return PhasedOptimizers(config, self.pipeline.get_param_groups(), self.pipeline)
+        optimizers = PhasedOptimizers(config, self.pipeline.get_param_groups(), self.pipeline)
+        self.curriculum = LevelCurriculum(
+            self.pipeline.config.model.hash_curriculum,
+            [m for m in self.pipeline.mzen_model.modules() if isinstance(m, HashEncoding)],
+            self._pose_phase_window,
+        )
+        for name in ("fields", "proposal_networks"):
+            if name in optimizers.optimizers:
+                self.curriculum.attach(optimizers.optimizers[name])
+        return optimizers
+
+    def _pose_phase_window(self, step: int) -> Optional[Tuple[int, int]]:
+        """(start, end) of the phase holding ``step`` when it learns poses and the field (A, C)."""
+        schedule = self.pipeline.phase_schedule
+        phase = schedule.phase_at(step)
+        return None if phase == "B" else (schedule.start_of(phase), schedule.end_of(phase))
 
     def train_iteration(self, step: int):
+        self.curriculum.step = step
         loss, loss_dict, metrics_dict = super().train_iteration(step)
         values = [loss.detach().reshape(-1)] + [p.detach().reshape(-1) for p in self.pipeline.mzen_model.cameras.parameters()]
         if not bool(torch.isfinite(torch.cat(values)).all()):  # one host sync per step

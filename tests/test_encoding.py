@@ -78,3 +78,38 @@ def test_swap_replaces_every_torch_encoding_and_shares_tables():
     assert isinstance(field.encoding, SmoothGradientHashEncoding) and field.mlp_base[0] is field.encoding
     assert field.encoding.hash_table is table
     assert torch.equal(density(), before)
+
+
+def test_level_rates_follow_equation_15():
+    from mzen_ns.encoding import level_rates
+
+    assert torch.equal(level_rates(-0.5, 3), torch.zeros(3))
+    assert torch.allclose(level_rates(0.5, 3), torch.tensor([0.5, 0.0, 0.0]))
+    assert torch.allclose(level_rates(1.25, 3), torch.tensor([1.0, (1 - 0.7071068) / 2, 0.0]), atol=1e-6)
+    assert torch.equal(level_rates(3.0, 3), torch.ones(3))
+    rates = torch.stack([level_rates(a, 4) for a in torch.linspace(0, 4, 41).tolist()])
+    assert bool((rates.diff(dim=0) >= 0).all())  # every level's rate only grows
+
+
+def test_curriculum_scales_each_levels_update():
+    from mzen_ns.encoding import LevelCurriculum, LevelCurriculumConfig
+
+    grid = plain_grid()
+    optimizer = torch.optim.Adam(grid.parameters(), lr=1e-2)
+    curriculum = LevelCurriculum(LevelCurriculumConfig(interval=(0.0, 1.0)), [grid], lambda step: (0, 8))
+    curriculum.attach(optimizer)
+    points = torch.rand(512, 3) * 2 - 1
+    for step, expected_moving in ((0, 0), (3, 2), (8, 4)):  # alpha = L * step / 8
+        curriculum.step = step
+        before = grid.hash_table.detach().clone().view(4, -1, 2)
+        optimizer.zero_grad()
+        grid(points).square().sum().backward()
+        optimizer.step()
+        moved = (grid.hash_table.detach().view(4, -1, 2) - before).abs().amax(dim=(1, 2)) > 0
+        assert int(moved.sum()) == expected_moving and bool(moved[:expected_moving].all())
+    curriculum.phase_window = lambda step: None  # phase B (no poses learned): updates left alone
+    before = grid.hash_table.detach().clone()
+    optimizer.zero_grad()
+    grid(points).square().sum().backward()
+    optimizer.step()
+    assert bool(((grid.hash_table.detach() - before).view(4, -1, 2).abs().amax(dim=(1, 2)) > 0).all())
