@@ -20,6 +20,7 @@ from mzen_ns.cameras import PIXELS_KEY, ZoomCameras, ZoomCamerasConfig
 from mzen_ns.encoding import LevelCurriculumConfig, STEMode, use_smooth_gradient_encodings
 from mzen_ns.metrics import gss, lss
 from mzen_ns.phases import GROUP_PHASES, Phase, PhaseScheduleConfig
+from mzen_ns.scene_space import Parameterisation, make_scene_space, use_scene_space
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 """The AlexNet weights torchmetrics' LPIPS loads through torchvision."""
@@ -85,6 +86,13 @@ class MZENModelConfig(NerfactoModelConfig):
     """``paper``: Eq. 13 (gradient 1 + λδ'(w)); ``smooth``: gradient λδ'(w) only (continuous)."""
     hash_curriculum: LevelCurriculumConfig = field(default_factory=LevelCurriculumConfig)
     """Level-wise learning-rate curriculum of the hash tables in the pose-learning phases."""
+    parameterisation: Parameterisation = "contraction"
+    """Scene parameterisation before the hash grids (``mzen_ns/scene_space.py``): nerfacto's
+    contraction of ``x / contraction_radius``, or the reference camera's NDC from ``ndc_near``."""
+    contraction_radius: float = 1.0
+    """Scene units from the origin that stay uncontracted (nerfacto: 1)."""
+    ndc_near: float = 0.5
+    """NDC's near plane (scene units); nothing nearer the reference camera is represented."""
     total_steps: tyro.conf.Suppress[int] = 30000
     """Total training steps (copied from the trainer's max_num_iterations)."""
 
@@ -111,6 +119,7 @@ class MZENModel(NerfactoModel):
         with lpips_only_if_cached() as available:
             super().populate_modules()
         self.lpips_available = available
+        self._use_scene_space()
         if self.config.hash_ste_lambda:
             if use_smooth_gradient_encodings(self, self.config.hash_ste_lambda, self.config.hash_ste_mode) == 0:
                 raise ValueError("hash_ste_lambda > 0 needs the torch hash grid: set implementation 'torch' "
@@ -118,6 +127,16 @@ class MZENModel(NerfactoModel):
         if not available:
             CONSOLE.print(f"[yellow]LPIPS unavailable: AlexNet weights are not cached at {alexnet_weights_path()}")
         self.cameras = self._build_cameras()
+
+    def _use_scene_space(self) -> None:
+        """Swap nerfacto's contraction for the configured parameterisation (fields and proposals)."""
+        if self.config.disable_scene_contraction:
+            raise ValueError("mzen's fields need a scene parameterisation: keep disable_scene_contraction False")
+        fx, fy = self.kwargs["metadata"]["mzen_focal_guess"]
+        width, height = self.kwargs["metadata"]["mzen_image_size"]
+        space = make_scene_space(self.config.parameterisation, contraction_radius=self.config.contraction_radius,
+                                 ndc_near=self.config.ndc_near, tan_half_fov=(0.5 * width / fx, 0.5 * height / fy))
+        use_scene_space(self, space)
 
     def _build_cameras(self) -> ZoomCameras:
         metadata = self.kwargs["metadata"]
