@@ -113,3 +113,31 @@ def test_curriculum_scales_each_levels_update():
     grid(points).square().sum().backward()
     optimizer.step()
     assert bool(((grid.hash_table.detach() - before).view(4, -1, 2).abs().amax(dim=(1, 2)) > 0).all())
+
+
+def test_trainer_runs_the_curriculum_in_phases_a_and_c_only(tmp_path):
+    """Each pose-learning phase restarts the curriculum on its own window; phase B leaves it off; the
+    trainer drives it on the tables of the field and the proposal networks."""
+    from nerfstudio.field_components.encodings import HashEncoding
+
+    from tests.conftest import tiny_scene, tiny_trainer_config
+
+    config = tiny_trainer_config(tiny_scene(tmp_path / "scene"), tmp_path / "out", steps=20)
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    schedule = trainer.pipeline.phase_schedule
+    a, b, c = (schedule.start_of(p) for p in "ABC")
+    assert 0 == a < b < c < schedule.end
+    assert trainer._pose_phase_window(a) == (a, b) and trainer._pose_phase_window(c) == (c, schedule.end)
+    assert trainer._pose_phase_window(b) is None and trainer.curriculum.progress(b) is None
+    t_s, t_e = trainer.config.pipeline.model.hash_curriculum.interval
+    assert trainer.curriculum.progress(c + round(t_e * (schedule.end - c))) == pytest.approx(1.0, abs=0.2)
+    encodings = {id(m) for m in trainer.pipeline.mzen_model.modules() if isinstance(m, HashEncoding)}
+    assert {id(e) for e in trainer.curriculum.encodings} == encodings and len(encodings) >= 2
+    tables = [e.hash_table.detach().clone() for e in trainer.curriculum.encodings]
+    trainer.curriculum.phase_window = lambda step: (0, 10**6)  # step 0 before t_s: no level may move
+    poses = trainer.pipeline.mzen_model.cameras.wide_pose.detach().clone()
+    trainer.max_num_iterations = 1
+    trainer.train()
+    assert not torch.equal(trainer.pipeline.mzen_model.cameras.wide_pose, poses)  # a step was taken …
+    assert all(torch.equal(e.hash_table, t) for e, t in zip(trainer.curriculum.encodings, tables))  # … but no table moved
