@@ -64,19 +64,26 @@ class SmoothGradientHashEncoding(HashEncoding):
         """Nested d-linear interpolation (x, then y, then z; ``hi·w + lo·(1 − w)``, the order of
         nerfstudio's torch encoding, hence bit-identical values) with estimator weights."""
         scaled = in_tensor[..., None, :] * self.scalings.view(-1, 1).to(in_tensor.device)  # [..., L, 3]
-        lower, upper = torch.floor(scaled).int(), torch.ceil(scaled).int()
-        weights = scaled - torch.floor(scaled)
+        floor = torch.floor(scaled)
+        weights = scaled - floor
         if self.ste_lambda:
             weights = smooth_step_weights(weights, self.ste_lambda, self.ste_mode)
-        bits = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], device=scaled.device)  # z, y, x
-        corners = torch.where(bits[:, None, [2, 1, 0]].bool(), upper[..., None, :, :], lower[..., None, :, :])
-        features = self.hash_table[self.hash_fn(corners)]  # [..., 8, L, F], corner index = 4z + 2y + x
-        features = features.unflatten(-3, (2, 2, 2))  # [..., z, y, x, L, F]
-        for axis in (0, 1, 2):  # x, then y, then z; w: [..., (1,) * remaining axes, L, 1]
-            w = weights[..., axis : axis + 1]
-            w = w.reshape(w.shape[:-2] + (1,) * (2 - axis) + w.shape[-2:])
-            features = features.select(-3, 1) * w + features.select(-3, 0) * (1 - w)
+        # The hash is x·1 ⊕ y·p1 ⊕ z·p2 per corner: hash each axis's lower/upper index once, then
+        # combine the 8 corners by broadcasting into [..., L, z, y, x].
+        corners = torch.stack([floor, torch.ceil(scaled)], dim=-1).int() * self.primes.view(3, 1).to(in_tensor.device)
+        hx, hy, hz = corners[..., 0, :], corners[..., 1, :], corners[..., 2, :]  # [..., L, 2]
+        hashed = (hx[..., None, None, :] ^ hy[..., None, :, None]) ^ hz[..., :, None, None]
+        hashed = hashed % self.hash_table_size + self.hash_offset.to(in_tensor.device).view(-1, 1, 1, 1)
+        features = self.hash_table[hashed]  # [..., L, z, y, x, F]
+        for axis in (0, 1, 2):  # x, then y, then z
+            w = weights[..., axis].reshape(weights.shape[:-1] + (1,) * (3 - axis))
+            features = features.select(-2, 1) * w + features.select(-2, 0) * (1 - w)
         return torch.flatten(features, start_dim=-2, end_dim=-1)
+
+    @property
+    def primes(self) -> Tensor:
+        """Instant-NGP's per-axis hash primes (nerfstudio's ``hash_fn``)."""
+        return torch.tensor([1, 2654435761, 805459861])
 
 
 def use_smooth_gradient_encodings(module: nn.Module, ste_lambda: float, ste_mode: STEMode) -> int:
