@@ -33,6 +33,7 @@ TOKENS: Dict[str, Dict] = {
     "ste": dict(hash_ste_lambda=1.0, hash_ste_mode="paper"),
     "ste-smooth": dict(hash_ste_lambda=1.0, hash_ste_mode="smooth"),
     "curriculum": dict(hash_curriculum=LevelCurriculumConfig()),
+    "curriculum-early": dict(hash_curriculum=LevelCurriculumConfig(interval=(0.0, 0.5))),
     "ndc": dict(parameterisation="ndc", ndc_near=0.5, near_plane=0.5),
     "contract2": dict(parameterisation="contraction", contraction_radius=2.0),
     "decoder128": dict(hidden_dim=128, hidden_dim_color=128),
