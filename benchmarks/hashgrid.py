@@ -32,8 +32,8 @@ TOKENS: Dict[str, Dict] = {
     "plain": dict(hash_ste_lambda=0.0),
     "ste": dict(hash_ste_lambda=1.0, hash_ste_mode="paper"),
     "ste-smooth": dict(hash_ste_lambda=1.0, hash_ste_mode="smooth"),
-    "curriculum": dict(hash_curriculum=LevelCurriculumConfig()),
-    "curriculum-early": dict(hash_curriculum=LevelCurriculumConfig(interval=(0.0, 0.5))),
+    "curriculum": dict(hash_curriculum=LevelCurriculumConfig(enabled=True)),
+    "curriculum-early": dict(hash_curriculum=LevelCurriculumConfig(enabled=True, interval=(0.0, 0.5))),
     "ndc": dict(parameterisation="ndc", ndc_near=0.5, near_plane=0.5),
     "contract2": dict(parameterisation="contraction", contraction_radius=2.0),
     "decoder128": dict(hidden_dim=128, hidden_dim_color=128),
@@ -44,7 +44,7 @@ grid without curriculum, nerfacto's contraction and decoder. ``gt-start`` is a d
 start at the ground truth (poses, focal, zooms) instead of the identity and are learned as usual, so
 what they drift to shows what the objective itself prefers."""
 
-BASE = dict(hash_ste_lambda=0.0, hash_curriculum=LevelCurriculumConfig(interval=None), parameterisation="contraction",
+BASE = dict(hash_ste_lambda=0.0, hash_curriculum=LevelCurriculumConfig(enabled=False), parameterisation="contraction",
             contraction_radius=1.0)
 
 

@@ -96,7 +96,7 @@ def test_curriculum_scales_each_levels_update():
 
     grid = plain_grid()
     optimizer = torch.optim.Adam(grid.parameters(), lr=1e-2)
-    curriculum = LevelCurriculum(LevelCurriculumConfig(interval=(0.0, 1.0)), [grid], lambda step: (0, 8))
+    curriculum = LevelCurriculum(LevelCurriculumConfig(enabled=True, interval=(0.0, 1.0)), [grid], lambda step: (0, 8))
     curriculum.attach(optimizer)
     points = torch.rand(512, 3) * 2 - 1
     for step, expected_moving in ((0, 0), (3, 2), (8, 4)):  # alpha = L * step / 8
@@ -107,6 +107,7 @@ def test_curriculum_scales_each_levels_update():
         optimizer.step()
         moved = (grid.hash_table.detach().view(4, -1, 2) - before).abs().amax(dim=(1, 2)) > 0
         assert int(moved.sum()) == expected_moving and bool(moved[:expected_moving].all())
+    assert LevelCurriculum(LevelCurriculumConfig(), [grid], lambda step: (0, 8)).progress(3) is None  # off by default
     curriculum.phase_window = lambda step: None  # phase B (no poses learned): updates left alone
     before = grid.hash_table.detach().clone()
     optimizer.zero_grad()
@@ -122,7 +123,13 @@ def test_trainer_runs_the_curriculum_in_phases_a_and_c_only(tmp_path):
 
     from tests.conftest import tiny_scene, tiny_trainer_config
 
+    from dataclasses import replace
+
+    from mzen_ns.encoding import LevelCurriculumConfig
+
     config = tiny_trainer_config(tiny_scene(tmp_path / "scene"), tmp_path / "out", steps=20)
+    model = replace(config.pipeline.model, hash_curriculum=LevelCurriculumConfig(enabled=True))
+    config = replace(config, pipeline=replace(config.pipeline, model=model))
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     schedule = trainer.pipeline.phase_schedule
