@@ -61,6 +61,10 @@ class FFMZNDataParserConfig(DataParserConfig):
     frames of every level stay in the evaluation split)."""
     alpha: AlphaHandling = "white"
     """Frames with an alpha channel: composite over white or black, or drop the channel."""
+    crop_bottom_rows: int = 0
+    """Rows cut off the bottom of every frame before training: an instrument's data bar (SEM
+    images carry one). ``w``/``h`` in the manifest stay the native size; the principal point stays
+    where it is in the native frame (its centre unless ``cx``/``cy`` say otherwise)."""
     scene_scale: float = 1.0
     """Half-size of the axis-aligned scene box around the origin."""
     cache_dir: Optional[Path] = None
@@ -107,8 +111,9 @@ class FFMZNDataParser(DataParser):
         if self._scene is None or self._images is None or self._splits is None:
             scene = read_scene(self.config.data)
             cache_dir = self.config.cache_dir if self.config.cache_dir is not None else default_cache_dir()
-            images = [load_frame(scene.root / frame.file_path, self.config.alpha, cache_dir) for frame in scene.frames]
-            _check_sizes(scene, images)
+            crop = self.config.crop_bottom_rows
+            images = [load_frame(scene.root / frame.file_path, self.config.alpha, cache_dir, crop) for frame in scene.frames]
+            _check_sizes(scene, images, crop)
             self._scene, self._images = scene, images
             self._splits = assign_splits(scene.frames, self.config.test_every)
         return self._scene, self._images, self._splits
@@ -125,7 +130,7 @@ class FFMZNDataParser(DataParser):
             fx=(fx * dial)[:, None],
             fy=(fy * dial)[:, None],
             cx=scene.cx if scene.cx is not None else width / 2.0,
-            cy=scene.cy if scene.cy is not None else height / 2.0,
+            cy=scene.cy if scene.cy is not None else (height + self.config.crop_bottom_rows) / 2.0,
             width=width,
             height=height,
             camera_type=CameraType.PERSPECTIVE,
@@ -179,14 +184,16 @@ def _split_name(split: str) -> str:
     raise ValueError(f"unknown split {split!r}; expected 'train', 'val' or 'test'")
 
 
-def _check_sizes(scene: SceneRecord, images: Sequence[FrameImage]) -> None:
+def _check_sizes(scene: SceneRecord, images: Sequence[FrameImage], crop_bottom: int = 0) -> None:
+    """Every frame has the scene's size (``w`` x ``h`` less the cropped rows)."""
     width = scene.width if scene.width is not None else images[0].width
-    height = scene.height if scene.height is not None else images[0].height
+    height = scene.height - crop_bottom if scene.height is not None else images[0].height
+    cropped = f" less {crop_bottom} cropped rows" if crop_bottom else ""
     for frame, image in zip(scene.frames, images):
         if (image.width, image.height) != (width, height):
             raise SceneFormatError(
                 frame.where,
-                f"image is {image.width}x{image.height} but the scene's size is {width}x{height} (w x h)",
+                f"image is {image.width}x{image.height} but the scene's size is {width}x{height} (w x h{cropped})",
             )
 
 

@@ -120,14 +120,17 @@ def to_rgb(image: Float[np.ndarray, "H W C"], alpha: AlphaHandling) -> Float[np.
     assert_never(alpha)
 
 
-def load_frame(path: Path, alpha: AlphaHandling, cache_dir: Path) -> FrameImage:
-    """Check one frame is readable and return the path nerfstudio's dataset can read correctly."""
+def load_frame(path: Path, alpha: AlphaHandling, cache_dir: Path, crop_bottom: int = 0) -> FrameImage:
+    """Check one frame is readable and return the path nerfstudio's dataset can read correctly;
+    ``crop_bottom`` rows (an instrument's data bar) are cut off the bottom first."""
     width, height, passes_through = _probe(path)
-    if passes_through:
+    if passes_through and crop_bottom == 0:
         return FrameImage(path, path, width, height)
-    rgb = to_rgb(read_float_image(path), alpha)
+    if crop_bottom < 0 or crop_bottom >= height:
+        raise SceneFormatError(path, f"cannot crop {crop_bottom} rows from an image {height} rows high")
+    rgb = to_rgb(read_float_image(path), alpha)[: height - crop_bottom]
     height, width = rgb.shape[:2]
-    return FrameImage(path, _write_cached_png(path, rgb, alpha, cache_dir), width, height)
+    return FrameImage(path, _write_cached_png(path, rgb, f"{alpha}|crop{crop_bottom}", cache_dir), width, height)
 
 
 def _probe(path: Path) -> Tuple[int, int, bool]:
@@ -150,11 +153,11 @@ def _probe(path: Path) -> Tuple[int, int, bool]:
     return image.shape[1], image.shape[0], False
 
 
-def _write_cached_png(source: Path, rgb: Float[np.ndarray, "H W 3"], alpha: AlphaHandling, cache_dir: Path) -> Path:
+def _write_cached_png(source: Path, rgb: Float[np.ndarray, "H W 3"], recipe: str, cache_dir: Path) -> Path:
     from PIL import Image
 
     stat = source.stat()
-    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{alpha}".encode()
+    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{recipe}".encode()
     target = cache_dir / f"{hashlib.sha1(key).hexdigest()}.png"
     if not target.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -206,6 +206,41 @@ def test_tiff_with_malformed_magnification_names_file(make_manifest_scene):
         parse(root)
 
 
+def _sem_tiff_scene(root: Path, bar_rows: int) -> Path:
+    """Three 16-bit grayscale SEM-style TIFFs (field width only in FEI metadata, no manifest zoom),
+    each with a white data bar of ``bar_rows`` rows at the bottom."""
+    names = []
+    for index, hfw in enumerate([4e-4, 4e-4, 1e-4]):
+        pixels = (random_rgb(index)[..., 0].astype(np.uint16) * 257)
+        pixels[H - bar_rows :] = 65535
+        name = f"images/sem{index}.tif"
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(root / name, pixels, extratags=[(34682, "s", 0, f"[Beam]\nHFW={hfw}\n", True)])
+        names.append(name)
+    (root / "transforms.json").write_text(json.dumps({"w": W, "h": H, "frames": [{"file_path": n} for n in names]}))
+    return root
+
+
+def test_data_bar_is_cropped_and_principal_point_stays_native(tmp_path):
+    from PIL import Image
+
+    root = _sem_tiff_scene(tmp_path / "sem", bar_rows=4)
+    outputs = parse(root, test_every=0, crop_bottom_rows=4)
+    assert outputs.metadata["mzen_dial"].tolist() == pytest.approx([1.0, 1.0, 4.0])
+    assert int(outputs.cameras.height[0]) == H - 4 and int(outputs.cameras.width[0]) == W
+    assert float(outputs.cameras.cy[0]) == pytest.approx(H / 2)  # the native image's centre
+    for index, path in enumerate(outputs.image_filenames):
+        pixels = np.asarray(Image.open(path))
+        assert pixels.shape == (H - 4, W, 3) and np.all(pixels[..., 0] == pixels[..., 2])  # grayscale → RGB
+        assert np.allclose(pixels[..., 0], random_rgb(index)[: H - 4, :, 0], atol=1)  # bar gone, rest kept
+
+
+def test_crop_larger_than_the_image_names_the_file(tmp_path):
+    root = _sem_tiff_scene(tmp_path / "sem", bar_rows=2)
+    with pytest.raises(SceneFormatError, match=r"sem0\.tif.*crop"):
+        parse(root, crop_bottom_rows=H)
+
+
 # ----------------------------------------------------------------------------- splits
 
 
