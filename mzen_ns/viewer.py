@@ -52,6 +52,10 @@ class Frustum:
     """Zoom level (0: wide)."""
     colour: Tuple[int, int, int]
     """RGB of the frustum's outline."""
+    size: float
+    """viser's frustum ``scale`` relative to a wide view's. viser draws every frustum with the same
+    volume, so a narrow one would be drawn long; ``(tan(fov/2) / tan(fov_wide/2))^(2/3)`` gives
+    every frustum the same depth, and a zoom-in sits inside its wide view's frustum."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ def frustums(cameras: Any, levels: torch.Tensor) -> List[Frustum]:
         c2w = cameras.c2w().cpu().numpy()
         fy = (cameras.focal * cameras.aspect * cameras.zoom()).cpu().numpy()
     aspect = cameras.width / cameras.height
+    wide_tan = 0.5 * cameras.height / float(cameras.focal * cameras.aspect)
     return [
         Frustum(
             index=i,
@@ -86,6 +91,7 @@ def frustums(cameras: Any, levels: torch.Tensor) -> List[Frustum]:
             aspect=aspect,
             level=int(levels[i]),
             colour=LEVEL_COLOURS[int(levels[i]) % len(LEVEL_COLOURS)],
+            size=(0.5 * cameras.height / float(fy[i]) / wide_tan) ** (2.0 / 3.0),
         )
         for i in range(c2w.shape[0])
     ]
@@ -229,7 +235,7 @@ class _FrustumControl(ViewerControl):
 
         def init_then_replace(*args, **kwargs):  # nerfstudio draws its frustums here; replace them after
             init_scene(*args, **kwargs)
-            self._panel.refresh(getattr(viewer, "step", None))
+            self._panel.refresh()
 
         viewer.init_scene = init_then_replace
 
@@ -254,7 +260,7 @@ class _FrustumControl(ViewerControl):
                     name=f"/cameras/camera_{frustum.index:05d}",
                     fov=frustum.fov_y,
                     aspect=frustum.aspect,
-                    scale=self.viewer.config.camera_frustum_scale,
+                    scale=self.viewer.config.camera_frustum_scale * frustum.size,
                     color=frustum.colour,
                     image=self._thumbnail(frustum.index),
                     wxyz=rotation.wxyz,

@@ -27,6 +27,7 @@ def trained(tmp_path_factory):
 def test_panel_values_match_the_exported_cameras(trained):
     pipeline, root = trained
     state = pipeline.viewer_panel.refresh(step=11)
+    assert pipeline.viewer_panel.refresh().phase == "C"  # the pipeline's own phase after training
     manifest = cameras_manifest(pipeline, root)
     assert state.focal == pytest.approx(manifest["focal"])
     assert state.phase == "C"
@@ -57,6 +58,9 @@ def test_frustums_use_the_learned_pose_and_zoom(trained):
     zoom = next(f for f in drawn if f.level == 1)
     ratio = math.tan(wide.fov_y / 2) / math.tan(zoom.fov_y / 2)
     assert ratio == pytest.approx(float(cameras.zoom()[zoom.index] / cameras.zoom()[wide.index]), rel=1e-5)
+    # viser draws equal volumes: depth ∝ size / cbrt(tan² · aspect), equal for every frustum
+    depth = [f.size / (math.tan(f.fov_y / 2) ** 2 * f.aspect) ** (1 / 3) for f in (wide, zoom)]
+    assert depth[0] == pytest.approx(depth[1], rel=1e-5) and zoom.size < wide.size
 
 
 def test_magnification_narrows_the_field_of_view():
