@@ -62,9 +62,10 @@ class FFMZNDataParserConfig(DataParserConfig):
     alpha: AlphaHandling = "white"
     """Frames with an alpha channel: composite over white or black, or drop the channel."""
     crop_bottom_rows: int = 0
-    """Rows cut off the bottom of every frame before training: an instrument's data bar (SEM
-    images carry one). ``w``/``h`` in the manifest stay the native size; the principal point stays
-    where it is in the native frame (its centre unless ``cx``/``cy`` say otherwise)."""
+    """Rows cut off the bottom of every frame before training: an instrument's data bar (SEMs
+    append one below the scanned area). ``w``/``h`` in the manifest stay the native size; the
+    principal point defaults to the centre of what is kept (the scanned area), unless ``cx``/``cy``
+    say otherwise (in native pixel coordinates, which cropping the bottom does not move)."""
     scene_scale: float = 1.0
     """Half-size of the axis-aligned scene box around the origin."""
     cache_dir: Optional[Path] = None
@@ -130,7 +131,7 @@ class FFMZNDataParser(DataParser):
             fx=(fx * dial)[:, None],
             fy=(fy * dial)[:, None],
             cx=scene.cx if scene.cx is not None else width / 2.0,
-            cy=scene.cy if scene.cy is not None else (height + self.config.crop_bottom_rows) / 2.0,
+            cy=scene.cy if scene.cy is not None else height / 2.0,
             width=width,
             height=height,
             camera_type=CameraType.PERSPECTIVE,

@@ -221,14 +221,14 @@ def _sem_tiff_scene(root: Path, bar_rows: int) -> Path:
     return root
 
 
-def test_data_bar_is_cropped_and_principal_point_stays_native(tmp_path):
+def test_data_bar_is_cropped_and_principal_point_is_the_kept_centre(tmp_path):
     from PIL import Image
 
     root = _sem_tiff_scene(tmp_path / "sem", bar_rows=4)
     outputs = parse(root, test_every=0, crop_bottom_rows=4)
     assert outputs.metadata["mzen_dial"].tolist() == pytest.approx([1.0, 1.0, 4.0])
     assert int(outputs.cameras.height[0]) == H - 4 and int(outputs.cameras.width[0]) == W
-    assert float(outputs.cameras.cy[0]) == pytest.approx(H / 2)  # the native image's centre
+    assert float(outputs.cameras.cy[0]) == pytest.approx((H - 4) / 2)  # the centre of the scanned area
     for index, path in enumerate(outputs.image_filenames):
         pixels = np.asarray(Image.open(path))
         assert pixels.shape == (H - 4, W, 3) and np.all(pixels[..., 0] == pixels[..., 2])  # grayscale → RGB
