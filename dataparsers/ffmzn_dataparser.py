@@ -66,6 +66,9 @@ class FFMZNDataParserConfig(DataParserConfig):
     append one below the scanned area). ``w``/``h`` in the manifest stay the native size; the
     principal point defaults to the centre of what is kept (the scanned area), unless ``cx``/``cy``
     say otherwise (in native pixel coordinates, which cropping the bottom does not move)."""
+    float_range: Optional[Tuple[float, float]] = None
+    """Float images (e.g. 32-bit SEM/microscope TIFFs in detector units): map LOW HIGH to [0, 1],
+    the same for every frame (values outside are clipped). Default: floats must lie in [0, 1]."""
     scene_scale: float = 1.0
     """Half-size of the axis-aligned scene box around the origin."""
     cache_dir: Optional[Path] = None
@@ -113,7 +116,11 @@ class FFMZNDataParser(DataParser):
             scene = read_scene(self.config.data)
             cache_dir = self.config.cache_dir if self.config.cache_dir is not None else default_cache_dir()
             crop = self.config.crop_bottom_rows
-            images = [load_frame(scene.root / frame.file_path, self.config.alpha, cache_dir, crop) for frame in scene.frames]
+            float_range = self.config.float_range
+            if float_range is not None and not float_range[1] > float_range[0]:
+                raise SceneFormatError(scene.root, f"float_range must be LOW HIGH with HIGH > LOW, got {float_range}")
+            images = [load_frame(scene.root / frame.file_path, self.config.alpha, cache_dir, crop, float_range)
+                      for frame in scene.frames]
             _check_sizes(scene, images, crop)
             self._scene, self._images = scene, images
             self._splits = assign_splits(scene.frames, self.config.test_every)

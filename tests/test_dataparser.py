@@ -171,6 +171,19 @@ def test_float_tiff_in_unit_range(make_manifest_scene):
     assert np.allclose(read_back(parse(root, test_every=0), 0), 0.25, atol=1 / 255)
 
 
+def test_float32_detector_units_mapped_by_float_range(make_manifest_scene):
+    root = make_manifest_scene(zooms=[1, 1], frames=[{"file_path": "images/f.tif"}, {"file_path": "images/g.tif"}])
+    tifffile.imwrite(root / "images/f.tif", np.full((H, W), 1500.0, np.float32))  # raw counts
+    tifffile.imwrite(root / "images/g.tif", np.full((H, W), 3500.0, np.float32))
+    with pytest.raises(SceneFormatError, match=r"f\.tif.*\[1500, 1500\].*float-range"):
+        parse(root, test_every=0)
+    outputs = parse(root, test_every=0, float_range=(1000.0, 5000.0))  # one mapping for every frame
+    assert np.allclose(read_back(outputs, 0), 0.125, atol=1 / 255)
+    assert np.allclose(read_back(outputs, 1), 0.625, atol=1 / 255)
+    with pytest.raises(SceneFormatError, match="float_range"):
+        parse(root, float_range=(5.0, 5.0))
+
+
 @pytest.mark.parametrize("alpha, expected", [("white", 0.5 + 0.5), ("black", 0.5), ("drop", 1.0)])
 def test_rgba_alpha_handling(make_manifest_scene, alpha, expected):
     root = make_manifest_scene(zooms=[1, 1])
