@@ -61,6 +61,14 @@ class FFMZNDataParserConfig(DataParserConfig):
     frames of every level stay in the evaluation split)."""
     alpha: AlphaHandling = "white"
     """Frames with an alpha channel: composite over white or black, or drop the channel."""
+    crop_bottom_rows: int = 0
+    """Rows cut off the bottom of every frame before training: an instrument's data bar (SEMs
+    append one below the scanned area). ``w``/``h`` in the manifest stay the native size; the
+    principal point defaults to the centre of what is kept (the scanned area), unless ``cx``/``cy``
+    say otherwise (in native pixel coordinates, which cropping the bottom does not move)."""
+    float_range: Optional[Tuple[float, float]] = None
+    """Float images (e.g. 32-bit SEM/microscope TIFFs in detector units): map LOW HIGH to [0, 1],
+    the same for every frame (values outside are clipped). Default: floats must lie in [0, 1]."""
     scene_scale: float = 1.0
     """Half-size of the axis-aligned scene box around the origin."""
     cache_dir: Optional[Path] = None
@@ -107,8 +115,13 @@ class FFMZNDataParser(DataParser):
         if self._scene is None or self._images is None or self._splits is None:
             scene = read_scene(self.config.data)
             cache_dir = self.config.cache_dir if self.config.cache_dir is not None else default_cache_dir()
-            images = [load_frame(scene.root / frame.file_path, self.config.alpha, cache_dir) for frame in scene.frames]
-            _check_sizes(scene, images)
+            crop = self.config.crop_bottom_rows
+            float_range = self.config.float_range
+            if float_range is not None and not float_range[1] > float_range[0]:
+                raise SceneFormatError(scene.root, f"float_range must be LOW HIGH with HIGH > LOW, got {float_range}")
+            images = [load_frame(scene.root / frame.file_path, self.config.alpha, cache_dir, crop, float_range)
+                      for frame in scene.frames]
+            _check_sizes(scene, images, crop)
             self._scene, self._images = scene, images
             self._splits = assign_splits(scene.frames, self.config.test_every)
         return self._scene, self._images, self._splits
@@ -179,14 +192,16 @@ def _split_name(split: str) -> str:
     raise ValueError(f"unknown split {split!r}; expected 'train', 'val' or 'test'")
 
 
-def _check_sizes(scene: SceneRecord, images: Sequence[FrameImage]) -> None:
+def _check_sizes(scene: SceneRecord, images: Sequence[FrameImage], crop_bottom: int = 0) -> None:
+    """Every frame has the scene's size (``w`` x ``h`` less the cropped rows)."""
     width = scene.width if scene.width is not None else images[0].width
-    height = scene.height if scene.height is not None else images[0].height
+    height = scene.height - crop_bottom if scene.height is not None else images[0].height
+    cropped = f" less {crop_bottom} cropped rows" if crop_bottom else ""
     for frame, image in zip(scene.frames, images):
         if (image.width, image.height) != (width, height):
             raise SceneFormatError(
                 frame.where,
-                f"image is {image.width}x{image.height} but the scene's size is {width}x{height} (w x h)",
+                f"image is {image.width}x{image.height} but the scene's size is {width}x{height} (w x h{cropped})",
             )
 
 

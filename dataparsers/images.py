@@ -18,7 +18,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Tuple
+from typing import Literal, Optional, Tuple
 
 import numpy as np
 from jaxtyping import Float
@@ -54,8 +54,9 @@ def default_cache_dir() -> Path:
     return Path(root) / "images"
 
 
-def read_float_image(path: Path) -> Float[np.ndarray, "H W C"]:
-    """Decode any supported frame to float32 in [0, 1], keeping its channels (1 to 4).
+def read_float_image(path: Path, float_range: Optional[Tuple[float, float]] = None) -> Float[np.ndarray, "H W C"]:
+    """Decode any supported frame to float32 in [0, 1], keeping its channels (1 to 4); float
+    pixels are mapped from ``float_range`` (low, high) to [0, 1] when given, else must lie in [0, 1].
 
     Raises:
         SceneFormatError: the file is missing, cannot be decoded, or has an unsupported layout.
@@ -67,7 +68,7 @@ def read_float_image(path: Path) -> Float[np.ndarray, "H W C"]:
         raw = raw[:, :, None]
     if raw.ndim != 3 or raw.shape[2] not in (1, 2, 3, 4):
         raise SceneFormatError(path, f"unsupported image layout with shape {raw.shape}")
-    return _to_unit_range(path, raw)
+    return _to_unit_range(path, raw, float_range)
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -88,7 +89,7 @@ def _decode(path: Path) -> np.ndarray:
     return raw
 
 
-def _to_unit_range(path: Path, raw: np.ndarray) -> Float[np.ndarray, "H W C"]:
+def _to_unit_range(path: Path, raw: np.ndarray, float_range: Optional[Tuple[float, float]] = None) -> Float[np.ndarray, "H W C"]:
     if raw.dtype == np.bool_:
         return raw.astype(np.float32)
     if np.issubdtype(raw.dtype, np.integer):
@@ -97,9 +98,12 @@ def _to_unit_range(path: Path, raw: np.ndarray) -> Float[np.ndarray, "H W C"]:
         image = raw.astype(np.float32)
         if not np.all(np.isfinite(image)):
             raise SceneFormatError(path, "float image contains NaN or infinite values")
+        if float_range is not None:
+            return np.clip((image - float_range[0]) / (float_range[1] - float_range[0]), 0.0, 1.0)
         low, high = float(image.min()), float(image.max())
         if low < -1e-3 or high > 1 + 1e-3:
-            raise SceneFormatError(path, f"float image values must lie in [0, 1], found [{low:g}, {high:g}]")
+            raise SceneFormatError(path, f"float image values must lie in [0, 1], found [{low:g}, {high:g}]; "
+                                         "set the parser's float-range LOW HIGH to map them")
         return np.clip(image, 0.0, 1.0)
     raise SceneFormatError(path, f"unsupported pixel type {raw.dtype}")
 
@@ -120,17 +124,23 @@ def to_rgb(image: Float[np.ndarray, "H W C"], alpha: AlphaHandling) -> Float[np.
     assert_never(alpha)
 
 
-def load_frame(path: Path, alpha: AlphaHandling, cache_dir: Path) -> FrameImage:
-    """Check one frame is readable and return the path nerfstudio's dataset can read correctly."""
-    width, height, passes_through = _probe(path)
-    if passes_through:
+def load_frame(path: Path, alpha: AlphaHandling, cache_dir: Path, crop_bottom: int = 0,
+               float_range: Optional[Tuple[float, float]] = None) -> FrameImage:
+    """Check one frame is readable and return the path nerfstudio's dataset can read correctly;
+    ``crop_bottom`` rows (an instrument's data bar) are cut off the bottom first; float pixels are
+    mapped from ``float_range`` (see :func:`read_float_image`)."""
+    width, height, passes_through = _probe(path, float_range)
+    if passes_through and crop_bottom == 0:
         return FrameImage(path, path, width, height)
-    rgb = to_rgb(read_float_image(path), alpha)
+    if crop_bottom < 0 or crop_bottom >= height:
+        raise SceneFormatError(path, f"cannot crop {crop_bottom} rows from an image {height} rows high")
+    rgb = to_rgb(read_float_image(path, float_range), alpha)[: height - crop_bottom]
     height, width = rgb.shape[:2]
-    return FrameImage(path, _write_cached_png(path, rgb, alpha, cache_dir), width, height)
+    recipe = f"{alpha}|crop{crop_bottom}|float{float_range}"
+    return FrameImage(path, _write_cached_png(path, rgb, recipe, cache_dir), width, height)
 
 
-def _probe(path: Path) -> Tuple[int, int, bool]:
+def _probe(path: Path, float_range: Optional[Tuple[float, float]] = None) -> Tuple[int, int, bool]:
     """Size of the image and whether nerfstudio's PIL-based loader reads it as it is."""
     from PIL import Image, UnidentifiedImageError
 
@@ -146,15 +156,15 @@ def _probe(path: Path) -> Tuple[int, int, bool]:
                 return size[0], size[1], True
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         pass  # PIL cannot read it: the full decoder below decides whether anything can
-    image = read_float_image(path)
+    image = read_float_image(path, float_range)
     return image.shape[1], image.shape[0], False
 
 
-def _write_cached_png(source: Path, rgb: Float[np.ndarray, "H W 3"], alpha: AlphaHandling, cache_dir: Path) -> Path:
+def _write_cached_png(source: Path, rgb: Float[np.ndarray, "H W 3"], recipe: str, cache_dir: Path) -> Path:
     from PIL import Image
 
     stat = source.stat()
-    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{alpha}".encode()
+    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{recipe}".encode()
     target = cache_dir / f"{hashlib.sha1(key).hexdigest()}.png"
     if not target.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Type
+from typing import Any, Dict, List, Literal, Optional, Type
 
 import torch
 import torch.distributed as dist
@@ -28,6 +28,7 @@ from mzen_ns.datamanager import MZENDataManager, MZENDataManagerConfig, stack_im
 from mzen_ns.model import MZENModel, MZENModelConfig
 from mzen_ns.phases import PHASES, Phase, PhaseSchedule
 from mzen_ns.registration import RegistrationConfig
+from mzen_ns.viewer import CameraPanel
 
 PHASE_TITLES: Dict[Phase, str] = {
     "A": "phase A: bootstrap on wide views (field, wide poses, focal)",
@@ -51,6 +52,8 @@ class MZENPipelineConfig(VanillaPipelineConfig):
     """Crop-and-match scores all pairs on copies this wide, then re-scores the best 3 exactly."""
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     """How ``ns-eval`` registers held-out views before scoring them."""
+    viewer_refresh_every: int = 50
+    """Redraw the viewer's learned frustums and panel every this many steps (when a viewer runs)."""
 
 
 class MZENPipeline(VanillaPipeline):
@@ -73,6 +76,8 @@ class MZENPipeline(VanillaPipeline):
         self._loss_sums: Dict[str, torch.Tensor] = {}
         self._loss_count = 0
         self._phase_started = time.perf_counter()
+        self.loaded_step: Optional[int] = None
+        self.viewer_panel = CameraPanel(lambda: self)
 
     @property
     def mzen_model(self) -> MZENModel:
@@ -87,7 +92,17 @@ class MZENPipeline(VanillaPipeline):
         self.run_dir = Path(trainer.base_dir) if trainer is not None else None
         callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.enter_phase_of))
         callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._maybe_final_summary))
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._refresh_viewer,
+                                          update_every_num_iters=self.config.viewer_refresh_every))
         return callbacks
+
+    def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
+        super().load_pipeline(loaded_state, step)
+        self.loaded_step = step
+
+    def _refresh_viewer(self, step: int) -> None:
+        if self.viewer_panel.control.viewer is not None:
+            self.viewer_panel.refresh(step)
 
     def enter_phase_of(self, step: int) -> Phase:
         """Apply the phase of ``step`` (no-op when it is the current one)."""
@@ -107,6 +122,7 @@ class MZENPipeline(VanillaPipeline):
         self._phase_started = time.perf_counter()
         end = self.phase_schedule.end_of(phase)
         CONSOLE.print(Panel(f"{PHASE_TITLES[phase]}\nsteps {step} → {end - 1}", style="bold cyan", expand=False))
+        self._refresh_viewer(step)
         return phase
 
     def prime_zoom_ins(self) -> MatchResult:

@@ -85,6 +85,15 @@ class SceneMakerConfig:
     """Bits per channel of the written PNGs."""
     sem_dose: float = 200.0
     """sem: mean electrons per pixel at full brightness (lower = noisier)."""
+    image_format: Literal["png", "sem-tiff"] = "png"
+    """``sem-tiff``: grayscale TIFFs (``bit_depth`` bits) carrying Thermo Fisher/FEI metadata —
+    ``[Beam] HFW`` = ``sem_field_width`` / dial and ``[EScan] Mag`` — and *no* ``zoom`` in the
+    manifest: the magnification is only in the files, as with SEM images."""
+    sem_field_width: float = 4e-4
+    """sem-tiff: horizontal field width (metres) recorded for the widest level."""
+    data_bar_rows: int = 0
+    """Rows of an instrument data bar appended below every image (files are ``h + rows`` high and
+    the manifest says so; train with ``--pipeline.datamanager.dataparser.crop-bottom-rows``)."""
     write_pose_prior: bool = False
     """Also write the true poses as ``transform_matrix`` (pose priors, e.g. for an oracle run)."""
     fov_guess_deg: Optional[float] = None
@@ -267,23 +276,33 @@ def _write(config: SceneMakerConfig, shots: List[Shot]) -> Path:
         path = config.output / shot.name
         path.parent.mkdir(parents=True, exist_ok=True)
         pixels = shot.image.clamp(0.0, 1.0).numpy()
-        if config.variant == "sem":
-            pixels = pixels[..., 0]
+        if config.variant == "sem" or config.image_format == "sem-tiff":
+            pixels = pixels.mean(axis=-1)
+        pixels = _with_data_bar(pixels, config.data_bar_rows, config.seed)
         scale, dtype = (255.0, np.uint8) if config.bit_depth == 8 else (65535.0, np.uint16)
-        Image.fromarray(np.round(pixels * scale).astype(dtype)).save(path)
-        frame = {
-            "file_path": shot.name,
-            "zoom": shot.dial,
+        pixels = np.round(pixels * scale).astype(dtype)
+        name = shot.name
+        if config.image_format == "sem-tiff":
+            name = str(Path(shot.name).with_suffix(".tif"))
+            _write_sem_tiff(config.output / name, pixels, config.sem_field_width / shot.dial, 1000.0 * shot.dial)
+        elif config.image_format == "png":
+            Image.fromarray(pixels).save(path)
+        else:
+            assert_never(config.image_format)
+        frame = {"file_path": name}
+        if config.image_format == "png":
+            frame["zoom"] = shot.dial
+        frame.update({
             "split": shot.split,
             "gt_transform_matrix": shot.c2w.tolist(),
             "gt_zoom": shot.true_zoom,
-        }
+        })
         if shot.parent is not None:
             frame["gt_parent"] = shot.parent
         if config.write_pose_prior:
             frame["transform_matrix"] = shot.c2w.tolist()
         frames.append(frame)
-    manifest = {"w": config.width, "h": config.height, "gt_focal": config.base_focal()}
+    manifest = {"w": config.width, "h": config.height + config.data_bar_rows, "gt_focal": config.base_focal()}
     if config.fov_guess_deg is not None:
         manifest["fov_x_deg"] = config.fov_guess_deg
     manifest["mzen_scene"] = {"variant": config.variant, "seed": config.seed, "zooms": list(config.zooms)}
@@ -291,6 +310,27 @@ def _write(config: SceneMakerConfig, shots: List[Shot]) -> Path:
     path = config.output / "transforms.json"
     path.write_text(json.dumps(manifest, indent=2))
     return path
+
+
+def _with_data_bar(pixels: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    """``pixels`` with an instrument-style data bar (dark, with bright text-like blocks) below."""
+    if rows <= 0:
+        return pixels
+    bar = np.full((rows,) + pixels.shape[1:], 0.1, dtype=pixels.dtype)
+    rng = np.random.default_rng(seed)
+    for start in range(2, pixels.shape[1] - 6, 8):  # "characters"
+        top, height = 1 + int(rng.integers(0, max(1, rows // 3))), max(1, rows // 2)
+        bar[top : top + height, start : start + int(rng.integers(3, 7))] = 0.9
+    return np.concatenate([pixels, bar], axis=0)
+
+
+def _write_sem_tiff(path: Path, pixels: np.ndarray, field_width: float, magnification: float) -> None:
+    """A TIFF with Thermo Fisher/FEI metadata (tag 34682) recording field width and magnification."""
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = f"[User]\nUserText=mzen scene maker\n[Beam]\nHFW={field_width!r}\n[EScan]\nMag={magnification!r}\n"
+    tifffile.imwrite(path, pixels, extratags=[(34682, "s", 0, metadata, True)])
 
 
 def entrypoint() -> None:

@@ -171,6 +171,19 @@ def test_float_tiff_in_unit_range(make_manifest_scene):
     assert np.allclose(read_back(parse(root, test_every=0), 0), 0.25, atol=1 / 255)
 
 
+def test_float32_detector_units_mapped_by_float_range(make_manifest_scene):
+    root = make_manifest_scene(zooms=[1, 1], frames=[{"file_path": "images/f.tif"}, {"file_path": "images/g.tif"}])
+    tifffile.imwrite(root / "images/f.tif", np.full((H, W), 1500.0, np.float32))  # raw counts
+    tifffile.imwrite(root / "images/g.tif", np.full((H, W), 3500.0, np.float32))
+    with pytest.raises(SceneFormatError, match=r"f\.tif.*\[1500, 1500\].*float-range"):
+        parse(root, test_every=0)
+    outputs = parse(root, test_every=0, float_range=(1000.0, 5000.0))  # one mapping for every frame
+    assert np.allclose(read_back(outputs, 0), 0.125, atol=1 / 255)
+    assert np.allclose(read_back(outputs, 1), 0.625, atol=1 / 255)
+    with pytest.raises(SceneFormatError, match="float_range"):
+        parse(root, float_range=(5.0, 5.0))
+
+
 @pytest.mark.parametrize("alpha, expected", [("white", 0.5 + 0.5), ("black", 0.5), ("drop", 1.0)])
 def test_rgba_alpha_handling(make_manifest_scene, alpha, expected):
     root = make_manifest_scene(zooms=[1, 1])
@@ -204,6 +217,41 @@ def test_tiff_with_malformed_magnification_names_file(make_manifest_scene):
     (root / "transforms.json").write_text(json.dumps(manifest))
     with pytest.raises(SceneFormatError, match=r"bad\.tif.*HorFieldsize"):
         parse(root)
+
+
+def _sem_tiff_scene(root: Path, bar_rows: int) -> Path:
+    """Three 16-bit grayscale SEM-style TIFFs (field width only in FEI metadata, no manifest zoom),
+    each with a white data bar of ``bar_rows`` rows at the bottom."""
+    names = []
+    for index, hfw in enumerate([4e-4, 4e-4, 1e-4]):
+        pixels = (random_rgb(index)[..., 0].astype(np.uint16) * 257)
+        pixels[H - bar_rows :] = 65535
+        name = f"images/sem{index}.tif"
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(root / name, pixels, extratags=[(34682, "s", 0, f"[Beam]\nHFW={hfw}\n", True)])
+        names.append(name)
+    (root / "transforms.json").write_text(json.dumps({"w": W, "h": H, "frames": [{"file_path": n} for n in names]}))
+    return root
+
+
+def test_data_bar_is_cropped_and_principal_point_is_the_kept_centre(tmp_path):
+    from PIL import Image
+
+    root = _sem_tiff_scene(tmp_path / "sem", bar_rows=4)
+    outputs = parse(root, test_every=0, crop_bottom_rows=4)
+    assert outputs.metadata["mzen_dial"].tolist() == pytest.approx([1.0, 1.0, 4.0])
+    assert int(outputs.cameras.height[0]) == H - 4 and int(outputs.cameras.width[0]) == W
+    assert float(outputs.cameras.cy[0]) == pytest.approx((H - 4) / 2)  # the centre of the scanned area
+    for index, path in enumerate(outputs.image_filenames):
+        pixels = np.asarray(Image.open(path))
+        assert pixels.shape == (H - 4, W, 3) and np.all(pixels[..., 0] == pixels[..., 2])  # grayscale → RGB
+        assert np.allclose(pixels[..., 0], random_rgb(index)[: H - 4, :, 0], atol=1)  # bar gone, rest kept
+
+
+def test_crop_larger_than_the_image_names_the_file(tmp_path):
+    root = _sem_tiff_scene(tmp_path / "sem", bar_rows=2)
+    with pytest.raises(SceneFormatError, match=r"sem0\.tif.*crop"):
+        parse(root, crop_bottom_rows=H)
 
 
 # ----------------------------------------------------------------------------- splits

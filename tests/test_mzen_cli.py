@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,59 @@ def test_training_leaves_solved_cameras_and_ns_eval_loads_the_run(trained_run, t
 
     assert "psnr" in results
     assert ("lpips" in results) == alexnet_weights_path().is_file()  # never a score from random weights
+
+
+def test_find_view_by_path_name_or_stem():
+    from mzen_ns.render import find_view
+
+    names = ["images/1x/a.png", "images/4x/b.png", "images/16x/b.tif"]
+    assert find_view(names, "images/4x/b.png") == 1
+    assert find_view(names, "a.png") == 0 and find_view(names, "a") == 0
+    assert find_view(names, "missing") is None
+    with pytest.raises(ValueError, match="ambiguous"):
+        find_view(names, "b")
+
+
+def test_render_magnification_is_a_zoom(trained_run):
+    from mzen_ns.render import render_magnified, view_camera
+
+    _, trainer = trained_run
+    pipeline = trainer.pipeline
+    names = [str(p) for p in pipeline.datamanager.train_dataset.metadata["mzen_file_paths"]]
+    cameras, index, split = view_camera(pipeline, names[-1])
+    assert (cameras, index, split) == (pipeline.mzen_model.cameras, len(names) - 1, "train")
+    magnified = render_magnified(pipeline.mzen_model, cameras, index, 4.0)
+    assert magnified.shape == (24, 32, 3)
+    with torch.no_grad():
+        cameras.log_zoom[index] += torch.log(torch.tensor(4.0))
+    try:
+        zoomed = render_magnified(pipeline.mzen_model, cameras, index, 1.0)
+    finally:
+        with torch.no_grad():
+            cameras.log_zoom[index] -= torch.log(torch.tensor(4.0))
+    assert torch.allclose(magnified, zoomed, atol=1e-5)
+    with pytest.raises(ValueError, match="no view 'nope'.*train_"):
+        view_camera(pipeline, "nope")
+
+
+def test_mzen_render_cli_registers_a_held_out_view(tmp_path):
+    from PIL import Image
+
+    from mzen_ns.scene_maker import SceneMakerConfig, make_scene
+
+    scene = tmp_path / "scene"
+    make_scene(SceneMakerConfig(output=scene, width=32, height=24, zooms=(1.0, 4.0), n_wide=3, n_zoom=2, n_test=1, seed=2))
+    config = tiny_trainer_config(scene, tmp_path / "runs", steps=8, boundaries=(0.3, 0.6))
+    config.pipeline.registration.steps = 3
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    test_names = [str(p) for p in trainer.pipeline.datamanager.eval_dataset.metadata["mzen_file_paths"]]
+    view = next(n for n in test_names if "4x" in n)
+    output = tmp_path / "render.png"
+    result = subprocess.run(["mzen-render", "--load-config", str(trainer.base_dir / "config.yml"), "--view", view,
+                             "--magnification", "2", "--output", str(output)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "test view" in result.stdout
+    assert np.asarray(Image.open(output)).shape == (24, 32, 3)

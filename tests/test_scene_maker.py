@@ -188,6 +188,38 @@ def test_sem_variant_grayscale_noisy_16bit(tmp_path):
     assert len(out.image_filenames) == 7
 
 
+def test_sem_tiff_scene_has_magnification_only_in_metadata_and_trains(tmp_path):
+    """16-bit SEM-style TIFFs with field width in FEI metadata, no manifest zoom, a data bar; the
+    parser reads the dials from the files, crops the bar, and mzen trains on it end to end."""
+    import tifffile
+    from dataclasses import replace
+
+    from tests.conftest import tiny_trainer_config
+
+    config = SceneMakerConfig(output=tmp_path / "semtiff", variant="sem", image_format="sem-tiff", bit_depth=16,
+                              data_bar_rows=6, seed=5, **SMALL)
+    make_scene(config)
+    manifest = json.loads((config.output / "transforms.json").read_text())
+    assert manifest["h"] == SMALL["height"] + 6
+    assert all("zoom" not in f and f["file_path"].endswith(".tif") for f in manifest["frames"])
+    with tifffile.TiffFile(config.output / manifest["frames"][0]["file_path"]) as tiff:
+        assert tiff.pages[0].dtype == np.uint16 and tiff.pages[0].shape == (SMALL["height"] + 6, SMALL["width"])
+        assert tiff.fei_metadata["Beam"]["HFW"] == pytest.approx(4e-4)
+    parser = FFMZNDataParserConfig(data=config.output, crop_bottom_rows=6)
+    out = parser.setup().get_dataparser_outputs("train")
+    assert sorted(set(out.metadata["mzen_dial"].tolist())) == [1.0, 4.0]
+    assert int(out.cameras.height[0]) == SMALL["height"]
+    trainer_config = tiny_trainer_config(config.output, tmp_path / "runs", steps=8)
+    datamanager = trainer_config.pipeline.datamanager
+    datamanager = replace(datamanager, dataparser=replace(datamanager.dataparser, crop_bottom_rows=6))
+    trainer_config = replace(trainer_config, pipeline=replace(trainer_config.pipeline, datamanager=datamanager))
+    trainer = trainer_config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    cameras = trainer.pipeline.mzen_model.cameras
+    assert bool(cameras.solved.all()) and torch.isfinite(cameras.c2w()).all()
+
+
 def test_off_axis_zoom_ins_aim_away_from_the_centre(tmp_path):
     config = SceneMakerConfig(output=tmp_path / "off", off_axis=0.5, seed=1, **SMALL)
     make_scene(config)

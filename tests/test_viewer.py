@@ -1,0 +1,103 @@
+"""The viewer's learned frustums, panel and magnification control (issue 6)."""
+
+import math
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mzen_ns.export import cameras_manifest
+from mzen_ns.viewer import LEVEL_COLOURS, frustums, magnified_fov, panel_markdown
+from tests.conftest import tiny_scene, tiny_trainer_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny run trained through all three phases (zoom-ins primed and refined)."""
+    root = tmp_path_factory.mktemp("viewer")
+    config = tiny_trainer_config(tiny_scene(root / "scene"), root / "out", steps=12)
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    return trainer.pipeline, root
+
+
+def test_panel_values_match_the_exported_cameras(trained):
+    pipeline, root = trained
+    state = pipeline.viewer_panel.refresh(step=11)
+    assert pipeline.viewer_panel.refresh().phase == "C"  # the pipeline's own phase after training
+    manifest = cameras_manifest(pipeline, root)
+    assert state.focal == pytest.approx(manifest["focal"])
+    assert state.phase == "C"
+    frames = manifest["frames"]
+    for row in state.levels:
+        zooms = [f["zoom"] for f in frames if f["dial"] == pytest.approx(row["dial"])]
+        assert row["frames"] == len(zooms)
+        assert (row["zoom_mean"], row["zoom_min"], row["zoom_max"]) == pytest.approx((np.mean(zooms), min(zooms), max(zooms)))
+    names = {Path(f["file_path"]).name for f in frames}
+    exported_pairs = {(Path(f["file_path"]).name, Path(f["matched_wide"]).name) for f in frames if "matched_wide" in f}
+    assert {(Path(a).name, Path(b).name) for a, b in state.pairs} == exported_pairs and exported_pairs
+    assert {Path(a).name for a, _ in state.pairs} <= names
+    text = panel_markdown(state)
+    assert f"{manifest['focal']:.2f} px" in text and "| zoom-in | wide |" in text
+
+
+def test_frustums_use_the_learned_pose_and_zoom(trained):
+    pipeline, root = trained
+    cameras = pipeline.mzen_model.cameras
+    levels = pipeline.datamanager.train_dataset.metadata["mzen_level"]
+    drawn = frustums(cameras, levels)
+    manifest = cameras_manifest(pipeline, root)
+    for frustum, frame in zip(drawn, manifest["frames"]):
+        assert np.allclose(frustum.c2w, np.asarray(frame["transform_matrix"])[:3], atol=1e-6)
+        assert math.tan(frustum.fov_y / 2) == pytest.approx(frame["h"] / 2 / frame["fl_y"], rel=1e-5)
+        assert frustum.colour == LEVEL_COLOURS[frustum.level]
+    wide = next(f for f in drawn if f.level == 0)
+    zoom = next(f for f in drawn if f.level == 1)
+    ratio = math.tan(wide.fov_y / 2) / math.tan(zoom.fov_y / 2)
+    assert ratio == pytest.approx(float(cameras.zoom()[zoom.index] / cameras.zoom()[wide.index]), rel=1e-5)
+    # viser draws equal volumes: depth ∝ size / cbrt(tan² · aspect), equal for every frustum
+    depth = [f.size / (math.tan(f.fov_y / 2) ** 2 * f.aspect) ** (1 / 3) for f in (wide, zoom)]
+    assert depth[0] == pytest.approx(depth[1], rel=1e-5) and zoom.size < wide.size
+
+
+def test_magnification_narrows_the_field_of_view():
+    wide = math.radians(40.0)
+    assert magnified_fov(wide, 1.0) == pytest.approx(wide)
+    assert math.tan(magnified_fov(wide, 16.0) / 2) == pytest.approx(math.tan(wide / 2) / 16)
+    with pytest.raises(ValueError, match="magnification"):
+        magnified_fov(wide, 0.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_nerfstudio_viewer_draws_the_learned_frustums_and_panel(trained, tmp_path):
+    from nerfstudio.configs.base_config import ViewerConfig
+    from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
+
+    pipeline, _ = trained
+    viewer = Viewer(ViewerConfig(websocket_port=_free_port(), websocket_host="127.0.0.1"), log_filename=tmp_path / "log.txt",
+                    datapath=tmp_path, pipeline=pipeline)
+    try:
+        viewer.init_scene(train_dataset=pipeline.datamanager.train_dataset, train_state="completed")
+        cameras = pipeline.mzen_model.cameras
+        assert sorted(viewer.camera_handles) == list(range(cameras.dials.numel()))
+        c2w = cameras.c2w().detach().numpy()
+        for index, handle in viewer.camera_handles.items():
+            assert np.allclose(handle.position, c2w[index, :, 3] * VISER_NERFSTUDIO_SCALE_RATIO, atol=1e-5)
+        viewer.update_camera_poses()  # nerfstudio's own pose update keeps the learned poses
+        for index, handle in viewer.camera_handles.items():
+            assert np.allclose(handle.position, c2w[index, :, 3] * VISER_NERFSTUDIO_SCALE_RATIO, atol=1e-5)
+        panel = pipeline.viewer_panel
+        assert panel.summary.gui_handle is not None and "Focal" in panel.summary.gui_handle.content
+        fov = panel.apply_magnification(16.0)
+        assert math.tan(fov / 2) == pytest.approx(math.tan(panel.wide_fov_y() / 2) / 16)
+    finally:
+        viewer.viser_server.stop()
+        pipeline.viewer_panel.control.viewer = None
