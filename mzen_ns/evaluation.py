@@ -119,9 +119,11 @@ def ground_truth_errors(
 
 
 @torch.no_grad()
-def render_view(model, cameras, index: int) -> Float[Tensor, "H W 3"]:
-    """Render one view of ``cameras`` at its current pose and zoom."""
+def render_view(model, cameras, index: int, magnification: float = 1.0) -> Float[Tensor, "H W 3"]:
+    """Render one view of ``cameras`` at its current pose and zoom, its focal × ``magnification``."""
     camera = cameras.to_cameras(torch.tensor([index], device=cameras.dials.device))
+    camera.fx = camera.fx * magnification
+    camera.fy = camera.fy * magnification
     return model.get_outputs_for_camera(camera)["rgb"].clamp(0.0, 1.0)
 
 

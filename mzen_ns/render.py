@@ -60,15 +60,14 @@ def view_camera(pipeline: Any, view: str) -> Tuple[Any, int, str]:
 @torch.no_grad()
 def render_magnified(model: Any, cameras: Any, index: int, magnification: float) -> Float[Tensor, "H W 3"]:
     """Render camera ``index`` of ``cameras`` with its focal multiplied by ``magnification``."""
+    from mzen_ns.evaluation import render_view
+
     if not magnification > 0:
         raise ValueError(f"magnification must be positive, got {magnification}")
-    camera = cameras.to_cameras(torch.tensor([index], device=cameras.dials.device))
-    camera.fx = camera.fx * magnification
-    camera.fy = camera.fy * magnification
     was_training = model.training
     model.eval()
     try:
-        return model.get_outputs_for_camera(camera)["rgb"].clamp(0.0, 1.0)
+        return render_view(model, cameras, index, magnification)
     finally:
         model.train(was_training)
 

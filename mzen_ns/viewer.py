@@ -76,13 +76,18 @@ class PanelState:
     """Crop-and-match pairs (zoom-in file, wide file it was primed from)."""
 
 
+def wide_fov_y(cameras: Any) -> float:
+    """Vertical field of view (radians) of a wide view at the learned focal."""
+    return 2.0 * math.atan(0.5 * cameras.height / float(cameras.focal * cameras.aspect))
+
+
 def frustums(cameras: Any, levels: torch.Tensor) -> List[Frustum]:
     """The learned frustum of every training camera (``cameras``: :class:`ZoomCameras`)."""
     with torch.no_grad():
         c2w = cameras.c2w().cpu().numpy()
         fy = (cameras.focal * cameras.aspect * cameras.zoom()).cpu().numpy()
     aspect = cameras.width / cameras.height
-    wide_tan = 0.5 * cameras.height / float(cameras.focal * cameras.aspect)
+    wide_tan = math.tan(0.5 * wide_fov_y(cameras))
     return [
         Frustum(
             index=i,
@@ -211,8 +216,7 @@ class CameraPanel(nn.Module):
 
     def wide_fov_y(self) -> float:
         """Vertical field of view (radians) of a wide view at the learned focal."""
-        cameras = self._pipeline().mzen_model.cameras
-        return 2.0 * math.atan(0.5 * cameras.height / float(cameras.focal * cameras.aspect))
+        return wide_fov_y(self._pipeline().mzen_model.cameras)
 
     def apply_magnification(self, magnification: float) -> float:
         """Narrow every connected viewer camera to the wide FoV / ``magnification``; the new FoV."""
