@@ -295,7 +295,9 @@ def _write(config: SceneMakerConfig, shots: List[Shot]) -> Path:
         frame.update({
             "split": shot.split,
             "gt_transform_matrix": shot.c2w.tolist(),
-            "gt_zoom": shot.true_zoom,
+            # in the units of the frame's reading (FORMAT.md: normalised like the dial); a TIFF's
+            # reading is its magnification 1 / field width
+            "gt_zoom": shot.true_zoom / config.sem_field_width if config.image_format == "sem-tiff" else shot.true_zoom,
         })
         if shot.parent is not None:
             frame["gt_parent"] = shot.parent

@@ -208,6 +208,9 @@ def test_sem_tiff_scene_has_magnification_only_in_metadata_and_trains(tmp_path):
     parser = FFMZNDataParserConfig(data=config.output, crop_bottom_rows=6)
     out = parser.setup().get_dataparser_outputs("train")
     assert sorted(set(out.metadata["mzen_dial"].tolist())) == [1.0, 4.0]
+    truth = out.metadata["mzen_ground_truth"]["zoom"]  # ground-truth zooms normalised like the readings
+    dials = out.metadata["mzen_dial"]
+    assert torch.allclose(truth, dials, rtol=config.dial_error + 1e-6)
     assert int(out.cameras.height[0]) == SMALL["height"]
     trainer_config = tiny_trainer_config(config.output, tmp_path / "runs", steps=8)
     datamanager = trainer_config.pipeline.datamanager
