@@ -43,6 +43,10 @@ class ViewerScreenshot:
     """Browser window (width, height)."""
     wait_s: float = 25.0
     """Browser time budget for the page to connect and draw, seconds."""
+    composite_depth: bool = False
+    """Let the rendered scene hide frustums behind its density (nerfstudio's default); off here so
+    that every frustum shows, as nerfstudio advises for seeing them (floaters of a short run would
+    otherwise cover them)."""
     browser: Optional[str] = None
     """Browser executable (default: the first of chromium, chromium-browser, google-chrome on PATH)."""
 
@@ -55,7 +59,7 @@ class ViewerScreenshot:
         port = free_port()
         viewer = subprocess.Popen(
             ["ns-viewer", "--load-config", str(config), "--viewer.websocket-port", str(port),
-             "--viewer.websocket-host", "127.0.0.1"],
+             "--viewer.websocket-host", "127.0.0.1", "--viewer.default-composite-depth", str(self.composite_depth)],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
         try:

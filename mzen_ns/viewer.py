@@ -102,6 +102,23 @@ def frustums(cameras: Any, levels: torch.Tensor) -> List[Frustum]:
     ]
 
 
+def overview_camera(c2w: np.ndarray, scale: float = 1.0, distance: float = 3.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A viewpoint (position, look-at point, up direction; world units × ``scale``) that sees all
+    cameras ``c2w`` (N, 3, 4; OpenGL): behind them along their mean viewing direction and above
+    along their mean up direction, ``distance`` × their spread (at least 0.5) away, looking at
+    their centroid."""
+    centres = c2w[:, :, 3]
+    centroid = centres.mean(axis=0)
+    forward = -c2w[:, :, 2].mean(axis=0)
+    forward /= max(float(np.linalg.norm(forward)), 1e-9)
+    up = c2w[:, :, 1].mean(axis=0)
+    up -= forward * float(up @ forward)
+    up /= max(float(np.linalg.norm(up)), 1e-9)
+    spread = max(float(np.linalg.norm(centres - centroid, axis=1).max()), 0.5 / distance)
+    position = centroid - distance * spread * forward + 0.6 * distance * spread * up
+    return position * scale, centroid * scale, up
+
+
 def panel_state(cameras: Any, levels: torch.Tensor, dials: List[float], names: List[str], phase: str,
                 step: Optional[int]) -> PanelState:
     """The panel's values from the learned cameras (``levels``: level per image; ``dials``: the
@@ -242,6 +259,20 @@ class _FrustumControl(ViewerControl):
             self._panel.refresh()
 
         viewer.init_scene = init_then_replace
+        viewer.viser_server.on_client_connect(self._overview)
+
+    def _overview(self, client: Any) -> None:
+        """Start a new client's camera behind and above the learned cameras, looking past them
+        into the scene, so every frustum is in view (nerfstudio's default camera may sit inside it)."""
+        from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
+
+        with torch.no_grad():
+            c2w = self._panel._pipeline().mzen_model.cameras.c2w().cpu().numpy()
+        position, look_at, up = overview_camera(c2w, VISER_NERFSTUDIO_SCALE_RATIO)
+        with client.atomic():
+            client.camera.up_direction = up
+            client.camera.position = position
+            client.camera.look_at = look_at
 
     def set_fov(self, fov: float) -> None:
         """Set every connected client's vertical FoV (degrees)."""

@@ -101,3 +101,18 @@ def test_nerfstudio_viewer_draws_the_learned_frustums_and_panel(trained, tmp_pat
     finally:
         viewer.viser_server.stop()
         pipeline.viewer_panel.control.viewer = None
+
+
+def test_overview_camera_sees_every_frustum_from_behind():
+    from mzen_ns.viewer import overview_camera
+
+    rng = np.random.default_rng(0)
+    c2w = np.tile(np.eye(4)[:3], (9, 1, 1))  # a forward-facing rig looking down -z, spread in x/y
+    c2w[:, :2, 3] = rng.uniform(-0.12, 0.12, (9, 2))
+    position, look_at, up = overview_camera(c2w, scale=10.0)
+    forward = (look_at - position) / np.linalg.norm(look_at - position)
+    assert np.allclose(look_at, c2w[:, :, 3].mean(axis=0) * 10.0)
+    assert forward[2] < 0 and position[2] > 0 and up[1] > 0.9  # behind the rig, looking the same way, y up
+    for centre in c2w[:, :, 3] * 10.0:
+        ray = (centre - position) / np.linalg.norm(centre - position)
+        assert math.degrees(math.acos(float(ray @ forward))) < 25.0  # inside a 50° field of view
