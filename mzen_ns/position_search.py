@@ -1,0 +1,101 @@
+"""Position search (issue 7): where does a zoom-in's footprint sit inside each candidate image?
+
+The paper primes a zoom-in from the wide view whose *central* crop matches it, which fails when the
+operator moved the stage before zooming. Here each zoom-in is shrunk to its footprint in a
+candidate image — ``(W / z, H / z)`` for the relative zoom ``z``, at a few scales around the dial
+to absorb dial error — and slid over the whole candidate with normalised cross-correlation
+(OpenCV's ``matchTemplate``, ``TM_CCOEFF_NORMED``) on grayscale copies downsampled to
+``work_width``; candidates are ranked by their best score. The centred match is the special case
+of a window found at the image centre at scale 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+
+@dataclass
+class PositionSearchConfig:
+    """How zoom-ins are placed inside candidate images."""
+
+    work_width: int = 256
+    """Candidates are searched on grayscale copies this wide (never upsampled)."""
+    scales: Tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)
+    """Multipliers of the relative dial zoom tried (dial error)."""
+    min_template: int = 6
+    """Smallest footprint (pixels, either side) searched; deeper zooms cannot be placed directly at
+    this resolution and score −1 (they need hierarchical matching)."""
+
+
+@dataclass
+class Placement:
+    """Best placement of each query in each candidate."""
+
+    score: Float[Tensor, "Q C"] = field(repr=False)
+    """Normalised cross-correlation of the best window (−1 … 1; −1: could not be searched)."""
+    centre: Float[Tensor, "Q C 2"] = field(repr=False)
+    """Window centre (x, y) in the candidate's full-resolution pixels."""
+    zoom: Float[Tensor, "Q C"] = field(repr=False)
+    """Relative zoom of the best window (query focal / candidate focal)."""
+
+    def best(self) -> Tuple[Int[Tensor, "Q"], Float[Tensor, "Q"], Float[Tensor, "Q"]]:
+        """Per query: position of the best candidate, its score, and the runner-up's score."""
+        top = self.score.topk(min(2, self.score.shape[1]), dim=1)
+        runner_up = top.values[:, 1] if top.values.shape[1] > 1 else torch.full_like(top.values[:, 0], -1.0)
+        return top.indices[:, 0], top.values[:, 0], runner_up
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return image.mean(axis=-1).astype(np.float32) if image.ndim == 3 else image.astype(np.float32)
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(image, (max(1, width), max(1, height)), interpolation=cv2.INTER_AREA)
+
+
+def search_positions(
+    queries: Float[Tensor, "Q H W 3"],
+    candidates: Float[Tensor, "C H W 3"],
+    relative_zoom: Float[Tensor, "Q C"],
+    config: PositionSearchConfig = PositionSearchConfig(),
+) -> Placement:
+    """Place every query (zoom-in) in every candidate at ``relative_zoom`` (query zoom over the
+    candidate's, e.g. the dial ratio) × each of ``config.scales``."""
+    import cv2
+
+    height, width = queries.shape[1:3]
+    factor = min(1.0, config.work_width / width)
+    work_w, work_h = max(1, round(width * factor)), max(1, round(height * factor))
+    small = [_resize(_gray(c.cpu().numpy()), work_w, work_h) for c in candidates]
+    full_q = [_gray(q.cpu().numpy()) for q in queries]
+    count_q, count_c = queries.shape[0], candidates.shape[0]
+    score = torch.full((count_q, count_c), -1.0)
+    centre = torch.zeros(count_q, count_c, 2)
+    zoom = relative_zoom.clone().float()
+    templates: dict = {}
+    for q in range(count_q):
+        for c in range(count_c):
+            for scale in config.scales:
+                z = float(relative_zoom[q, c]) * scale
+                tw, th = round(work_w / z), round(work_h / z)
+                if min(tw, th) < config.min_template or tw > work_w or th > work_h:
+                    continue
+                key = (q, tw, th)
+                if key not in templates:
+                    templates[key] = _resize(full_q[q], tw, th)
+                result = cv2.matchTemplate(small[c], templates[key], cv2.TM_CCOEFF_NORMED)
+                _, value, _, (x, y) = cv2.minMaxLoc(result)
+                if np.isfinite(value) and value > score[q, c]:
+                    score[q, c] = float(value)
+                    centre[q, c, 0] = (x + tw / 2) / factor
+                    centre[q, c, 1] = (y + th / 2) / factor
+                    zoom[q, c] = work_w / tw  # the zoom of the window actually searched (rounded size)
+    return Placement(score=score, centre=centre, zoom=zoom)
