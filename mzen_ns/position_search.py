@@ -25,7 +25,11 @@ class PositionSearchConfig:
     """How zoom-ins are placed inside candidate images."""
 
     work_width: int = 256
-    """Candidates are searched on grayscale copies this wide (never upsampled)."""
+    """The best candidates are re-searched on grayscale copies this wide (never upsampled)."""
+    coarse_width: int = 96
+    """Every candidate is first searched on copies this wide."""
+    refine_top: int = 3
+    """Candidates per query re-searched at ``work_width`` (0: coarse only)."""
     scales: Tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)
     """Multipliers of the relative dial zoom tried (dial error)."""
     min_template: int = 6
@@ -68,34 +72,54 @@ def search_positions(
     config: PositionSearchConfig = PositionSearchConfig(),
 ) -> Placement:
     """Place every query (zoom-in) in every candidate at ``relative_zoom`` (query zoom over the
-    candidate's, e.g. the dial ratio) × each of ``config.scales``."""
+    candidate's, e.g. the dial ratio) × each of ``config.scales``: all pairs on copies
+    ``coarse_width`` wide, then each query's ``refine_top`` best candidates at ``work_width``
+    (their scores replace the coarse ones; the others keep their coarse score)."""
+    height, width = queries.shape[1:3]
+    gray_q = [_gray(q.cpu().numpy()) for q in queries]
+    gray_c = [_gray(c.cpu().numpy()) for c in candidates]
+    pairs = [(q, c) for q in range(len(gray_q)) for c in range(len(gray_c))]
+    coarse = _search(gray_q, gray_c, relative_zoom, pairs, min(config.coarse_width, config.work_width), width, config)
+    if config.refine_top <= 0 or config.coarse_width >= config.work_width:
+        return coarse
+    top = coarse.score.topk(min(config.refine_top, len(gray_c)), dim=1).indices
+    refined_pairs = [(q, int(c)) for q in range(len(gray_q)) for c in top[q]]
+    fine = _search(gray_q, gray_c, relative_zoom, refined_pairs, config.work_width, width, config)
+    for q, c in refined_pairs:
+        coarse.score[q, c] = fine.score[q, c]
+        coarse.centre[q, c] = fine.centre[q, c]
+        coarse.zoom[q, c] = fine.zoom[q, c]
+    return coarse
+
+
+def _search(gray_q: List[np.ndarray], gray_c: List[np.ndarray], relative_zoom: Tensor, pairs: Sequence[Tuple[int, int]],
+            work_width: int, width: int, config: PositionSearchConfig) -> Placement:
+    """NCC placement of the listed (query, candidate) pairs on copies ``work_width`` wide."""
     import cv2
 
-    height, width = queries.shape[1:3]
-    factor = min(1.0, config.work_width / width)
+    height = gray_q[0].shape[0]
+    factor = min(1.0, work_width / width)
     work_w, work_h = max(1, round(width * factor)), max(1, round(height * factor))
-    small = [_resize(_gray(c.cpu().numpy()), work_w, work_h) for c in candidates]
-    full_q = [_gray(q.cpu().numpy()) for q in queries]
-    count_q, count_c = queries.shape[0], candidates.shape[0]
-    score = torch.full((count_q, count_c), -1.0)
-    centre = torch.zeros(count_q, count_c, 2)
-    zoom = relative_zoom.clone().float()
+    small: dict = {}
     templates: dict = {}
-    for q in range(count_q):
-        for c in range(count_c):
-            for scale in config.scales:
-                z = float(relative_zoom[q, c]) * scale
-                tw, th = round(work_w / z), round(work_h / z)
-                if min(tw, th) < config.min_template or tw > work_w or th > work_h:
-                    continue
-                key = (q, tw, th)
-                if key not in templates:
-                    templates[key] = _resize(full_q[q], tw, th)
-                result = cv2.matchTemplate(small[c], templates[key], cv2.TM_CCOEFF_NORMED)
-                _, value, _, (x, y) = cv2.minMaxLoc(result)
-                if np.isfinite(value) and value > score[q, c]:
-                    score[q, c] = float(value)
-                    centre[q, c, 0] = (x + tw / 2) / factor
-                    centre[q, c, 1] = (y + th / 2) / factor
-                    zoom[q, c] = work_w / tw  # the zoom of the window actually searched (rounded size)
+    score = torch.full(tuple(relative_zoom.shape), -1.0)
+    centre = torch.zeros(tuple(relative_zoom.shape) + (2,))
+    zoom = relative_zoom.clone().float()
+    for q, c in pairs:
+        if c not in small:
+            small[c] = _resize(gray_c[c], work_w, work_h)
+        for scale in config.scales:
+            z = float(relative_zoom[q, c]) * scale
+            tw, th = round(work_w / z), round(work_h / z)
+            if min(tw, th) < config.min_template or tw > work_w or th > work_h:
+                continue
+            if (q, tw, th) not in templates:
+                templates[(q, tw, th)] = _resize(gray_q[q], tw, th)
+            result = cv2.matchTemplate(small[c], templates[(q, tw, th)], cv2.TM_CCOEFF_NORMED)
+            _, value, _, (x, y) = cv2.minMaxLoc(result)
+            if np.isfinite(value) and value > score[q, c]:
+                score[q, c] = float(value)
+                centre[q, c, 0] = (x + tw / 2) / factor
+                centre[q, c, 1] = (y + th / 2) / factor
+                zoom[q, c] = work_w / tw  # the zoom of the window actually searched (rounded size)
     return Placement(score=score, centre=centre, zoom=zoom)
