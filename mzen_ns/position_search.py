@@ -34,7 +34,8 @@ class PositionSearchConfig:
     """Multipliers of the relative dial zoom tried (dial error)."""
     min_template: int = 6
     """Smallest footprint (pixels, either side) searched; deeper zooms cannot be placed directly at
-    this resolution and score −1 (they need hierarchical matching)."""
+    this resolution and score −1 (they need hierarchical matching); footprints too small for the
+    coarse copies are searched in every candidate at ``work_width``."""
 
 
 @dataclass
@@ -44,7 +45,8 @@ class Placement:
     score: Float[Tensor, "Q C"] = field(repr=False)
     """Normalised cross-correlation of the best window (−1 … 1; −1: could not be searched)."""
     centre: Float[Tensor, "Q C 2"] = field(repr=False)
-    """Window centre (x, y) in the candidate's full-resolution pixels."""
+    """Window centre (x, y) in the candidate's full-resolution pixels (the image centre where the
+    footprint was too small to search)."""
     zoom: Float[Tensor, "Q C"] = field(repr=False)
     """Relative zoom of the best window (query focal / candidate focal)."""
 
@@ -83,7 +85,9 @@ def search_positions(
     if config.refine_top <= 0 or config.coarse_width >= config.work_width:
         return coarse
     top = coarse.score.topk(min(config.refine_top, len(gray_c)), dim=1).indices
-    refined_pairs = [(q, int(c)) for q in range(len(gray_q)) for c in top[q]]
+    too_small = (coarse.score <= -1.0).all(dim=1)  # footprints below min_template at the coarse width
+    refined_pairs = [(q, c) for q in range(len(gray_q))
+                     for c in (range(len(gray_c)) if too_small[q] else top[q].tolist())]
     fine = _search(gray_q, gray_c, relative_zoom, refined_pairs, config.work_width, width, config)
     for q, c in refined_pairs:
         coarse.score[q, c] = fine.score[q, c]
@@ -103,7 +107,7 @@ def _search(gray_q: List[np.ndarray], gray_c: List[np.ndarray], relative_zoom: T
     small: dict = {}
     templates: dict = {}
     score = torch.full(tuple(relative_zoom.shape), -1.0)
-    centre = torch.zeros(tuple(relative_zoom.shape) + (2,))
+    centre = torch.tensor([width / 2.0, height / 2.0]).expand(tuple(relative_zoom.shape) + (2,)).clone()
     zoom = relative_zoom.clone().float()
     for q, c in pairs:
         if c not in small:
