@@ -113,7 +113,7 @@ def share_decision(decision: Tensor, device: torch.device | str) -> Tensor:
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
-        return matched
+        return decision
     shared = decision.to(device).clone()
     dist.broadcast(shared, src=0)
     return shared.to(decision.device)
