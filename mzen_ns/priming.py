@@ -245,8 +245,8 @@ class MatchRecord(nn.Module):
         self.register_buffer("root", torch.full((count,), -1, dtype=torch.long))
         self.register_buffer("centre", torch.zeros(count, 2))
         self.register_buffer("relative_zoom", torch.ones(count))
-        self.register_buffer("score", torch.full((count,), math.nan))
-        self.register_buffer("runner_up", torch.full((count,), math.nan))
+        self.register_buffer("score", torch.zeros(count))  # meaningful where source >= 0
+        self.register_buffer("runner_up", torch.zeros(count))
         self.register_buffer("flagged", torch.zeros(count, dtype=torch.bool))
 
     @torch.no_grad()
@@ -255,7 +255,10 @@ class MatchRecord(nn.Module):
         device = self.source.device
         index = plan.query.to(device)
         for name in self.FIELDS:
-            getattr(self, name)[index] = getattr(plan, name).to(device=device, dtype=getattr(self, name).dtype)
+            value = getattr(plan, name).to(device=device, dtype=getattr(self, name).dtype)
+            if value.is_floating_point():  # no rival: −inf → −1 (scores are NCC ≤ 1 or −MSE), checkpoints stay finite
+                value = torch.nan_to_num(value, neginf=-1.0 if plan.score_kind == "ncc" else -1e6)
+            getattr(self, name)[index] = value
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # checkpoints written before issue 7 have no record: keep the defaults ("not recorded")

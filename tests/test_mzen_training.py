@@ -113,7 +113,7 @@ def test_resume_in_phase_b_continues_phase_b(scene, tmp_path, monkeypatch):
     from mzen_ns import pipeline as pipeline_module
 
     calls = []
-    monkeypatch.setattr(pipeline_module, "crop_and_match", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(pipeline_module, "plan_priming", lambda *a, **k: calls.append(1))
     resumed = build(tiny_trainer_config(scene, tmp_path / "resumed", steps=20, boundaries=(0.3, 0.8),
                                         load_dir=first.checkpoint_dir))
     phases_seen = {}
