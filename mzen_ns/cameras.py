@@ -27,6 +27,8 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 from typing_extensions import assert_never
 
+from mzen_ns.priming import MatchRecord
+
 PIXELS_KEY = "mzen_pixels"
 """Ray-bundle metadata key holding each ray's (row, column) pixel indices."""
 
@@ -96,6 +98,8 @@ class ZoomCameras(nn.Module):
         """For each zoom-in, the wide view it was primed from (−1: not primed yet)."""
         self.register_buffer("solved", torch.zeros(count, dtype=torch.bool))
         """Images whose camera has been trained on (their pixels were sampled)."""
+        self.match = MatchRecord(count)
+        """How each zoom-in was primed (source, window, zoom, scores, flag), for viewer and export."""
         for name, param in self.named_parameters():
             param.requires_grad_(name in self.learnable_names())
 
@@ -197,13 +201,16 @@ class ZoomCameras(nn.Module):
     # ------------------------------------------------------------------ priming and export
 
     @torch.no_grad()
-    def prime(self, zoom_indices: Int[Tensor, "Z"], wide_indices: Int[Tensor, "Z"]) -> None:
-        """Pose priming: each zoom-in takes its matched wide view's learned pose; zoom = its initial
-        value (the dial, or 1 when zoom-unaware)."""
-        self.base_c2w[zoom_indices] = self.c2w(wide_indices)
-        self.zoom_pose[self.slot[zoom_indices]] = 0.0
-        self.log_zoom[zoom_indices] = self.initial_zoom()[zoom_indices].log()
-        self.matched_wide[zoom_indices] = wide_indices
+    def prime_from(
+        self, indices: Int[Tensor, "Z"], c2w: Float[Tensor, "Z 3 4"], zoom: Float[Tensor, "Z"], wide: Int[Tensor, "Z"]
+    ) -> None:
+        """Start images ``indices`` at camera ``c2w`` and ``zoom`` (kept at 1 when zoom-unaware),
+        primed from wide views ``wide``; their pose corrections restart at zero."""
+        self.base_c2w[indices] = c2w.to(self.base_c2w)
+        self.zoom_pose[self.slot[indices]] = 0.0
+        if self.config.zoom_model != "none":
+            self.log_zoom[indices] = zoom.to(self.log_zoom).log()
+        self.matched_wide[indices] = wide.to(self.matched_wide)
 
     @property
     def primed(self) -> bool:

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
-from rich.table import Table
 from torch import Tensor
 
 
@@ -111,65 +108,12 @@ def _rescore(
     return matched, best, runner_up
 
 
-def share_decision(matched: Int[Tensor, "Z"], device: torch.device | str) -> Int[Tensor, "Z"]:
-    """Under ``torch.distributed``, every rank adopts rank 0's surrogates (decided once)."""
+def share_decision(decision: Tensor, device: torch.device | str) -> Tensor:
+    """Under ``torch.distributed``, every rank adopts rank 0's ``decision`` (matching is decided once)."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
-        return matched
-    shared = matched.to(device).clone()
+        return decision
+    shared = decision.to(device).clone()
     dist.broadcast(shared, src=0)
-    return shared.to(matched.device)
-
-
-def match_table(result: MatchResult, names: Sequence[str], dials: Float[Tensor, "N"]) -> Table:
-    """A rich table: zoom-in, dial, matched wide view, MSE, runner-up margin."""
-    table = Table(title="crop-and-match: zoom-in → surrogate wide view", show_lines=False)
-    for column in ("zoom-in", "dial", "matched wide", "MSE", "runner-up margin"):
-        table.add_column(column, justify="right" if column in ("dial", "MSE", "runner-up margin") else "left")
-    for row, zoom_index in enumerate(result.zoom_indices.tolist()):
-        margin = float(result.margin[row])
-        table.add_row(
-            names[zoom_index],
-            f"{float(dials[zoom_index]):g}",
-            names[int(result.matched[row])],
-            f"{float(result.mse[row]):.5f}",
-            "n/a" if math.isinf(margin) else f"{margin:.5f}",
-        )
-    return table
-
-
-def save_match_picture(
-    result: MatchResult,
-    images: Float[Tensor, "N H W 3"],
-    dials: Float[Tensor, "N"],
-    path: Path,
-    names: Optional[List[str]] = None,
-) -> Path:
-    """Each zoom-in beside its surrogate's resized central crop (and the runner-up margin)."""
-    from PIL import Image, ImageDraw
-
-    chw = images.permute(0, 3, 1, 2).float()
-    height, width = chw.shape[-2:]
-    crops = central_crop(chw[result.matched], dials[result.zoom_indices], (height, width))
-    label = 12
-    sheet = Image.new("RGB", (2 * width + 4, max(1, result.zoom_indices.numel()) * (height + label + 2)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for row, zoom_index in enumerate(result.zoom_indices.tolist()):
-        top = row * (height + label + 2)
-        pair = torch.cat([chw[zoom_index], torch.ones(3, height, 4), crops[row]], dim=2)
-        pixels = (pair.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
-        sheet.paste(Image.fromarray(pixels), (0, top + label))
-        text = f"{_short(names, zoom_index)} <- {_short(names, int(result.matched[row]))}"
-        draw.text((1, top), text, fill=(0, 0, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
-
-
-def _short(names: Optional[List[str]], index: int) -> str:
-    """Label for the picture: the last folder and file stem (``4x/train_000``), or the index."""
-    if not names:
-        return str(index)
-    path = Path(names[index])
-    return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+    return shared.to(decision.device)

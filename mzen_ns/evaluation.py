@@ -7,7 +7,7 @@ weights) as the mean over zoom levels of the per-level means; per level ``psnr_<
 (ground-truth scene units, after :func:`sim3_alignment` of the training cameras the run trained on), ``zoom_err_rel``, ``focal_err_rel`` for the training cameras and the
 same with a ``test_`` prefix for the registered held-out cameras; also
 ``wide_pair_rot_err_deg``, the gauge-free mean pairwise relative-rotation error of the training
-wide views.
+wide views; ``rot_err_deg_<z>x`` (and ``test_rot_err_deg_<z>x``) per zoom level.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from torch import Tensor
 
 from mzen_ns.datamanager import stack_images
 from mzen_ns.metrics import image_metrics
+from mzen_ns.priming import PrimingConfig
 from mzen_ns.registration import RegistrationConfig, prime_views, register
 
 
@@ -50,6 +51,14 @@ def camera_errors(
     learned_c2w: np.ndarray, true_c2w: np.ndarray, alignment: Tuple[float, np.ndarray, np.ndarray]
 ) -> Tuple[float, float]:
     """Mean rotation error (deg) and camera-centre error (ground-truth units) after alignment."""
+    rot_errors, trans_errors = per_camera_errors(learned_c2w, true_c2w, alignment)
+    return float(np.mean(rot_errors)), float(np.mean(trans_errors))
+
+
+def per_camera_errors(
+    learned_c2w: np.ndarray, true_c2w: np.ndarray, alignment: Tuple[float, np.ndarray, np.ndarray]
+) -> Tuple[List[float], List[float]]:
+    """Each camera's rotation error (deg) and centre error (ground-truth units) after alignment."""
     scale, rotation, shift = alignment
     rot_errors, trans_errors = [], []
     for learned, truth in zip(learned_c2w, true_c2w):
@@ -57,7 +66,7 @@ def camera_errors(
         cosine = (np.trace(aligned_rot.T @ truth[:3, :3]) - 1.0) / 2.0
         rot_errors.append(math.degrees(math.acos(float(np.clip(cosine, -1.0, 1.0)))))
         trans_errors.append(float(np.linalg.norm(scale * rotation @ learned[:3, 3] + shift - truth[:3, 3])))
-    return float(np.mean(rot_errors)), float(np.mean(trans_errors))
+    return rot_errors, trans_errors
 
 
 def pairwise_rotation_error(learned_c2w: np.ndarray, true_c2w: np.ndarray) -> float:
@@ -108,8 +117,11 @@ def ground_truth_errors(
     if have_pose.sum() >= 2 or (alignment is not None and have_pose.any()):
         if alignment is None:
             alignment = sim3_alignment(learned_c2w[have_pose], true_c2w[have_pose])
-        rot, trans = camera_errors(learned_c2w[have_pose], true_c2w[have_pose], alignment)
-        results["rot_err_deg"], results["trans_err"] = rot, trans
+        rot, trans = per_camera_errors(learned_c2w[have_pose], true_c2w[have_pose], alignment)
+        results["rot_err_deg"], results["trans_err"] = float(np.mean(rot)), float(np.mean(trans))
+        for dial in np.unique(dials[have_pose]):  # per level: rot_err_deg_4x, …
+            at_level = dials[have_pose] == dial
+            results[level_key("rot_err_deg", float(dial))] = float(np.mean(np.asarray(rot)[at_level]))
     true_zoom = truth["zoom"].numpy()
     have_zoom = ~np.isnan(true_zoom)
     use = have_zoom & (dials != 1.0)  # wide zooms are the focal's gauge, not learned: zoom-ins only
@@ -128,7 +140,7 @@ def render_view(model, cameras, index: int, magnification: float = 1.0) -> Float
 
 
 def evaluate(
-    pipeline, registration: RegistrationConfig, renders: Optional[List[Tensor]] = None
+    pipeline, registration: RegistrationConfig, priming: PrimingConfig, renders: Optional[List[Tensor]] = None
 ) -> Dict[str, float]:
     """Register, render and score the held-out views; camera errors against ground truth.
     ``renders``, if given, receives each held-out view's render (for checks and pictures)."""
@@ -136,7 +148,7 @@ def evaluate(
     train, test = pipeline.datamanager.train_dataset, pipeline.datamanager.eval_dataset
     train_images, test_images = stack_images(train), stack_images(test)
     test_dials = test.metadata["mzen_dial"].float()
-    cameras, _ = prime_views(model, train_images, test_images, test_dials, registration.match_work_width)
+    cameras, _ = prime_views(model, train_images, test_images, test_dials, priming)
     register(model, cameras, test_images, registration)
     lpips = model.lpips if getattr(model, "lpips_available", False) else None
     per_image = []

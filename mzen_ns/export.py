@@ -35,6 +35,7 @@ def cameras_manifest(pipeline: Any, output_dir: Path) -> Dict[str, Any]:
     zooms = cameras.zoom().detach().cpu()
     paths = [_relative(Path(p), output_dir) for p in dataset.image_filenames]
     frames: List[Dict[str, Any]] = []
+    score_kind = "-mse" if pipeline.priming_config.method == "centred" else "ncc"
     unsolved = [path for path, solved in zip(paths, cameras.solved.tolist()) if not solved]
     for i, path in enumerate(paths):
         if not bool(cameras.solved[i]):  # never trained on (e.g. zoom-ins of an ``mzen-phase-a`` run)
@@ -55,6 +56,9 @@ def cameras_manifest(pipeline: Any, output_dir: Path) -> Dict[str, Any]:
         matched = int(cameras.matched_wide[i])
         if not bool(cameras.is_wide[i]) and matched >= 0:
             frame["matched_wide"] = paths[matched]
+            match = cameras.match.frame_entry(i, paths, score_kind)
+            if match is not None:
+                frame["mzen_match"] = match
         frames.append(frame)
     manifest: Dict[str, Any] = {"camera_model": "OPENCV", "focal": float(cameras.focal), "frames": frames}
     if unsolved:

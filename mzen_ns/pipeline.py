@@ -23,10 +23,12 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from rich.panel import Panel
 from rich.table import Table
 
-from mzen_ns.crop_and_match import MatchResult, crop_and_match, match_table, save_match_picture, share_decision
+from mzen_ns.crop_and_match import share_decision
 from mzen_ns.datamanager import MZENDataManager, MZENDataManagerConfig, stack_images
 from mzen_ns.model import MZENModel, MZENModelConfig
 from mzen_ns.phases import PHASES, Phase, PhaseSchedule
+from mzen_ns.priming import (PrimingConfig, PrimingPlan, apply_plan, flagged_names, plan_priming, plan_rows, plan_table,
+                             principal_points, save_plan_picture)
 from mzen_ns.registration import RegistrationConfig
 from mzen_ns.viewer import CameraPanel
 
@@ -48,8 +50,8 @@ class MZENPipelineConfig(VanillaPipelineConfig):
     """Phase-aware data manager."""
     model: MZENModelConfig = field(default_factory=MZENModelConfig)
     """nerfacto field + zoom-aware cameras."""
-    match_work_width: int = 64
-    """Crop-and-match scores all pairs on copies this wide, then re-scores the best 3 exactly."""
+    priming: PrimingConfig = field(default_factory=PrimingConfig)
+    """How zoom-ins (and, at evaluation, held-out views) are matched and primed."""
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     """How ``ns-eval`` registers held-out views before scoring them."""
     viewer_refresh_every: int = 50
@@ -125,24 +127,44 @@ class MZENPipeline(VanillaPipeline):
         self._refresh_viewer(step)
         return phase
 
-    def prime_zoom_ins(self) -> MatchResult:
-        """Crop-and-match every zoom-in against the wide views, then prime it (METHOD.md, phase B)."""
+    @property
+    def priming_config(self) -> PrimingConfig:
+        """The run's priming; runs saved before it was configurable were primed centred."""
+        legacy = PrimingConfig(method="centred", centred_work_width=getattr(self.config, "match_work_width", 64))
+        return getattr(self.config, "priming", legacy)
+
+    def prime_zoom_ins(self) -> PrimingPlan:
+        """Match every zoom-in (METHOD.md phase B; position search and chains per ``priming``), then
+        prime it; the table, picture and ``crop_and_match.json`` say where and how sure."""
         dataset = self.datamanager.train_dataset
         images = stack_images(dataset)
         cameras = self.mzen_model.cameras
-        result = crop_and_match(images, cameras.dials.cpu(), cameras.is_wide.cpu(), work_width=self.config.match_work_width)
-        result.matched = share_decision(result.matched, self.device)  # decided once, on rank 0
-        zoom_idx = result.zoom_indices.to(cameras.dials.device)
-        wide_idx = result.matched.to(cameras.dials.device)
-        cameras.prime(zoom_idx, wide_idx)
-        self._copy_appearance(zoom_idx, wide_idx)
-        names = [str(p) for p in dataset.metadata["mzen_file_paths"]]
-        CONSOLE.print(match_table(result, names, cameras.dials.cpu()))
+        dials = cameras.dials.cpu()
+        everything = torch.arange(dials.numel())
+        principal = principal_points(cameras.cx, cameras.cy).cpu()
+        plan = plan_priming(images, dials, cameras.is_wide.cpu(), everything, principal, self.priming_config)
+        for name in ("source", "root", "centre", "relative_zoom"):  # decided once, on rank 0
+            setattr(plan, name, share_decision(getattr(plan, name), self.device))
+        device = cameras.dials.device
+        apply_plan(plan, dials, float(cameras.focal), float(cameras.aspect), principal,
+                   lookup=lambda i: (cameras.c2w(i.to(device)), cameras.zoom(i.to(device))),
+                   assign=lambda i, c2w, zoom, wide: cameras.prime_from(i.to(device), c2w, zoom, wide))
+        cameras.match.record(plan)
+        self._copy_appearance(plan.query.to(device), plan.root.to(device))
+        self._report_plan(plan, images, [str(p) for p in dataset.metadata["mzen_file_paths"]], dials)
+        return plan
+
+    def _report_plan(self, plan: PrimingPlan, images: torch.Tensor, names: List[str], dials: torch.Tensor) -> None:
+        CONSOLE.print(plan_table(plan, names, dials))
+        flagged = flagged_names(plan, names)
+        if flagged:
+            CONSOLE.print(f"[bold yellow]Priming: {len(flagged)} zoom-in(s) have no clear best match (best score within "
+                          f"{self.priming_config.flag_margin} of a view leading to another wide view); primed from "
+                          f"the best anyway, check them: {', '.join(flagged)}")
         if self.run_dir is not None and (not dist.is_initialized() or dist.get_rank() == 0):
-            picture = save_match_picture(result, images, cameras.dials.cpu(), self.run_dir / "crop_and_match.png", names)
-            self._write_match_json(result, names, self.run_dir / "crop_and_match.json")
-            CONSOLE.print(f"crop-and-match picture: {picture}")
-        return result
+            picture = save_plan_picture(plan, images, self.run_dir / "crop_and_match.png", names)
+            (self.run_dir / "crop_and_match.json").write_text(json.dumps(plan_rows(plan, names, dials), indent=2))
+            CONSOLE.print(f"priming picture: {picture}")
 
     @torch.no_grad()
     def _copy_appearance(self, zoom_idx: torch.Tensor, wide_idx: torch.Tensor) -> None:
@@ -150,14 +172,6 @@ class MZENPipeline(VanillaPipeline):
         if embedding is not None:
             weight = embedding.embedding.weight
             weight[zoom_idx] = weight[wide_idx]
-
-    @staticmethod
-    def _write_match_json(result: MatchResult, names: List[str], path: Path) -> None:
-        rows = [
-            {"zoom_in": names[z], "matched_wide": names[int(m)], "mse": float(e), "runner_up_margin": float(g)}
-            for z, m, e, g in zip(result.zoom_indices.tolist(), result.matched, result.mse, result.margin)
-        ]
-        path.write_text(json.dumps(rows, indent=2))
 
     # ------------------------------------------------------------------ evaluation
 
@@ -169,7 +183,7 @@ class MZENPipeline(VanillaPipeline):
         from mzen_ns.evaluation import evaluate
 
         # runs saved before this option existed load without it: use the defaults
-        return evaluate(self, getattr(self.config, "registration", RegistrationConfig()))
+        return evaluate(self, getattr(self.config, "registration", RegistrationConfig()), self.priming_config)
 
     # ------------------------------------------------------------------ progress
 

@@ -1,6 +1,7 @@
-"""Registration of views the field was not trained on (NeRF-- protocol, METHOD.md): crop-and-match
-against the training wide views, prime, then optimise pose and zoom with the field frozen — the
-same camera model, matching and priming as phase B."""
+"""Registration of views the field was not trained on (NeRF-- protocol, METHOD.md): match against
+the training views and prime (the run's :class:`~mzen_ns.priming.PrimingConfig`, as in phase B),
+then optimise pose and zoom with the field frozen — the same camera model, matching and priming
+as training."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from nerfstudio.cameras.rays import RayBundle
 from torch import Tensor
 
 from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
-from mzen_ns.crop_and_match import crop_and_match
 from mzen_ns.model import MZENModel
+from mzen_ns.priming import PrimingConfig, apply_plan, plan_priming, principal_points
 
 
 @dataclass
@@ -27,46 +28,59 @@ class RegistrationConfig:
     """Rays sampled per step over all held-out views."""
     lr: float = 3e-3
     """Adam learning rate of the poses and log-zooms."""
-    match_work_width: int = 64
-    """Crop-and-match working width (as in phase B)."""
     seed: int = 0
     """Seed of the ray sampling (registration is deterministic)."""
 
 
 def prime_views(
     model: MZENModel, train_images: Float[Tensor, "N H W 3"], images: Float[Tensor, "T H W 3"],
-    dials: Float[Tensor, "T"], match_work_width: int,
+    dials: Float[Tensor, "T"], priming: PrimingConfig,
 ) -> Tuple[ZoomCameras, Tensor]:
-    """Cameras for held-out views primed from their crop-and-match surrogates among training wide
-    views (a wide held-out view is matched at dial 1, i.e. whole images). Returns the cameras and
-    the training index of each view's surrogate."""
+    """Cameras for held-out views primed as phase B primes zoom-ins, from the training views the
+    run solved (wide views; for ``hierarchical`` also the registered zoom-ins and shallower
+    held-out views); a held-out wide view is matched at relative zoom 1 (whole images). Returns
+    the cameras and the training index of each view's wide view."""
     trained = model.cameras
-    wide_train = torch.nonzero(trained.is_wide).squeeze(-1).cpu()
-    stacked = torch.cat([train_images[wide_train], images])
-    stacked_dials = torch.cat([torch.ones(wide_train.numel()), dials.cpu().float()])
-    is_candidate = torch.zeros(stacked.shape[0], dtype=torch.bool)
-    is_candidate[: wide_train.numel()] = True
-    result = crop_and_match(stacked, stacked_dials, is_candidate, work_width=match_work_width)
-    surrogate = wide_train[result.matched]  # positions in `stacked` are training wide indices
-    height, width = images.shape[1:3]
+    n_train, device = train_images.shape[0], trained.dials.device
+    cameras = _held_out_cameras(trained, dials, images.shape[1:3])
+    everything = torch.arange(n_train)
+    roots = torch.where(trained.is_wide.cpu(), everything, trained.matched_wide.cpu())
+    posed = trained.solved.cpu() & (roots >= 0)
+    principal = torch.cat([principal_points(trained.cx, trained.cy), principal_points(cameras.cx, cameras.cy)]).cpu()
+    stacked_dials = torch.cat([trained.dials.cpu(), dials.cpu().float()])
+    plan = plan_priming(
+        torch.cat([train_images, images]), stacked_dials, torch.cat([posed, torch.zeros(dials.numel(), dtype=torch.bool)]),
+        torch.cat([roots, torch.full((dials.numel(),), -1)]), principal, priming,
+    )
+
+    def lookup(index: Tensor) -> Tuple[Tensor, Tensor]:  # a source is a training view or a shallower held-out one
+        held_out = (index >= n_train).to(device)
+        train_index, test_index = index.clamp(max=n_train - 1).to(device), (index - n_train).clamp(min=0).to(device)
+        c2w = torch.where(held_out[:, None, None], cameras.c2w(test_index), trained.c2w(train_index))
+        return c2w.detach(), torch.where(held_out, cameras.zoom(test_index), trained.zoom(train_index)).detach()
+
+    apply_plan(plan, stacked_dials, float(trained.focal), float(trained.aspect), principal, lookup,
+               lambda i, c2w, zoom, wide: cameras.prime_from((i - n_train).to(device), c2w, zoom, wide))
+    return cameras, cameras.matched_wide.cpu().clone()
+
+
+def _held_out_cameras(trained: ZoomCameras, dials: Tensor, size) -> ZoomCameras:
+    """Cameras for held-out views: every zoom learnable (held-out wide ones too), focal fixed at the run's."""
+    height, width = int(size[0]), int(size[1])
+    count = dials.numel()
     cameras = ZoomCameras(
         ZoomCamerasConfig(zoom_model=trained.config.zoom_model),  # zoom-unaware runs register zoom-unaware
         dials=dials.cpu().float(),
-        is_wide=torch.zeros(dials.numel(), dtype=torch.bool),  # every held-out zoom is learnable
+        is_wide=torch.zeros(count, dtype=torch.bool),
         focal_guess=float(trained.focal.detach()),
         aspect=float(trained.aspect),
-        cx=trained.cx[:1].expand(dials.numel()).cpu(),
-        cy=trained.cy[:1].expand(dials.numel()).cpu(),
+        cx=trained.cx[:1].expand(count).cpu(),
+        cy=trained.cy[:1].expand(count).cpu(),
         width=width,
         height=height,
     ).to(trained.dials.device)
     cameras.log_focal.requires_grad_(False)
-    with torch.no_grad():  # prime: the surrogate's learned pose, zoom = dial (held-out wide views: 1)
-        cameras.base_c2w.copy_(trained.c2w(surrogate.to(trained.dials.device)).detach())
-        cameras.zoom_pose.zero_()
-        cameras.log_zoom.copy_(cameras.initial_zoom().log())
-    cameras.matched_wide.copy_(surrogate.to(cameras.dials.device))
-    return cameras, surrogate
+    return cameras
 
 
 def register(

@@ -52,7 +52,7 @@ def view_camera(pipeline: Any, view: str) -> Tuple[Any, int, str]:
     image = stack_images(test)[index : index + 1]
     dial = test.metadata["mzen_dial"][index : index + 1].float()
     config = pipeline.config.registration
-    cameras, _ = prime_views(pipeline.mzen_model, stack_images(train), image, dial, config.match_work_width)
+    cameras, _ = prime_views(pipeline.mzen_model, stack_images(train), image, dial, pipeline.priming_config)
     register(pipeline.mzen_model, cameras, image, config)
     return cameras, 0, "test"
 

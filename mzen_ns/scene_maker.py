@@ -77,6 +77,10 @@ class SceneMakerConfig:
     off_axis: float = 0.0
     """Zoom-ins aim up to this fraction of the half field of view off their wide view's axis
     (0: centred, up to 3% jitter)."""
+    nested: bool = False
+    """Zoom in by steps, as an operator does: each zoom-in beyond the first zoom level is aimed
+    inside one of the previous level's zoom-ins of the same split (``off_axis`` of *its* half field
+    of view off its axis), from that zoom-in's wide view (``gt_parent``)."""
     relief: float = 0.15
     """Height range of the surface (world units; the surface is at distance 1)."""
     supersample: int = 2
@@ -202,23 +206,34 @@ def _zoom_shots(
     test_wides = [shot for shot in wides if shot.split == "test"] or train_wides
     tan_x = math.tan(math.radians(config.fov_deg) / 2.0)
     tan_y = tan_x * config.height / config.width
-    shots = []
+    shots: List[Shot] = []
+    previous: List[Shot] = []
+    by_name = {shot.name: shot for shot in wides}
     for level in zooms[1:]:
         dial = level / zooms[0]
-        parents = list(rng.permutation(len(train_wides)))
+        nest = config.nested and bool(previous) and config.variant != "bleff"
+        train_aims = [s for s in previous if s.split == "train"] if nest else train_wides
+        test_aims = ([s for s in previous if s.split == "test"] or train_aims) if nest else test_wides
+        order = list(rng.permutation(len(train_aims)))
+        level_shots = []
         for index in range(config.n_zoom + config.n_test):
             split = "train" if index < config.n_zoom else "test"
             if split == "train":
-                parent = train_wides[int(parents[index % len(parents)])]
+                aim_from = train_aims[int(order[index % len(order)])]
             else:
-                parent = test_wides[(index - config.n_zoom) % len(test_wides)]
+                aim_from = test_aims[(index - config.n_zoom) % len(test_aims)]
+            parent = by_name[aim_from.parent] if aim_from.parent is not None else aim_from
             true_zoom = dial * (1.0 + rng.uniform(-config.dial_error, config.dial_error))
             if config.variant == "bleff":
                 c2w = parent.c2w.clone()
             else:
-                c2w = _zoom_pose(config, parent.c2w, tan_x, tan_y, rng)
+                scale = 1.0 / aim_from.true_zoom  # the aiming view's half field of view, in wide tangents
+                c2w = _zoom_pose(config, aim_from.c2w, tan_x * scale, tan_y * scale, rng)
+                c2w[:3, 3] = parent.c2w[:3, 3] + (c2w[:3, 3] - aim_from.c2w[:3, 3])  # drift from the wide centre
             name = f"images/{_level_name(level)}/{split}_{index:03d}.png"
-            shots.append(Shot(name, level, true_zoom, c2w, split, parent=parent.name))
+            level_shots.append(Shot(name, level, true_zoom, c2w, split, parent=parent.name))
+        shots += level_shots
+        previous = level_shots
     return shots
 
 

@@ -74,6 +74,8 @@ class PanelState:
     """Per level: ``level``, ``dial``, ``frames``, learned ``zoom_mean``/``zoom_min``/``zoom_max``."""
     pairs: List[Tuple[str, str]]
     """Crop-and-match pairs (zoom-in file, wide file it was primed from)."""
+    flagged: Tuple[str, ...] = ()
+    """Zoom-ins whose match was not clearly better than the runner-up (priming flagged them)."""
 
 
 def wide_fov_y(cameras: Any) -> float:
@@ -135,8 +137,10 @@ def panel_state(cameras: Any, levels: torch.Tensor, dials: List[float], names: L
                      "zoom_mean": float(members.mean()), "zoom_min": float(members.min()), "zoom_max": float(members.max())})
     matched = cameras.matched_wide.cpu().tolist()
     pairs = [(names[i], names[m]) for i, m in enumerate(matched) if m >= 0 and not bool(cameras.is_wide[i])]
+    flagged = tuple(names[i] for i in torch.nonzero(cameras.match.flagged.cpu()).squeeze(-1).tolist())
     fov_x = math.degrees(2.0 * math.atan(0.5 * cameras.width / focal))
-    return PanelState(phase=phase, step=step, focal=focal, wide_fov_x_deg=fov_x, levels=rows, pairs=pairs)
+    return PanelState(phase=phase, step=step, focal=focal, wide_fov_x_deg=fov_x, levels=rows, pairs=pairs,
+                      flagged=flagged)
 
 
 def panel_phase(pipeline: Any, step: Optional[int]) -> str:
@@ -163,10 +167,12 @@ def panel_markdown(state: PanelState, max_pairs: int = 40) -> str:
     ]
     lines += [f"| {r['level']} | {r['dial']:g} | {r['frames']} | {r['zoom_mean']:.3f} | {r['zoom_min']:.3f} | "
               f"{r['zoom_max']:.3f} |" for r in state.levels]
-    lines += ["", f"**Crop-and-match** ({len(state.pairs)} zoom-ins primed)", ""]
+    flags = f", {len(state.flagged)} flagged: no clear best match" if state.flagged else ""
+    lines += ["", f"**Crop-and-match** ({len(state.pairs)} zoom-ins primed{flags})", ""]
     if state.pairs:
-        lines += ["| zoom-in | wide |", "|---|---|"]
-        lines += [f"| {zoom} | {wide} |" for zoom, wide in state.pairs[:max_pairs]]
+        lines += ["| zoom-in | wide | |", "|---|---|---|"]
+        lines += [f"| {zoom} | {wide} | {'flagged' if zoom in state.flagged else ''} |"
+                  for zoom, wide in state.pairs[:max_pairs]]
         if len(state.pairs) > max_pairs:
             lines.append(f"| … {len(state.pairs) - max_pairs} more | |")
     else:

@@ -97,7 +97,7 @@ def test_priming_copies_pose_and_resets_zoom():
     cameras = make_cameras()
     randomise(cameras)
     wide_pose = cameras.c2w(torch.tensor([1])).detach()
-    cameras.prime(torch.tensor([2, 3]), torch.tensor([1, 1]))
+    cameras.prime_from(torch.tensor([2, 3]), wide_pose.expand(2, 3, 4), torch.tensor([4.0, 16.0]), torch.tensor([1, 1]))
     assert torch.allclose(cameras.c2w(torch.tensor([2, 3])), wide_pose.expand(2, 3, 4))
     assert cameras.zoom(torch.tensor([2, 3])).tolist() == pytest.approx([4.0, 16.0])
     assert cameras.matched_wide.tolist() == [-1, -1, 1, 1]

@@ -4,9 +4,8 @@ zoom-in shows."""
 from __future__ import annotations
 
 import torch
-from rich.console import Console
 
-from mzen_ns.crop_and_match import central_crop, crop_and_match, match_table, save_match_picture
+from mzen_ns.crop_and_match import central_crop, crop_and_match
 
 
 def smooth_random_images(count: int, height: int, width: int, seed: int) -> torch.Tensor:
@@ -14,7 +13,7 @@ def smooth_random_images(count: int, height: int, width: int, seed: int) -> torc
     return torch.nn.functional.interpolate(noise, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def test_zoom_in_cut_from_a_wide_view_matches_it(tmp_path):
+def test_zoom_in_cut_from_a_wide_view_matches_it():
     height, width = 48, 64
     wides = smooth_random_images(6, height, width, seed=0)
     sources = torch.tensor([4, 1, 2])
@@ -29,16 +28,6 @@ def test_zoom_in_cut_from_a_wide_view_matches_it(tmp_path):
     assert torch.all(result.margin > 1e-3)
     assert result.coarse_mse.shape == (3, 6)
 
-    names = [f"img{i}" for i in range(9)]
-    console = Console(record=True, width=120)
-    console.print(match_table(result, names, all_dials))
-    text = console.export_text()
-    assert "img6" in text and "img4" in text and "runner-up margin" in text
-    picture = save_match_picture(result, images, all_dials, tmp_path / "match.png", names)
-    from PIL import Image
-
-    with Image.open(picture) as image:
-        assert image.size[0] == 2 * width + 4 and image.size[1] >= 3 * height
 
 
 def test_downsampled_scoring_keeps_the_full_resolution_decision():

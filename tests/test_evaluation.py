@@ -28,13 +28,16 @@ def trained(tmp_path_factory):
 def test_eval_keys_and_independent_recomputation(trained):
     pipeline = trained.pipeline
     renders = []
-    results = evaluate(pipeline, RegistrationConfig(steps=5, rays_per_step=64), renders)
+    results = evaluate(pipeline, RegistrationConfig(steps=5, rays_per_step=64), pipeline.priming_config, renders)
     for name in ("psnr", "ssim", "gss", "lss"):
         assert {name, f"{name}_1x", f"{name}_4x"} <= set(results)
         assert results[name] == pytest.approx((results[f"{name}_1x"] + results[f"{name}_4x"]) / 2)
     for name in ("rot_err_deg", "trans_err", "zoom_err_rel", "focal_err_rel",
                  "test_rot_err_deg", "test_trans_err", "test_zoom_err_rel", "wide_pair_rot_err_deg"):
         assert name in results and np.isfinite(results[name])
+    train_dials = sorted(set(pipeline.mzen_model.cameras.dials.tolist()))
+    per_level = [results[f"rot_err_deg_{dial:g}x"] for dial in train_dials]  # per zoom level as well
+    assert min(per_level) <= results["rot_err_deg"] <= max(per_level)
     test = pipeline.datamanager.eval_dataset
     dials = test.metadata["mzen_dial"].tolist()
     for render, index in zip(renders, range(len(test))):
@@ -46,8 +49,8 @@ def test_eval_keys_and_independent_recomputation(trained):
 
 def test_registration_does_not_worsen_the_fit(trained):
     pipeline = trained.pipeline
-    before = evaluate(pipeline, RegistrationConfig(steps=0))
-    after = evaluate(pipeline, RegistrationConfig(steps=60, rays_per_step=256, lr=5e-3))
+    before = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.priming_config)
+    after = evaluate(pipeline, RegistrationConfig(steps=60, rays_per_step=256, lr=5e-3), pipeline.priming_config)
     assert after["psnr"] >= before["psnr"] - 0.05
 
 

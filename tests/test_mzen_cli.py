@@ -72,6 +72,10 @@ def test_export_cameras_round_trip(trained_run):
             assert "matched_wide" not in frame
         else:
             assert frame["matched_wide"] == names[int(cameras.matched_wide[i])]
+            match = frame["mzen_match"]  # where, at what zoom and how surely it was matched
+            assert match["matched_wide"] == frame["matched_wide"] and match["primed_from"] in names
+            assert set(match) >= {"window_centre_px", "relative_zoom", "score", "runner_up_score", "flagged"}
+            assert match["score"] == pytest.approx(float(cameras.match.score[i]), rel=1e-6)
 
 
 def test_stock_nerfacto_trains_on_exported_cameras(trained_run, tmp_path):

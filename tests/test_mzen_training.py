@@ -4,6 +4,7 @@ offline LPIPS, safe checkpoint loading."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Dict, List
 
@@ -86,7 +87,8 @@ def test_three_phases_freeze_sample_and_prime(scene, tmp_path):
     assert snapshots["zoom_state_at_b"] == {}
     assert bool((cameras.matched_wide[list(zoom)] >= 0).all())
     assert (trainer.base_dir / "crop_and_match.png").is_file()
-    assert (trainer.base_dir / "crop_and_match.json").is_file()
+    rows = json.loads((trainer.base_dir / "crop_and_match.json").read_text())
+    assert len(rows) == len(zoom) and {"window_centre_px", "relative_zoom", "score", "flagged"} <= set(rows[0])
     assert not torch.equal(cameras.zoom_pose.detach(), torch.zeros_like(cameras.zoom_pose))  # registered in B/C
 
 
@@ -111,7 +113,7 @@ def test_resume_in_phase_b_continues_phase_b(scene, tmp_path, monkeypatch):
     from mzen_ns import pipeline as pipeline_module
 
     calls = []
-    monkeypatch.setattr(pipeline_module, "crop_and_match", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(pipeline_module, "plan_priming", lambda *a, **k: calls.append(1))
     resumed = build(tiny_trainer_config(scene, tmp_path / "resumed", steps=20, boundaries=(0.3, 0.8),
                                         load_dir=first.checkpoint_dir))
     phases_seen = {}

@@ -238,6 +238,27 @@ def test_off_axis_zoom_ins_aim_away_from_the_centre(tmp_path):
         assert 0.2 * half_fov < angle < 0.75 * half_fov
 
 
+def test_nested_zoom_ins_aim_inside_a_shallower_zoom_in_of_the_same_wide_view(tmp_path):
+    config = SceneMakerConfig(output=tmp_path / "nested", off_axis=0.5, nested=True, seed=2,
+                              **{**SMALL, "zooms": (1.0, 4.0, 16.0), "n_zoom": 3})
+    make_scene(config)
+    frames = json.loads((config.output / "transforms.json").read_text())["frames"]
+    by_name = {f["file_path"]: f for f in frames}
+    tan_half = math.tan(math.radians(config.fov_deg) / 2)
+    for deep in (f for f in frames if f["zoom"] == 16.0):
+        assert by_name[deep["gt_parent"]]["zoom"] == 1.0  # the wide view it was shot from
+        axis = -np.array(deep["gt_transform_matrix"])[:3, 2]
+        inside = []
+        for shallow in (f for f in frames if f["zoom"] == 4.0 and f["split"] == deep["split"]):
+            c2w = np.array(shallow["gt_transform_matrix"])
+            local = c2w[:3, :3].T @ axis  # the deep axis in the 4x camera (looking down -z)
+            x, y = local[0] / -local[2], local[1] / -local[2]
+            limit = tan_half / shallow["gt_zoom"]
+            aspect = config.height / config.width
+            inside.append(shallow["gt_parent"] == deep["gt_parent"] and abs(x) < limit and abs(y) < limit * aspect)
+        assert any(inside), deep["file_path"]
+
+
 def test_command_line_writes_scene(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mzen_ns.scene_maker", str(tmp_path / "cli"), "--width", "32", "--height", "24",

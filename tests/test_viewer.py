@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mzen_ns.export import cameras_manifest
-from mzen_ns.viewer import LEVEL_COLOURS, frustums, magnified_fov, panel_markdown
+from mzen_ns.viewer import LEVEL_COLOURS, PanelState, frustums, magnified_fov, panel_markdown
 from tests.conftest import tiny_scene, tiny_trainer_config
 
 
@@ -41,7 +41,9 @@ def test_panel_values_match_the_exported_cameras(trained):
     assert {(Path(a).name, Path(b).name) for a, b in state.pairs} == exported_pairs and exported_pairs
     assert {Path(a).name for a, _ in state.pairs} <= names
     text = panel_markdown(state)
-    assert f"{manifest['focal']:.2f} px" in text and "| zoom-in | wide |" in text
+    assert f"{manifest['focal']:.2f} px" in text and "| zoom-in | wide | |" in text
+    exported_flags = {Path(f["file_path"]).name for f in frames if f.get("mzen_match", {}).get("flagged")}
+    assert {Path(a).name for a in state.flagged} == exported_flags
 
 
 def test_frustums_use_the_learned_pose_and_zoom(trained):
@@ -116,3 +118,10 @@ def test_overview_camera_sees_every_frustum_from_behind():
     for centre in c2w[:, :, 3] * 10.0:
         ray = (centre - position) / np.linalg.norm(centre - position)
         assert math.degrees(math.acos(float(ray @ forward))) < 25.0  # inside a 50° field of view
+
+
+def test_panel_marks_flagged_zoom_ins():
+    state = PanelState(phase="B", step=3, focal=100.0, wide_fov_x_deg=60.0, levels=[],
+                       pairs=[("4x/a.png", "1x/w.png"), ("4x/b.png", "1x/w.png")], flagged=("4x/b.png",))
+    text = panel_markdown(state)
+    assert "1 flagged" in text and "| 4x/b.png | 1x/w.png | flagged |" in text and "| 4x/a.png | 1x/w.png |  |" in text

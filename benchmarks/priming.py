@@ -1,0 +1,237 @@
+"""Issue 7 benchmark: priming off-axis zoom-ins — centred crop-and-match vs position search vs
+position search + hierarchical matching.
+
+Priming (``--stage prime``, no training): scene-maker scenes with zoom-ins aimed off-axis; every
+wide view and the focal are set to the truth, so priming alone is measured. Per method, level and
+off-axis setting: share of zoom-ins primed from their true wide view (``gt_parent``), share
+flagged, rotation error of the primed pose (deg, against the zoom-in's true pose; no alignment
+needed) and zoom error, mean over seeds.
+
+Training (``--stage train``): ``ns-train mzen-cpu --pipeline.priming.method M`` + ``ns-eval`` on the
+same scenes; per-level rotation errors of the training zoom-ins after phase C (Sim(3)-aligned).
+
+Cost (``--stage cost``): the position search over 100 zoom-ins × 100 wide views at 800×600.
+
+    python benchmarks/priming.py --stage prime --seeds 0 1 2 --off-axis 0 0.25 0.5
+    python benchmarks/priming.py --stage train --seeds 0 1 2 --off-axis 0.5 --steps 1000
+    python benchmarks/priming.py --stage cost
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple
+
+import numpy as np
+import torch
+import tyro
+from PIL import Image
+
+from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
+from mzen_ns.position_search import PositionSearchConfig
+from mzen_ns.priming import PrimingConfig, PrimingMethod, apply_plan, plan_priming
+from mzen_ns.scene_maker import SceneMakerConfig, make_scene
+
+METHODS: Tuple[PrimingMethod, ...] = ("centred", "position", "hierarchical")
+
+
+@dataclass
+class PrimingBenchmark:
+    """Priming off-axis zoom-ins: centred vs position search vs hierarchical."""
+
+    stage: Literal["prime", "train", "cost"] = "prime"
+    """prime: priming alone (true wide views); train: full mzen-cpu runs + ns-eval; cost: timing."""
+    output: Path = Path("bench/priming")
+    """Scenes, runs and results."""
+    seeds: Tuple[int, ...] = (0, 1, 2)
+    """Scene-maker seeds."""
+    off_axis: Tuple[float, ...] = (0.0, 0.25, 0.5)
+    """Zoom-ins aim up to this fraction of the half field of view off-axis (scene maker)."""
+    n_zoom: int = 20
+    """Training zoom-ins per level."""
+    nested: bool = True
+    """Scene maker: 16× zoom-ins aimed inside a 4× zoom-in (zooming in by steps)."""
+    methods: Tuple[PrimingMethod, ...] = METHODS
+    """Priming methods compared."""
+    steps: Optional[int] = None
+    """train: step budget (default: the mzen-cpu preset's)."""
+
+
+def scene(config: PrimingBenchmark, seed: int, off_axis: float) -> Path:
+    """The scene for a seed and off-axis setting (made once)."""
+    folder = config.output / "scenes" / f"seed{seed}-off{off_axis:g}{'-nested' if config.nested else ''}"
+    if not (folder / "transforms.json").is_file():
+        make_scene(SceneMakerConfig(folder, seed=seed, n_zoom=config.n_zoom, off_axis=off_axis, nested=config.nested))
+    return folder
+
+
+def load_training_frames(folder: Path):
+    """Images, dials, true poses/zooms and parents of the training frames of a scene."""
+    manifest = json.loads((folder / "transforms.json").read_text())
+    frames = [f for f in manifest["frames"] if f.get("split", "train") == "train"]
+    images = torch.stack([torch.from_numpy(np.asarray(Image.open(folder / f["file_path"]).convert("RGB"))).float() / 255
+                          for f in frames])
+    dials = torch.tensor([float(f["zoom"]) for f in frames])
+    c2w = torch.tensor([f["gt_transform_matrix"] for f in frames])[:, :3]
+    zoom = torch.tensor([float(f["gt_zoom"]) for f in frames])
+    names = [f["file_path"] for f in frames]
+    parents = [f.get("gt_parent") for f in frames]
+    return images, dials / dials.min(), c2w, zoom, names, parents, float(manifest["gt_focal"])
+
+
+def rotation_error_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Angle (deg) of a_i^T b_i for rotation stacks."""
+    cosine = ((a[:, :3, :3].transpose(1, 2) @ b[:, :3, :3]).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
+    return torch.rad2deg(torch.acos(cosine.clamp(-1.0, 1.0)))
+
+
+def prime_once(folder: Path, method: PrimingMethod) -> Dict[str, Dict[str, float]]:
+    """Prime a scene's training zoom-ins from its true wide views; per level: share correct,
+    share flagged, rotation and zoom error, seconds."""
+    images, dials, true_c2w, true_zoom, names, parents, focal = load_training_frames(folder)
+    height, width = images.shape[1:3]
+    count = dials.numel()
+    is_wide = dials == 1.0
+    cameras = ZoomCameras(ZoomCamerasConfig(ground_truth=True), dials, is_wide, focal, 1.0,
+                          torch.full((count,), width / 2), torch.full((count,), height / 2), width, height,
+                          initial_c2w=true_c2w, initial_zoom=torch.where(is_wide, dials, true_zoom))
+    principal = torch.tensor([[width / 2, height / 2]]).expand(count, 2)
+    start = time.perf_counter()
+    plan = plan_priming(images, dials, is_wide, torch.arange(count), principal, PrimingConfig(method=method))
+    seconds = time.perf_counter() - start
+    apply_plan(plan, dials, focal, 1.0, principal, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)),
+               assign=cameras.prime_from)
+    primed = cameras.c2w(plan.query).detach()
+    rot = rotation_error_deg(primed, true_c2w[plan.query])
+    zoom_err = (cameras.zoom(plan.query).detach() - true_zoom[plan.query]).abs() / true_zoom[plan.query]
+    correct = torch.tensor([names[int(r)] == parents[int(q)] for q, r in zip(plan.query, plan.root)])
+    results: Dict[str, Dict[str, float]] = {}
+    for dial in torch.unique(dials[plan.query]):
+        rows = dials[plan.query] == dial
+        results[f"{float(dial):g}x"] = {
+            "correct": float(correct[rows].float().mean()), "flagged": float(plan.flagged[rows].float().mean()),
+            "rot_err_deg": float(rot[rows].mean()), "rot_err_deg_median": float(rot[rows].median()),
+            "zoom_err_rel": float(zoom_err[rows].mean()), "count": int(rows.sum()), "seconds": seconds,
+        }
+    return results
+
+
+def stage_prime(config: PrimingBenchmark) -> None:
+    path = config.output / "prime.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    for off_axis in config.off_axis:
+        for seed in config.seeds:
+            folder = scene(config, seed, off_axis)
+            for method in config.methods:
+                key = f"{folder.name}/{method}"
+                if key not in results:
+                    results[key] = prime_once(folder, method)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(results, indent=2))
+                print(key, json.dumps(results[key]), flush=True)
+    print_prime_table(config, results)
+
+
+def print_prime_table(config: PrimingBenchmark, results: Dict[str, Dict]) -> None:
+    print("\n| off-axis | method | level | correct surrogate (mean, worst seed) | flagged | rot. err after priming (°) | zoom err |")
+    print("|---|---|---|---|---|---|---|")
+    for off_axis in config.off_axis:
+        for method in config.methods:
+            seeds = [results[f"seed{s}-off{off_axis:g}{'-nested' if config.nested else ''}/{method}"] for s in config.seeds]
+            for level in seeds[0]:
+                rows = [r[level] for r in seeds]
+                correct = [r["correct"] for r in rows]
+                print(f"| {off_axis:.0%} | {method} | {level} | {np.mean(correct):.0%} ({min(correct):.0%}) | "
+                      f"{np.mean([r['flagged'] for r in rows]):.0%} | {np.mean([r['rot_err_deg'] for r in rows]):.2f} "
+                      f"(median {np.mean([r['rot_err_deg_median'] for r in rows]):.2f}) | "
+                      f"{np.mean([r['zoom_err_rel'] for r in rows]):.3f} |")
+
+
+def stage_train(config: PrimingBenchmark) -> None:
+    path = config.output / "train.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    for off_axis in config.off_axis:
+        for seed in config.seeds:
+            folder = scene(config, seed, off_axis)
+            for method in config.methods:
+                key = f"{folder.name}/{method}"
+                if key not in results:
+                    results[key] = train_once(config, folder, method)
+                    path.write_text(json.dumps(results, indent=2))
+                keys = {k: round(v, 3) for k, v in results[key].items() if k.startswith(("rot_err", "psnr_", "test_rot"))}
+                print(key, keys, flush=True)
+
+
+def train_once(config: PrimingBenchmark, folder: Path, method: PrimingMethod) -> Dict[str, float]:
+    """``ns-train mzen-cpu`` with the method, then ``ns-eval``; the eval results."""
+    runs = config.output / "runs"
+    run = runs / folder.name / "mzen-cpu" / method
+    command = [_tool("ns-train"), "mzen-cpu", "--data", str(folder), "--output-dir", str(runs),
+               "--timestamp", method, "--vis", "tensorboard", "--pipeline.priming.method", method]
+    if config.steps is not None:
+        command += ["--max-num-iterations", str(config.steps)]  # the phases keep their shares
+    checkpoints = sorted((run / "nerfstudio_models").glob("*.ckpt"))
+    if checkpoints:
+        command += ["--load-dir", str(run / "nerfstudio_models")]
+    if not (run / "mzen_run_summary.json").is_file():
+        subprocess.run(command, check=True, stdout=sys.stdout, stderr=subprocess.STDOUT)
+    eval_path = run / "eval.json"
+    if not eval_path.is_file():
+        subprocess.run([_tool("ns-eval"), "--load-config", str(run / "config.yml"), "--output-path", str(eval_path)],
+                       check=True)
+    return json.loads(eval_path.read_text())["results"]
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else name
+
+
+def stage_cost(config: PrimingBenchmark, count: int = 100, width: int = 800, height: int = 600) -> None:
+    """Time the position search for ``count`` zoom-ins (4×, off-centre windows) × ``count`` wide views."""
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand(count, 3, height // 16, width // 16, generator=generator)
+    wides = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1)
+    wides = (0.8 * wides + 0.2 * torch.rand(wides.shape, generator=generator)).permute(0, 2, 3, 1).contiguous()
+    source = torch.randint(count, (count,), generator=generator)
+    offset = torch.rand(count, 2, generator=generator) * 1.2 - 0.6
+    theta = torch.zeros(count, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 0.25
+    theta[:, :, 2] = offset
+    grid = F.affine_grid(theta, [count, 3, height, width], align_corners=False)
+    zoom_ins = F.grid_sample(wides[source].permute(0, 3, 1, 2), grid, align_corners=False).permute(0, 2, 3, 1)
+    images = torch.cat([wides, zoom_ins])
+    dials = torch.cat([torch.ones(count), torch.full((count,), 4.0)])
+    principal = torch.tensor([[width / 2, height / 2]]).expand(2 * count, 2)
+    del wides, zoom_ins, coarse
+    for method in ("position", "centred"):
+        start = time.perf_counter()
+        plan = plan_priming(images, dials, dials == 1.0, torch.arange(2 * count), principal, PrimingConfig(method=method))
+        seconds = time.perf_counter() - start
+        correct = float((plan.root == source).float().mean())
+        print(f"{method}: {count} zoom-ins × {count} wide views at {width}×{height}: {seconds:.1f} s on "
+              f"{torch.get_num_threads()} threads, {correct:.0%} placed in their source view", flush=True)
+
+
+def main() -> None:
+    config = tyro.cli(PrimingBenchmark)
+    if config.stage == "prime":
+        stage_prime(config)
+    elif config.stage == "train":
+        stage_train(config)
+    else:
+        stage_cost(config)
+
+
+if __name__ == "__main__":
+    main()
