@@ -19,16 +19,13 @@ Cost (``--stage cost``): the position search over 100 zoom-ins × 100 wide views
 
 from __future__ import annotations
 
-import copy
 import json
-import math
-import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple
+from typing import Callable, Dict, Literal, Optional, Tuple
 
 import numpy as np
 import torch
@@ -36,7 +33,6 @@ import tyro
 from PIL import Image
 
 from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
-from mzen_ns.position_search import PositionSearchConfig
 from mzen_ns.priming import PrimingConfig, PrimingMethod, apply_plan, plan_priming
 from mzen_ns.scene_maker import SceneMakerConfig, make_scene
 
@@ -65,9 +61,14 @@ class PrimingBenchmark:
     """train: step budget (default: the mzen-cpu preset's)."""
 
 
+def scene_name(config: PrimingBenchmark, seed: int, off_axis: float) -> str:
+    """Folder name of the scene for a seed and off-axis setting."""
+    return f"seed{seed}-off{off_axis:g}{'-nested' if config.nested else ''}"
+
+
 def scene(config: PrimingBenchmark, seed: int, off_axis: float) -> Path:
     """The scene for a seed and off-axis setting (made once)."""
-    folder = config.output / "scenes" / f"seed{seed}-off{off_axis:g}{'-nested' if config.nested else ''}"
+    folder = config.output / "scenes" / scene_name(config, seed, off_axis)
     if not (folder / "transforms.json").is_file():
         make_scene(SceneMakerConfig(folder, seed=seed, n_zoom=config.n_zoom, off_axis=off_axis, nested=config.nested))
     return folder
@@ -124,8 +125,10 @@ def prime_once(folder: Path, method: PrimingMethod) -> Dict[str, Dict[str, float
     return results
 
 
-def stage_prime(config: PrimingBenchmark) -> None:
-    path = config.output / "prime.json"
+def each_run(config: PrimingBenchmark, path: Path, run: Callable[[Path, PrimingMethod], Dict],
+             report: Callable[[str, Dict], None]) -> Dict[str, Dict]:
+    """``run`` every scene × method not yet in the results file ``path`` (kept after each run, so
+    the benchmark resumes), ``report`` each; all results."""
     results = json.loads(path.read_text()) if path.is_file() else {}
     for off_axis in config.off_axis:
         for seed in config.seeds:
@@ -133,10 +136,16 @@ def stage_prime(config: PrimingBenchmark) -> None:
             for method in config.methods:
                 key = f"{folder.name}/{method}"
                 if key not in results:
-                    results[key] = prime_once(folder, method)
+                    results[key] = run(folder, method)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(json.dumps(results, indent=2))
-                print(key, json.dumps(results[key]), flush=True)
+                report(key, results[key])
+    return results
+
+
+def stage_prime(config: PrimingBenchmark) -> None:
+    results = each_run(config, config.output / "prime.json", prime_once,
+                       lambda key, result: print(key, json.dumps(result), flush=True))
     print_prime_table(config, results)
 
 
@@ -145,7 +154,7 @@ def print_prime_table(config: PrimingBenchmark, results: Dict[str, Dict]) -> Non
     print("|---|---|---|---|---|---|---|")
     for off_axis in config.off_axis:
         for method in config.methods:
-            seeds = [results[f"seed{s}-off{off_axis:g}{'-nested' if config.nested else ''}/{method}"] for s in config.seeds]
+            seeds = [results[f"{scene_name(config, s, off_axis)}/{method}"] for s in config.seeds]
             for level in seeds[0]:
                 rows = [r[level] for r in seeds]
                 correct = [r["correct"] for r in rows]
@@ -156,18 +165,10 @@ def print_prime_table(config: PrimingBenchmark, results: Dict[str, Dict]) -> Non
 
 
 def stage_train(config: PrimingBenchmark) -> None:
-    path = config.output / "train.json"
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    for off_axis in config.off_axis:
-        for seed in config.seeds:
-            folder = scene(config, seed, off_axis)
-            for method in config.methods:
-                key = f"{folder.name}/{method}"
-                if key not in results:
-                    results[key] = train_once(config, folder, method)
-                    path.write_text(json.dumps(results, indent=2))
-                keys = {k: round(v, 3) for k, v in results[key].items() if k.startswith(("rot_err", "psnr_", "test_rot"))}
-                print(key, keys, flush=True)
+    def report(key: str, result: Dict[str, float]) -> None:
+        print(key, {k: round(v, 3) for k, v in result.items() if k.startswith(("rot_err", "psnr_", "test_rot"))}, flush=True)
+
+    each_run(config, config.output / "train.json", lambda folder, method: train_once(config, folder, method), report)
 
 
 def train_once(config: PrimingBenchmark, folder: Path, method: PrimingMethod) -> Dict[str, float]:

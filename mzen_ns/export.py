@@ -20,6 +20,8 @@ from typing import Any, Dict, List
 import tyro
 from rich.console import Console
 
+from mzen_ns.priming import score_kind
+
 CONSOLE = Console()
 
 
@@ -35,7 +37,7 @@ def cameras_manifest(pipeline: Any, output_dir: Path) -> Dict[str, Any]:
     zooms = cameras.zoom().detach().cpu()
     paths = [_relative(Path(p), output_dir) for p in dataset.image_filenames]
     frames: List[Dict[str, Any]] = []
-    score_kind = "-mse" if pipeline.priming_config.method == "centred" else "ncc"
+    kind = score_kind(pipeline.priming_config.method)
     unsolved = [path for path, solved in zip(paths, cameras.solved.tolist()) if not solved]
     for i, path in enumerate(paths):
         if not bool(cameras.solved[i]):  # never trained on (e.g. zoom-ins of an ``mzen-phase-a`` run)
@@ -56,7 +58,7 @@ def cameras_manifest(pipeline: Any, output_dir: Path) -> Dict[str, Any]:
         matched = int(cameras.matched_wide[i])
         if not bool(cameras.is_wide[i]) and matched >= 0:
             frame["matched_wide"] = paths[matched]
-            match = cameras.match.frame_entry(i, paths, score_kind)
+            match = cameras.match.frame_entry(i, paths, kind, matched)
             if match is not None:
                 frame["mzen_match"] = match
         frames.append(frame)

@@ -37,6 +37,15 @@ from mzen_ns.position_search import PositionSearchConfig, search_positions
 PrimingMethod = Literal["centred", "position", "hierarchical"]
 
 
+def score_kind(method: PrimingMethod) -> str:
+    """What a method's scores are: ``-mse`` (centred crop-and-match) or ``ncc`` (position search)."""
+    if method == "centred":
+        return "-mse"
+    if method in ("position", "hierarchical"):
+        return "ncc"
+    assert_never(method)
+
+
 @dataclass
 class PrimingConfig:
     """How each zoom-in (and each held-out view at evaluation) gets its starting camera."""
@@ -121,7 +130,7 @@ def _plan_centred(images: Tensor, dials: Tensor, wide: Tensor, query: Tensor, pr
     return PrimingPlan(
         query=query, source=source, root=source.clone(), centre=principal[source].clone(),
         relative_zoom=dials[query] / dials[source], score=-result.mse, runner_up=-result.runner_up_mse,
-        flagged=flagged, score_kind="-mse",
+        flagged=flagged, score_kind=score_kind(config.method),
     )
 
 
@@ -138,12 +147,12 @@ def _plan_search(images: Tensor, dials: Tensor, posed: Tensor, wide: Tensor, roo
                                      config.search)
         best = _choose(placement.score, placement.centre, principal[candidates], images.shape[1:3],
                        config.prefer_centre_within)
-        source = candidates[best]
+        source, chosen = candidates[best], (torch.arange(level.numel()), best)
         rows["query"].append(level)
         rows["source"].append(source)
-        rows["centre"].append(placement.centre[torch.arange(level.numel()), best])
-        rows["zoom"].append(placement.zoom[torch.arange(level.numel()), best])
-        rows["score"].append(placement.score[torch.arange(level.numel()), best])
+        rows["centre"].append(placement.centre[chosen])
+        rows["zoom"].append(placement.zoom[chosen])
+        rows["score"].append(placement.score[chosen])
         rival = root[candidates][None, :] != root[source][:, None]
         rows["runner_up"].append(placement.score.masked_fill(~rival, -math.inf).max(dim=1).values)
         root[level] = root[source]
@@ -153,7 +162,7 @@ def _plan_search(images: Tensor, dials: Tensor, posed: Tensor, wide: Tensor, roo
     return PrimingPlan(
         query=query, source=source, root=root[query], centre=stacked["centre"].reshape(-1, 2),
         relative_zoom=stacked["zoom"], score=stacked["score"], runner_up=stacked["runner_up"],
-        flagged=(stacked["score"] - stacked["runner_up"]) < config.flag_margin, score_kind="ncc",
+        flagged=(stacked["score"] - stacked["runner_up"]) < config.flag_margin, score_kind=score_kind(config.method),
     )
 
 
@@ -237,12 +246,12 @@ def apply_plan(
 class MatchRecord(nn.Module):
     """The priming of every training image, kept with the checkpoint (for the viewer and export)."""
 
-    FIELDS = ("source", "root", "centre", "relative_zoom", "score", "runner_up", "flagged")
+    FIELDS = ("source", "centre", "relative_zoom", "score", "runner_up", "flagged")
+    """The plan's rows kept (its wide view is the cameras' ``matched_wide``)."""
 
     def __init__(self, count: int) -> None:
         super().__init__()
         self.register_buffer("source", torch.full((count,), -1, dtype=torch.long))
-        self.register_buffer("root", torch.full((count,), -1, dtype=torch.long))
         self.register_buffer("centre", torch.zeros(count, 2))
         self.register_buffer("relative_zoom", torch.ones(count))
         self.register_buffer("score", torch.zeros(count))  # meaningful where source >= 0
@@ -261,46 +270,47 @@ class MatchRecord(nn.Module):
             getattr(self, name)[index] = value
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        # checkpoints written before issue 7 have no record: keep the defaults ("not recorded")
+        # checkpoints written before issue 7 have no record: keep the defaults ("not recorded");
+        # early issue-7 checkpoints also kept a copy of matched_wide ("root"): drop it
         for name in self.FIELDS:
             state_dict.setdefault(prefix + name, getattr(self, name))
+        state_dict.pop(prefix + "root", None)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
-    def frame_entry(self, index: int, names: Sequence[str], score_kind: str) -> Optional[Dict[str, object]]:
-        """The export's ``mzen_match`` entry of one image (None when it was not primed)."""
+    def frame_entry(self, index: int, names: Sequence[str], score_kind: str, matched_wide: int) -> Optional[Dict[str, object]]:
+        """The export's ``mzen_match`` entry of one image primed from wide view ``matched_wide``
+        (None when it was not primed)."""
         source = int(self.source[index])
         if source < 0:
             return None
-        return {
-            "primed_from": names[source],
-            "matched_wide": names[int(self.root[index])],
-            "window_centre_px": [round(float(v), 2) for v in self.centre[index]],
-            "relative_zoom": round(float(self.relative_zoom[index]), 4),
-            "score": float(self.score[index]),
-            "runner_up_score": float(self.runner_up[index]),
-            "score_kind": score_kind,
-            "flagged": bool(self.flagged[index]),
-        }
+        return match_entry(names[source], names[matched_wide], self.centre[index], float(self.relative_zoom[index]),
+                           float(self.score[index]), float(self.runner_up[index]), score_kind, bool(self.flagged[index]))
+
+
+def match_entry(primed_from: str, matched_wide: str, centre: Tensor, relative_zoom: float, score: float,
+                runner_up: float, score_kind: str, flagged: bool) -> Dict[str, object]:
+    """How one image was primed, as written to ``crop_and_match.json`` and the export."""
+    return {
+        "primed_from": primed_from,
+        "matched_wide": matched_wide,
+        "window_centre_px": [round(float(v), 2) for v in centre],
+        "relative_zoom": round(relative_zoom, 4),
+        "score": score,
+        "runner_up_score": runner_up if math.isfinite(runner_up) else None,
+        "score_kind": score_kind,
+        "flagged": flagged,
+    }
 
 
 def plan_rows(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, "N"]) -> List[Dict[str, object]]:
     """One JSON-able row per query."""
-    rows = []
-    for row, query in enumerate(plan.query.tolist()):
-        runner_up = float(plan.runner_up[row])
-        rows.append({
-            "zoom_in": names[query],
-            "dial": float(dials[query]),
-            "primed_from": names[int(plan.source[row])],
-            "matched_wide": names[int(plan.root[row])],
-            "window_centre_px": [round(float(v), 2) for v in plan.centre[row]],
-            "relative_zoom": round(float(plan.relative_zoom[row]), 4),
-            "score": float(plan.score[row]),
-            "runner_up_score": runner_up if math.isfinite(runner_up) else None,
-            "score_kind": plan.score_kind,
-            "flagged": bool(plan.flagged[row]),
-        })
-    return rows
+    return [
+        {"zoom_in": names[query], "dial": float(dials[query]),
+         **match_entry(names[int(plan.source[row])], names[int(plan.root[row])], plan.centre[row],
+                       float(plan.relative_zoom[row]), float(plan.score[row]), float(plan.runner_up[row]),
+                       plan.score_kind, bool(plan.flagged[row]))}
+        for row, query in enumerate(plan.query.tolist())
+    ]
 
 
 def plan_table(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, "N"]) -> Table:

@@ -137,11 +137,19 @@ def test_match_record_round_trips_and_old_checkpoints_load():
     images, dials = _scene()
     cameras = _cameras(dials.tolist(), (dials == 1).tolist())
     plan = _plan(images, dials, "hierarchical")
+    apply_plan(plan, dials, float(cameras.focal), 1.0, torch.tensor([[WIDTH / 2, HEIGHT / 2]]).expand(6, 2),
+               lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
     cameras.match.record(plan)
-    entry = cameras.match.frame_entry(5, [f"img{i}" for i in range(6)], "ncc")
+    names = [f"img{i}" for i in range(6)]
+    entry = cameras.match.frame_entry(5, names, "ncc", int(cameras.matched_wide[5]))
     assert entry["primed_from"] == "img4" and entry["matched_wide"] == "img2" and entry["flagged"] is False
-    assert cameras.match.frame_entry(0, [f"img{i}" for i in range(6)], "ncc") is None  # wide views are not primed
+    assert entry == {k: v for k, v in plan_rows(plan, names, dials)[int(torch.nonzero(plan.query == 5)[0])].items()
+                     if k not in ("zoom_in", "dial")}  # the export's entry is the JSON row
+    assert cameras.match.frame_entry(0, names, "ncc", -1) is None  # wide views are not primed
     state = {k: v for k, v in cameras.state_dict().items() if not k.startswith("match.")}
     fresh = _cameras(dials.tolist(), (dials == 1).tolist())
     fresh.load_state_dict(state, strict=True)  # a checkpoint from before issue 7
     assert int(fresh.match.source[5]) == -1
+    early = dict(cameras.state_dict(), **{"match.root": torch.zeros(6, dtype=torch.long)})
+    fresh.load_state_dict(early, strict=True)  # an early issue-7 checkpoint with a copy of matched_wide
+    assert int(fresh.match.source[5]) == 4

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mzen_ns.export import cameras_manifest
 from mzen_ns.viewer import LEVEL_COLOURS, PanelState, frustums, magnified_fov, panel_markdown
