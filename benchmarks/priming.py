@@ -20,6 +20,7 @@ Cost (``--stage cost``): the position search over 100 zoom-ins × 100 wide views
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -59,6 +60,22 @@ class PrimingBenchmark:
     """Priming methods compared."""
     steps: Optional[int] = None
     """train: step budget (default: the mzen-cpu preset's)."""
+    fit_candidates: Optional[int] = None
+    """Placements refined per zoom-in (``--pipeline.priming.fit.candidates``; default: the
+    method's); results are kept apart as ``METHOD-fitN``."""
+
+
+def method_key(config: PrimingBenchmark, method: PrimingMethod) -> str:
+    """Name of a method's results (with the refinement setting when it is not the default)."""
+    return method if config.fit_candidates is None else f"{method}-fit{config.fit_candidates}"
+
+
+def priming_config(config: PrimingBenchmark, method: PrimingMethod) -> PrimingConfig:
+    """The priming a method runs with in this benchmark."""
+    priming = PrimingConfig(method=method)
+    if config.fit_candidates is not None:
+        priming.fit.candidates = config.fit_candidates
+    return priming
 
 
 def scene_name(config: PrimingBenchmark, seed: int, off_axis: float) -> str:
@@ -94,7 +111,7 @@ def rotation_error_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.acos(cosine.clamp(-1.0, 1.0)))
 
 
-def prime_once(folder: Path, method: PrimingMethod) -> Dict[str, Dict[str, float]]:
+def prime_once(folder: Path, priming: PrimingConfig) -> Dict[str, Dict[str, float]]:
     """Prime a scene's training zoom-ins from its true wide views; per level: share correct,
     share flagged, rotation and zoom error, seconds."""
     images, dials, true_c2w, true_zoom, names, parents, focal = load_training_frames(folder)
@@ -106,10 +123,9 @@ def prime_once(folder: Path, method: PrimingMethod) -> Dict[str, Dict[str, float
                           initial_c2w=true_c2w, initial_zoom=torch.where(is_wide, dials, true_zoom))
     principal = torch.tensor([[width / 2, height / 2]]).expand(count, 2)
     start = time.perf_counter()
-    plan = plan_priming(images, dials, is_wide, torch.arange(count), principal, PrimingConfig(method=method))
+    plan = plan_priming(images, dials, is_wide, torch.arange(count), principal, torch.full((count,), focal), 1.0, priming)
     seconds = time.perf_counter() - start
-    apply_plan(plan, dials, focal, 1.0, principal, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)),
-               assign=cameras.prime_from)
+    apply_plan(plan, dials, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
     primed = cameras.c2w(plan.query).detach()
     rot = rotation_error_deg(primed, true_c2w[plan.query])
     zoom_err = (cameras.zoom(plan.query).detach() - true_zoom[plan.query]).abs() / true_zoom[plan.query]
@@ -134,7 +150,7 @@ def each_run(config: PrimingBenchmark, path: Path, run: Callable[[Path, PrimingM
         for seed in config.seeds:
             folder = scene(config, seed, off_axis)
             for method in config.methods:
-                key = f"{folder.name}/{method}"
+                key = f"{folder.name}/{method_key(config, method)}"
                 if key not in results:
                     results[key] = run(folder, method)
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +160,7 @@ def each_run(config: PrimingBenchmark, path: Path, run: Callable[[Path, PrimingM
 
 
 def stage_prime(config: PrimingBenchmark) -> None:
-    results = each_run(config, config.output / "prime.json", prime_once,
+    results = each_run(config, config.output / "prime.json", lambda folder, method: prime_once(folder, priming_config(config, method)),
                        lambda key, result: print(key, json.dumps(result), flush=True))
     print_prime_table(config, results)
 
@@ -154,11 +170,11 @@ def print_prime_table(config: PrimingBenchmark, results: Dict[str, Dict]) -> Non
     print("|---|---|---|---|---|---|---|")
     for off_axis in config.off_axis:
         for method in config.methods:
-            seeds = [results[f"{scene_name(config, s, off_axis)}/{method}"] for s in config.seeds]
+            seeds = [results[f"{scene_name(config, s, off_axis)}/{method_key(config, method)}"] for s in config.seeds]
             for level in seeds[0]:
                 rows = [r[level] for r in seeds]
                 correct = [r["correct"] for r in rows]
-                print(f"| {off_axis:.0%} | {method} | {level} | {np.mean(correct):.0%} ({min(correct):.0%}) | "
+                print(f"| {off_axis:.0%} | {method_key(config, method)} | {level} | {np.mean(correct):.0%} ({min(correct):.0%}) | "
                       f"{np.mean([r['flagged'] for r in rows]):.0%} | {np.mean([r['rot_err_deg'] for r in rows]):.2f} "
                       f"(median {np.mean([r['rot_err_deg_median'] for r in rows]):.2f}) | "
                       f"{np.mean([r['zoom_err_rel'] for r in rows]):.3f} |")
@@ -174,9 +190,11 @@ def stage_train(config: PrimingBenchmark) -> None:
 def train_once(config: PrimingBenchmark, folder: Path, method: PrimingMethod) -> Dict[str, float]:
     """``ns-train mzen-cpu`` with the method, then ``ns-eval``; the eval results."""
     runs = config.output / "runs"
-    run = runs / folder.name / "mzen-cpu" / method
+    run = runs / folder.name / "mzen-cpu" / method_key(config, method)
     command = [_tool("ns-train"), "mzen-cpu", "--data", str(folder), "--output-dir", str(runs),
-               "--timestamp", method, "--vis", "tensorboard", "--pipeline.priming.method", method]
+               "--timestamp", method_key(config, method), "--vis", "tensorboard", "--pipeline.priming.method", method]
+    if config.fit_candidates is not None:
+        command += ["--pipeline.priming.fit.candidates", str(config.fit_candidates)]
     if config.steps is not None:
         command += ["--max-num-iterations", str(config.steps)]  # the phases keep their shares
     checkpoints = sorted((run / "nerfstudio_models").glob("*.ckpt"))
@@ -214,13 +232,15 @@ def stage_cost(config: PrimingBenchmark, count: int = 100, width: int = 800, hei
     images = torch.cat([wides, zoom_ins])
     dials = torch.cat([torch.ones(count), torch.full((count,), 4.0)])
     principal = torch.tensor([[width / 2, height / 2]]).expand(2 * count, 2)
+    focal = torch.full((2 * count,), width / (2 * math.tan(math.radians(22.5))))
     del wides, zoom_ins, coarse
     for method in ("position", "centred"):
         start = time.perf_counter()
-        plan = plan_priming(images, dials, dials == 1.0, torch.arange(2 * count), principal, PrimingConfig(method=method))
+        plan = plan_priming(images, dials, dials == 1.0, torch.arange(2 * count), principal, focal, 1.0,
+                            priming_config(config, method))
         seconds = time.perf_counter() - start
         correct = float((plan.root == source).float().mean())
-        print(f"{method}: {count} zoom-ins × {count} wide views at {width}×{height}: {seconds:.1f} s on "
+        print(f"{method_key(config, method)}: {count} zoom-ins × {count} wide views at {width}×{height}: {seconds:.1f} s on "
               f"{torch.get_num_threads()} threads, {correct:.0%} placed in their source view", flush=True)
 
 

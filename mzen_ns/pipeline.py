@@ -142,11 +142,13 @@ class MZENPipeline(VanillaPipeline):
         dials = cameras.dials.cpu()
         everything = torch.arange(dials.numel())
         principal = principal_points(cameras.cx, cameras.cy).cpu()
-        plan = plan_priming(images, dials, cameras.is_wide.cpu(), everything, principal, self.priming_config)
-        for name in ("source", "root", "centre", "relative_zoom"):  # decided once, on rank 0
-            setattr(plan, name, share_decision(getattr(plan, name), self.device))
         device = cameras.dials.device
-        apply_plan(plan, dials, float(cameras.focal), float(cameras.aspect), principal,
+        focal = (cameras.focal * cameras.zoom(everything.to(device))).detach().cpu()
+        plan = plan_priming(images, dials, cameras.is_wide.cpu(), everything, principal, focal, float(cameras.aspect),
+                            self.priming_config)
+        for name in ("source", "root", "centre", "relative_zoom", "rotation"):  # decided once, on rank 0
+            setattr(plan, name, share_decision(getattr(plan, name), self.device))
+        apply_plan(plan, dials,
                    lookup=lambda i: (cameras.c2w(i.to(device)), cameras.zoom(i.to(device))),
                    assign=lambda i, c2w, zoom, wide: cameras.prime_from(i.to(device), c2w, zoom, wide))
         cameras.match.record(plan)
@@ -158,8 +160,8 @@ class MZENPipeline(VanillaPipeline):
         CONSOLE.print(plan_table(plan, names, dials))
         flagged = flagged_names(plan, names)
         if flagged:
-            CONSOLE.print(f"[bold yellow]Priming: {len(flagged)} zoom-in(s) have no clear best match (best score within "
-                          f"{self.priming_config.flag_margin} of a view leading to another wide view); primed from "
+            CONSOLE.print(f"[bold yellow]Priming: {len(flagged)} zoom-in(s) have no clear best match (a view leading to another "
+                          f"wide view fits within {self.priming_config.flag_margin:.0%} as well); primed from "
                           f"the best anyway, check them: {', '.join(flagged)}")
         if self.run_dir is not None and (not dist.is_initialized() or dist.get_rank() == 0):
             picture = save_plan_picture(plan, images, self.run_dir / "crop_and_match.png", names)

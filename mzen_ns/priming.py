@@ -5,9 +5,11 @@ Three ways to choose where a zoom-in starts, the ``method`` of :class:`PrimingCo
 - ``centred``: the paper's crop-and-match — the central ``1/dial`` crop of every wide view,
   compared by MSE (:mod:`mzen_ns.crop_and_match`); the zoom-in takes the best wide view's pose.
 - ``position``: the zoom-in's footprint is searched *anywhere* in every wide view (normalised
-  cross-correlation over positions and a few scales, :mod:`mzen_ns.position_search`); the
-  zoom-in takes the best wide view's pose rotated about its optical centre so that the window
-  centre lies on the optical axis, and the zoom of the matched window.
+  cross-correlation over positions and a few scales, :mod:`mzen_ns.position_search`); the best
+  placements are refined to the rotation (roll included) and zoom of a camera turning about the
+  candidate's optical centre (:mod:`mzen_ns.window_fit`), which tells the view the zoom-in was
+  taken from apart from neighbours that see the same patch with parallax; the zoom-in takes the
+  best view's pose turned by that rotation, and the fitted zoom.
 - ``hierarchical``: as ``position``, and a deeper zoom-in is also searched in the zoom-ins of
   lower levels (primed before it, or registered already); the most confident placement wins and
   the pose is composed through the chain (wide → 4× → 16×).
@@ -32,7 +34,8 @@ from torch import Tensor, nn
 from typing_extensions import assert_never
 
 from mzen_ns.crop_and_match import crop_and_match
-from mzen_ns.position_search import PositionSearchConfig, search_positions
+from mzen_ns.position_search import Placement, PositionSearchConfig, search_positions
+from mzen_ns.window_fit import WindowFitConfig, axis_pixel, fit_windows
 
 PrimingMethod = Literal["centred", "position", "hierarchical"]
 
@@ -56,16 +59,18 @@ class PrimingConfig:
     zoom-ins, pose composed through the chain."""
     search: PositionSearchConfig = field(default_factory=PositionSearchConfig)
     """Position search (``position``, ``hierarchical``)."""
+    fit: WindowFitConfig = field(default_factory=WindowFitConfig)
+    """Refinement of the best placements to a rotation and zoom (``position``, ``hierarchical``)."""
     centred_work_width: int = 64
     """``centred``: all pairs are scored on copies this wide, the best 3 re-scored exactly."""
     prefer_centre_within: float = 0.0
     """``position``/``hierarchical``: among placements scoring within this of the best (NCC), the
     one nearest its view's centre wins, as ``centred`` would choose (0: best score only; measured:
     0.01 helps centred zoom-ins and hurts off-axis ones)."""
-    flag_margin: float = 0.02
-    """A zoom-in is flagged when its best score beats the runner-up (best candidate leading to
-    another wide view) by less than this: NCC units for ``position``/``hierarchical``, a fraction
-    of the best MSE for ``centred``."""
+    flag_margin: float = 0.25
+    """A zoom-in is flagged when the runner-up's misfit (best candidate leading to another wide
+    view; misfit = 1 − NCC, or the MSE for ``centred``) exceeds the best's by less than this
+    fraction of the best's."""
 
 
 @dataclass
@@ -82,6 +87,8 @@ class PrimingPlan:
     """Window centre (x, y) in the source's pixels (its principal point for ``centred``)."""
     relative_zoom: Float[Tensor, "Q"]
     """Query zoom over the source's, as matched."""
+    rotation: Float[Tensor, "Q 3 3"]
+    """Query camera's orientation in the source camera's frame (identity for ``centred``)."""
     score: Float[Tensor, "Q"]
     """Match score, higher is better (NCC; −MSE for ``centred``)."""
     runner_up: Float[Tensor, "Q"]
@@ -105,16 +112,20 @@ def plan_priming(
     posed: Bool[Tensor, "N"],
     roots: Int[Tensor, "N"],
     principal: Float[Tensor, "N 2"],
+    focal: Float[Tensor, "N"],
+    aspect: float,
     config: PrimingConfig,
 ) -> PrimingPlan:
     """Plan the priming of every image that is not ``posed`` from the posed ones. ``roots`` gives
     each posed image's wide view (itself for a wide view); wide views are the posed images at the
-    smallest dial; ``principal`` is each image's principal point (x, y) in pixels."""
+    smallest dial; ``principal`` is each image's principal point (x, y) in pixels, ``focal`` each
+    posed image's current focal fx in pixels (base focal × zoom; others are ignored) and
+    ``aspect`` fy / fx."""
     wide = posed & (dials == dials[posed].min())
     if config.method == "centred":
         return _plan_centred(images, dials, wide, torch.nonzero(~posed).squeeze(-1), principal, config)
     if config.method in ("position", "hierarchical"):
-        return _plan_search(images, dials, posed, wide, roots, principal, config)
+        return _plan_search(images, dials, posed, wide, roots, principal, focal.float().clone(), aspect, config)
     assert_never(config.method)
 
 
@@ -126,25 +137,37 @@ def _plan_centred(images: Tensor, dials: Tensor, wide: Tensor, query: Tensor, pr
     is_wide[: wide_idx.numel()] = True
     result = crop_and_match(images[subset], dials[subset], is_wide, work_width=config.centred_work_width)
     source = subset[result.matched]
-    flagged = (result.runner_up_mse - result.mse) < config.flag_margin * result.mse
     return PrimingPlan(
         query=query, source=source, root=source.clone(), centre=principal[source].clone(),
-        relative_zoom=dials[query] / dials[source], score=-result.mse, runner_up=-result.runner_up_mse,
-        flagged=flagged, score_kind=score_kind(config.method),
+        relative_zoom=dials[query] / dials[source], rotation=torch.eye(3).expand(query.numel(), 3, 3).clone(),
+        score=-result.mse, runner_up=-result.runner_up_mse,
+        flagged=_flagged(result.mse, result.runner_up_mse, config.flag_margin), score_kind=score_kind(config.method),
     )
 
 
+def _flagged(misfit: Tensor, runner_up_misfit: Tensor, margin: float) -> Tensor:
+    """The runner-up's misfit exceeds the best's by less than ``margin`` × the best's."""
+    return (runner_up_misfit - misfit) < margin * misfit
+
+
 def _plan_search(images: Tensor, dials: Tensor, posed: Tensor, wide: Tensor, roots: Tensor, principal: Tensor,
-                 config: PrimingConfig) -> PrimingPlan:
+                 focal: Tensor, aspect: float, config: PrimingConfig) -> PrimingPlan:
     root = torch.where(posed, roots, torch.full_like(roots, -1))
     planned = posed.clone()
-    rows: Dict[str, List[Tensor]] = {key: [] for key in ("query", "source", "centre", "zoom", "score", "runner_up")}
+    keys = ("query", "source", "centre", "zoom", "rotation", "score", "runner_up")
+    rows: Dict[str, List[Tensor]] = {key: [] for key in keys}
     queries = torch.nonzero(~posed).squeeze(-1)
     for dial in torch.unique(dials[queries]):
         level = queries[dials[queries] == dial]
         candidates = _candidates(dials, wide, planned, dial, config.method)
         placement = search_positions(images[level], images[candidates], dial / dials[candidates][None].expand(level.numel(), -1),
                                      config.search)
+        rotation = window_rotation(placement.centre.reshape(-1, 2), principal[candidates].repeat(level.numel(), 1),
+                                   focal[candidates].repeat(level.numel()),
+                                   focal[candidates].repeat(level.numel()) * aspect).view(level.numel(), -1, 3, 3)
+        rival_roots = root[candidates]
+        if config.fit.candidates > 0:
+            _verify(images, dials, level, candidates, rival_roots, placement, rotation, principal, focal, aspect, config.fit)
         best = _choose(placement.score, placement.centre, principal[candidates], images.shape[1:3],
                        config.prefer_centre_within)
         source, chosen = candidates[best], (torch.arange(level.numel()), best)
@@ -152,18 +175,45 @@ def _plan_search(images: Tensor, dials: Tensor, posed: Tensor, wide: Tensor, roo
         rows["source"].append(source)
         rows["centre"].append(placement.centre[chosen])
         rows["zoom"].append(placement.zoom[chosen])
+        rows["rotation"].append(rotation[chosen])
         rows["score"].append(placement.score[chosen])
-        rival = root[candidates][None, :] != root[source][:, None]
+        rival = rival_roots[None, :] != root[source][:, None]
         rows["runner_up"].append(placement.score.masked_fill(~rival, -math.inf).max(dim=1).values)
         root[level] = root[source]
+        focal[level] = focal[source] * placement.zoom[chosen]
         planned[level] = True
     stacked = {key: torch.cat(value) if value else torch.empty(0) for key, value in rows.items()}
-    query, source = stacked["query"].long(), stacked["source"].long()
+    query, source, score = stacked["query"].long(), stacked["source"].long(), stacked["score"]
     return PrimingPlan(
         query=query, source=source, root=root[query], centre=stacked["centre"].reshape(-1, 2),
-        relative_zoom=stacked["zoom"], score=stacked["score"], runner_up=stacked["runner_up"],
-        flagged=(stacked["score"] - stacked["runner_up"]) < config.flag_margin, score_kind=score_kind(config.method),
+        relative_zoom=stacked["zoom"], rotation=stacked["rotation"].reshape(-1, 3, 3), score=score,
+        runner_up=stacked["runner_up"], flagged=_flagged(1 - score, 1 - stacked["runner_up"], config.flag_margin),
+        score_kind=score_kind(config.method),
     )
+
+
+def _verify(images: Tensor, dials: Tensor, level: Tensor, candidates: Tensor, candidate_roots: Tensor,
+            placement: Placement, rotation: Tensor, principal: Tensor, focal: Tensor, aspect: float,
+            config: WindowFitConfig) -> None:
+    """Refine each query's best placements (and its best one leading to another wide view) to a
+    rotation and zoom (:func:`fit_windows`), in place; placements not refined score −inf."""
+    verified = torch.zeros_like(placement.score, dtype=torch.bool)
+    for q, query in enumerate(level.tolist()):
+        order = placement.score[q].argsort(descending=True)
+        rivals = [int(c) for c in order if candidate_roots[c] != candidate_roots[order[0]]]
+        chosen = [c for c in dict.fromkeys(order[: config.candidates].tolist() + rivals[:1]) if placement.score[q, c] > -1.0]
+        for dial in torch.unique(dials[candidates[chosen]]) if chosen else []:  # one fit per template size
+            group = [c for c in chosen if dials[candidates[c]] == dial]
+            index = candidates[group]
+            fits = fit_windows(images[query], images[index], focal[index], aspect, principal[query], principal[index],
+                               rotation[q, group], placement.zoom[q, group], float(dials[query] / dial), config)
+            for c, fit in zip(group, fits):
+                placement.score[q, c], placement.zoom[q, c], rotation[q, c] = fit.score, fit.relative_zoom, fit.rotation
+                verified[q, c] = True
+    searched = (placement.score > -1.0).any(dim=1, keepdim=True)  # queries nothing could be searched for keep −1s
+    placement.score.masked_fill_(~verified & searched, -math.inf)
+    placement.centre.copy_(axis_pixel(rotation.reshape(-1, 3, 3), focal[candidates].repeat(level.numel()), aspect,
+                                      principal[candidates].repeat(level.numel(), 1)).view_as(placement.centre))
 
 
 def _choose(score: Tensor, centre: Tensor, principal: Tensor, size, within: float) -> Tensor:
@@ -209,15 +259,6 @@ def _rotation_y(angle: Tensor) -> Tensor:
     return torch.stack([c, zero, s, zero, one, zero, -s, zero, c], -1).view(-1, 3, 3)
 
 
-def primed_cameras(
-    source_c2w: Float[Tensor, "Q 3 4"], source_fx: Float[Tensor, "Q"], aspect: float,
-    principal: Float[Tensor, "Q 2"], centre: Float[Tensor, "Q 2"],
-) -> Float[Tensor, "Q 3 4"]:
-    """The source cameras rotated about their optical centres onto the matched windows."""
-    rotation = window_rotation(centre, principal, source_fx, source_fx * aspect).to(source_c2w)
-    return torch.cat([source_c2w[:, :, :3] @ rotation, source_c2w[:, :, 3:]], dim=-1)
-
-
 Lookup = Callable[[Tensor], Tuple[Tensor, Tensor]]
 """Image indices → their current (c2w, zoom)."""
 Assign = Callable[[Tensor, Tensor, Tensor, Tensor], None]
@@ -225,18 +266,15 @@ Assign = Callable[[Tensor, Tensor, Tensor, Tensor], None]
 
 
 @torch.no_grad()
-def apply_plan(
-    plan: PrimingPlan, dials: Float[Tensor, "N"], focal: float, aspect: float, principal: Float[Tensor, "N 2"],
-    lookup: Lookup, assign: Assign,
-) -> None:
+def apply_plan(plan: PrimingPlan, dials: Float[Tensor, "N"], lookup: Lookup, assign: Assign) -> None:
     """Prime the plan's queries level by level (so a chain's source is primed before its
-    followers): each takes its source's camera rotated onto the matched window, and the source's
-    zoom × the matched relative zoom. ``focal`` is the base focal (pixels) of the cameras."""
+    followers): each takes its source's camera turned by the plan's rotation about its optical
+    centre, and the source's zoom × the matched relative zoom."""
     for rows in plan.levels(dials):
         source = plan.source[rows]
         source_c2w, source_zoom = lookup(source)
-        source_zoom = source_zoom.cpu().float()
-        c2w = primed_cameras(source_c2w.cpu().float(), focal * source_zoom, aspect, principal[source], plan.centre[rows])
+        source_c2w, source_zoom = source_c2w.cpu().float(), source_zoom.cpu().float()
+        c2w = torch.cat([source_c2w[:, :, :3] @ plan.rotation[rows], source_c2w[:, :, 3:]], dim=-1)
         assign(plan.query[rows], c2w, source_zoom * plan.relative_zoom[rows], plan.root[rows])
 
 
@@ -283,8 +321,11 @@ class MatchRecord(nn.Module):
         source = int(self.source[index])
         if source < 0:
             return None
+        runner_up = float(self.runner_up[index])
+        if runner_up <= (-1.0 if score_kind == "ncc" else -1e6):  # the stored "no rival"
+            runner_up = -math.inf
         return match_entry(names[source], names[matched_wide], self.centre[index], float(self.relative_zoom[index]),
-                           float(self.score[index]), float(self.runner_up[index]), score_kind, bool(self.flagged[index]))
+                           float(self.score[index]), runner_up, score_kind, bool(self.flagged[index]))
 
 
 def match_entry(primed_from: str, matched_wide: str, centre: Tensor, relative_zoom: float, score: float,

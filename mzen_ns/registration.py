@@ -50,7 +50,9 @@ def prime_views(
     stacked_dials = torch.cat([trained.dials.cpu(), dials.cpu().float()])
     plan = plan_priming(
         torch.cat([train_images, images]), stacked_dials, torch.cat([posed, torch.zeros(dials.numel(), dtype=torch.bool)]),
-        torch.cat([roots, torch.full((dials.numel(),), -1)]), principal, priming,
+        torch.cat([roots, torch.full((dials.numel(),), -1)]), principal,
+        torch.cat([(trained.focal * trained.zoom(everything.to(device))).detach().cpu(), torch.zeros(dials.numel())]),
+        float(trained.aspect), priming,
     )
 
     def lookup(index: Tensor) -> Tuple[Tensor, Tensor]:  # a source is a training view or a shallower held-out one
@@ -59,7 +61,7 @@ def prime_views(
         c2w = torch.where(held_out[:, None, None], cameras.c2w(test_index), trained.c2w(train_index))
         return c2w.detach(), torch.where(held_out, cameras.zoom(test_index), trained.zoom(train_index)).detach()
 
-    apply_plan(plan, stacked_dials, float(trained.focal), float(trained.aspect), principal, lookup,
+    apply_plan(plan, stacked_dials, lookup,
                lambda i, c2w, zoom, wide: cameras.prime_from((i - n_train).to(device), c2w, zoom, wide))
     return cameras, cameras.matched_wide.cpu().clone()
 

@@ -9,11 +9,12 @@ from rich.console import Console
 
 from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
 from mzen_ns.priming import (PrimingConfig, apply_plan, flagged_names, plan_priming, plan_rows, plan_table,
-                             primed_cameras, save_plan_picture, window_rotation)
+                             save_plan_picture, window_rotation)
 from mzen_ns.position_search import PositionSearchConfig
 from tests.test_position_search import _texture, _zoom_in
 
 HEIGHT, WIDTH = 96, 128
+FOCAL = 150.0
 SEARCH = PositionSearchConfig(work_width=128, coarse_width=64)
 
 
@@ -40,8 +41,9 @@ def test_rotation_puts_the_window_centre_on_the_optical_axis(pixel):
     c2w[:3, :3] = torch.tensor([[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]])
     c2w[:3, 3] = torch.tensor([0.1, -0.2, 0.3])
     fx, fy = 150.0, 160.0
-    primed = primed_cameras(c2w[None], torch.tensor([fx]), fy / fx, torch.tensor([[WIDTH / 2, HEIGHT / 2]]),
-                            torch.tensor([pixel]))[0]
+    rotation = window_rotation(torch.tensor([pixel]), torch.tensor([[WIDTH / 2, HEIGHT / 2]]), torch.tensor([fx]),
+                               torch.tensor([fy]))[0]
+    primed = torch.cat([c2w[:, :3] @ rotation, c2w[:, 3:]], dim=1)
     assert torch.allclose(_axis(primed), _ray(c2w, pixel, fx, fy), atol=1e-6)
     assert torch.allclose(primed[:, 3], c2w[:, 3])  # about the optical centre
     assert torch.allclose(primed[:3, :3] @ primed[:3, :3].T, torch.eye(3), atol=1e-6)
@@ -68,7 +70,8 @@ def _plan(images, dials, method, **kwargs):
     principal = torch.tensor([[WIDTH / 2, HEIGHT / 2]]).expand(len(dials), 2)
     config = PrimingConfig(method=method, search=PositionSearchConfig(work_width=128, coarse_width=64, min_template=8),
                            **kwargs)
-    return plan_priming(images, dials, posed, torch.arange(len(dials)), principal, config)
+    return plan_priming(images, dials, posed, torch.arange(len(dials)), principal, torch.full((len(dials),), FOCAL), 1.0,
+                        config)
 
 
 def test_position_search_places_an_off_centre_zoom_in_where_centred_matching_cannot():
@@ -94,8 +97,7 @@ def test_hierarchical_chains_a_deep_zoom_in_through_the_shallower_one():
 
     # the composed pose: the 16× camera looks along the wide camera's ray through the 16× window centre
     cameras = _cameras(dials.tolist(), (dials == 1).tolist())
-    apply_plan(plan, dials, float(cameras.focal), 1.0, torch.tensor([[WIDTH / 2, HEIGHT / 2]]).expand(6, 2),
-               lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
+    apply_plan(plan, dials, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
     in_wide = (30.0 + (90.0 - WIDTH / 2) / 4, 70.0 + (30.0 - HEIGHT / 2) / 4)
     wide_c2w = cameras.c2w(torch.tensor([2]))[0].detach()
     deep = cameras.c2w(torch.tensor([5]))[0].detach()
@@ -137,8 +139,7 @@ def test_match_record_round_trips_and_old_checkpoints_load():
     images, dials = _scene()
     cameras = _cameras(dials.tolist(), (dials == 1).tolist())
     plan = _plan(images, dials, "hierarchical")
-    apply_plan(plan, dials, float(cameras.focal), 1.0, torch.tensor([[WIDTH / 2, HEIGHT / 2]]).expand(6, 2),
-               lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
+    apply_plan(plan, dials, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
     cameras.match.record(plan)
     names = [f"img{i}" for i in range(6)]
     entry = cameras.match.frame_entry(5, names, "ncc", int(cameras.matched_wide[5]))
