@@ -133,7 +133,7 @@ def fit_windows(
 
 
 def _levenberg_marquardt(residual, theta: Float[Tensor, "B K"], iterations: int, step: float = 1e-6,
-                         tolerance: float = 1e-6) -> Float[Tensor, "B K"]:
+                         tolerance: float = 1e-4) -> Float[Tensor, "B K"]:
     """Minimise each row's sum of squared ``residual`` (rows independent) by Levenberg–Marquardt;
     Jacobians by central differences, one pair of evaluations per parameter for all rows at once.
     Stops early once every row's cost falls by less than ``tolerance`` (relative) per step."""
