@@ -67,7 +67,7 @@ class PrimingConfig:
     """``position``/``hierarchical``: among placements scoring within this of the best (NCC), the
     one nearest its view's centre wins, as ``centred`` would choose (0: best score only; measured:
     0.01 helps centred zoom-ins and hurts off-axis ones)."""
-    flag_margin: float = 0.25
+    flag_margin: float = 0.3
     """A zoom-in is flagged when the runner-up's misfit (best candidate leading to another wide
     view; misfit = 1 − NCC, or the MSE for ``centred``) exceeds the best's by less than this
     fraction of the best's."""
