@@ -192,6 +192,7 @@ def train_once(config: PrimingBenchmark, folder: Path, method: PrimingMethod) ->
     runs = config.output / "runs"
     run = runs / folder.name / "mzen-cpu" / method_key(config, method)
     command = [_tool("ns-train"), "mzen-cpu", "--data", str(folder), "--output-dir", str(runs),
+               "--experiment-name", folder.name,  # nerfstudio's default, the folder's stem, cuts "seed0-off0.5-…" at the dot
                "--timestamp", method_key(config, method), "--vis", "tensorboard", "--pipeline.priming.method", method]
     if config.fit_candidates is not None:
         command += ["--pipeline.priming.fit.candidates", str(config.fit_candidates)]
