@@ -4,13 +4,12 @@ A zoom-in taken from (nearly) a candidate view's optical centre is that view's i
 a rotation homography ``u_c ~ K_c R K_q⁻¹ u_q`` — three rotation angles and the zoom, nothing
 else. Seen from another view's centre the same patch also differs by parallax and foreshortening,
 which this model cannot absorb. The position search (:mod:`mzen_ns.position_search`) slides an
-axis-aligned template at a few scales, so its scores differ between the right view and a
-neighbour mostly by its own grid and scale steps; here each of a query's best placements is
-refined to the rotation (roll included) and zoom that maximise the normalised cross-correlation
-between the candidate — sampled bicubically through the homography — and the query shrunk to its
-footprint, and candidates are ranked by that score. On scene-maker scenes the true surrogate wins
-by 10⁻⁴ … 10⁻² of NCC where the sliding-window scores could not tell (``benchmarks/priming.py``).
-"""
+axis-aligned template at a few scales, so between overlapping views its scores differ mostly by its
+own grid and scale steps; here each of a query's best placements is refined to the rotation (roll
+included) and zoom under which the candidate's own pixels best match the query blurred to the
+candidate's resolution (per-channel NCC, Levenberg–Marquardt), and candidates are ranked by that
+score. On scene-maker scenes with overlapping wide views this picks the view a zoom-in was taken
+from for 97–100% of zoom-ins where the sliding window alone picks 37–52% (``benchmarks/priming.py``)."""
 
 from __future__ import annotations
 
