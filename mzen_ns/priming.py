@@ -35,7 +35,7 @@ from typing_extensions import assert_never
 
 from mzen_ns.crop_and_match import crop_and_match
 from mzen_ns.position_search import Placement, PositionSearchConfig, search_positions
-from mzen_ns.window_fit import WindowFitConfig, axis_pixel, fit_windows
+from mzen_ns.window_fit import WindowFitConfig, axis_pixel, fit_windows, window_rotation
 
 PrimingMethod = Literal["centred", "position", "hierarchical"]
 
@@ -234,29 +234,6 @@ def _candidates(dials: Tensor, wide: Tensor, planned: Tensor, dial: Tensor, meth
 
 
 # ---------------------------------------------------------------------- geometry
-
-
-def window_rotation(
-    centre: Float[Tensor, "Q 2"], principal: Float[Tensor, "Q 2"], fx: Float[Tensor, "Q"], fy: Float[Tensor, "Q"]
-) -> Float[Tensor, "Q 3 3"]:
-    """Rotation (in the source camera's frame, OpenGL: looking down −z) that turns the optical axis
-    onto the ray through pixel ``centre``: a pan about the camera's y axis, then a tilt about the
-    panned x axis (no roll)."""
-    a = (centre[:, 0] - principal[:, 0]) / fx
-    b = -(centre[:, 1] - principal[:, 1]) / fy
-    pan = -torch.atan(a)
-    tilt = torch.atan(b * torch.cos(pan))
-    return _rotation_y(pan) @ _rotation_x(tilt)
-
-
-def _rotation_x(angle: Tensor) -> Tensor:
-    c, s, zero, one = angle.cos(), angle.sin(), torch.zeros_like(angle), torch.ones_like(angle)
-    return torch.stack([one, zero, zero, zero, c, -s, zero, s, c], -1).view(-1, 3, 3)
-
-
-def _rotation_y(angle: Tensor) -> Tensor:
-    c, s, zero, one = angle.cos(), angle.sin(), torch.zeros_like(angle), torch.ones_like(angle)
-    return torch.stack([c, zero, s, zero, one, zero, -s, zero, c], -1).view(-1, 3, 3)
 
 
 Lookup = Callable[[Tensor], Tuple[Tensor, Tensor]]

@@ -51,17 +51,37 @@ def _fit(query, candidates, start, zoom, config=WindowFitConfig()):
                        start, torch.full((count,), zoom), 4.0, config)
 
 
-def test_fit_recovers_the_turn_roll_included_and_the_zoom():
+def _turned_query():
     wide = _texture(0)
     truth = _rotation([0.0, 1.0, 0.0], 8.0) @ _rotation([1.0, 0.0, 0.0], -5.0) @ _rotation([0.0, 0.0, 1.0], 3.0)
-    query = _turned_zoom_in(wide, truth, 4.1)
     centre = axis_pixel(truth[None], torch.tensor([FOCAL]), 1.0, PRINCIPAL[None])[0]
     start = _start((float(centre[0]) + 2.0, float(centre[1]) - 2.0))  # a sliding-window guess: no roll, 2 px off
-    fit = _fit(query, wide[None], start, 4.0)[0]
+    return wide, _turned_zoom_in(wide, truth, 4.1), truth, centre, start
+
+
+def test_fit_recovers_the_turn_roll_included_and_the_zoom():
+    wide, query, truth, _, start = _turned_query()
     assert _angle_deg(start[0], truth) > 3.0
-    assert _angle_deg(fit.rotation, truth) < 0.1
-    assert fit.relative_zoom == pytest.approx(4.1, rel=0.005)
-    assert fit.score > 0.97  # the query is an upsampled copy: no detail finer than the wide view
+    fixed = _fit(query, wide[None], start, 4.0, WindowFitConfig(free_focal=False))[0]
+    assert _angle_deg(fixed.rotation, truth) < 0.05
+    assert fixed.relative_zoom == pytest.approx(4.1, rel=0.002)
+    assert fixed.score > 0.97  # the query is an upsampled copy: no detail finer than the wide view
+    free = _fit(query, wide[None], start, 4.0)[0]  # the focal free as well: weaker, still close
+    assert _angle_deg(free.rotation, truth) < 0.3
+    assert free.relative_zoom == pytest.approx(4.1, rel=0.01)
+
+
+def test_a_free_focal_absorbs_a_wrong_focal_and_keeps_the_window_centre():
+    wide, query, truth, centre, _ = _turned_query()
+    short = FOCAL * 0.83  # phase A often leaves the focal ~15% short
+    start = window_rotation(centre[None] + torch.tensor([[2.0, -2.0]]), PRINCIPAL[None], torch.tensor([short]),
+                            torch.tensor([short]))  # the search's guess, at the cameras' focal
+    args = (query, wide[None], torch.tensor([short]), 1.0, PRINCIPAL, PRINCIPAL[None], start, torch.tensor([4.0]), 4.0)
+    fixed = fit_windows(*args, WindowFitConfig(free_focal=False))[0]
+    free = fit_windows(*args, WindowFitConfig())[0]
+    assert free.score > fixed.score
+    found = axis_pixel(free.rotation[None], torch.tensor([short]), 1.0, PRINCIPAL[None])[0]
+    assert torch.allclose(found, centre, atol=0.5)  # the same pixel, under the cameras' focal
 
 
 def test_fits_side_by_side_are_independent():
