@@ -152,6 +152,7 @@ def _levenberg_marquardt(residual, theta: Float[Tensor, "B K"], iterations: int,
     eye = torch.eye(theta.shape[1], dtype=theta.dtype) * step
     r = residual(theta)
     cost = r.pow(2).sum(dim=1)
+    active = torch.ones_like(cost, dtype=torch.bool)
     for _ in range(iterations):
         jacobian = torch.stack([(residual(theta + e) - residual(theta - e)) / (2 * step) for e in eye], dim=-1)
         normal = jacobian.transpose(1, 2) @ jacobian  # (B, K, K)
@@ -160,13 +161,14 @@ def _levenberg_marquardt(residual, theta: Float[Tensor, "B K"], iterations: int,
         trial = theta - torch.linalg.solve(normal + damping * diagonal, gradient)[..., 0]
         trial_r = residual(trial)
         trial_cost = trial_r.pow(2).sum(dim=1)
-        better = torch.isfinite(trial_cost) & (trial_cost < cost)
+        better = active & torch.isfinite(trial_cost) & (trial_cost < cost)
         settled = (better & (cost - trial_cost < tolerance * cost)) | (~better & (damping[:, 0, 0] >= 1e6))
         theta = torch.where(better[:, None], trial, theta)
         r = torch.where(better[:, None], trial_r, r)
         cost = torch.where(better, trial_cost, cost)
         damping = torch.where(better[:, None, None], damping / 3, damping * 4).clamp(1e-9, 1e9)
-        if bool(settled.all()):
+        active = active & ~settled  # a settled row stops moving: each row's path is its own
+        if not bool(active.any()):
             break
     return theta
 
