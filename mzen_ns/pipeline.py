@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Type
 
@@ -129,9 +129,14 @@ class MZENPipeline(VanillaPipeline):
 
     @property
     def priming_config(self) -> PrimingConfig:
-        """The run's priming; runs saved before it was configurable were primed centred."""
+        """The run's priming; runs saved before it was configurable were primed centred, options
+        added since take their defaults."""
         legacy = PrimingConfig(method="centred", centred_work_width=getattr(self.config, "match_work_width", 64))
-        return getattr(self.config, "priming", legacy)
+        priming = getattr(self.config, "priming", legacy)
+        for option in fields(PrimingConfig):  # a config saved before an option existed gets its default
+            if not hasattr(priming, option.name):
+                setattr(priming, option.name, getattr(PrimingConfig(), option.name))
+        return priming
 
     def prime_zoom_ins(self) -> PrimingPlan:
         """Match every zoom-in (METHOD.md phase B; position search and chains per ``priming``), then

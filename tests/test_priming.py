@@ -154,3 +154,23 @@ def test_match_record_round_trips_and_old_checkpoints_load():
     early = dict(cameras.state_dict(), **{"match.root": torch.zeros(6, dtype=torch.long)})
     fresh.load_state_dict(early, strict=True)  # an early issue-7 checkpoint with a copy of matched_wide
     assert int(fresh.match.source[5]) == 4
+
+
+def test_a_run_saved_before_the_window_fit_loads_with_its_defaults():
+    """config.yml of a run from before ``fit`` existed: ns-eval and the viewer must still prime."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from mzen_ns.pipeline import MZENPipeline
+
+    text = yaml.dump(PrimingConfig(method="position"))
+    lines, skipping = [], False
+    for line in text.splitlines():  # drop the ``fit:`` block
+        skipping = line.startswith("fit:") or (skipping and line.startswith(" "))
+        lines.append("" if skipping else line)
+    old = "\n".join(lines) + "\n"
+    loaded = yaml.load(old, Loader=yaml.Loader)
+    assert not hasattr(loaded, "fit")
+    priming = MZENPipeline.priming_config.fget(SimpleNamespace(config=SimpleNamespace(priming=loaded)))
+    assert priming.method == "position" and priming.fit.candidates == PrimingConfig().fit.candidates
