@@ -86,7 +86,8 @@ def fit_windows(
     shrink = min(1.0, config.fit_width / width)
     size = (max(1, round(width * shrink)), max(1, round(height * shrink)))
     scale = torch.tensor([size[0] / width, size[1] / height], dtype=torch.float64)
-    source = torch.from_numpy(_blur(_resize(query, size), 0.3 * template_zoom * shrink)).double().permute(2, 0, 1)[None]
+    # one candidate pixel covers template_zoom query pixels at any common scale of the two images
+    source = torch.from_numpy(_blur(_resize(query, size), 0.3 * template_zoom)).double().permute(2, 0, 1)[None]
     fx = candidate_fx.double() * scale[0]
     fy = candidate_fx.double() * aspect * scale[1]
     c_principal = candidate_principal.double() * scale
