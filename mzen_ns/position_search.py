@@ -16,7 +16,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 
@@ -49,12 +49,6 @@ class Placement:
     footprint was too small to search)."""
     zoom: Float[Tensor, "Q C"] = field(repr=False)
     """Relative zoom of the best window (query focal / candidate focal)."""
-
-    def best(self) -> Tuple[Int[Tensor, "Q"], Float[Tensor, "Q"], Float[Tensor, "Q"]]:
-        """Per query: position of the best candidate, its score, and the runner-up's score."""
-        top = self.score.topk(min(2, self.score.shape[1]), dim=1)
-        runner_up = top.values[:, 1] if top.values.shape[1] > 1 else torch.full_like(top.values[:, 0], -1.0)
-        return top.indices[:, 0], top.values[:, 0], runner_up
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
