@@ -1,4 +1,4 @@
-"""How well do a scene's wide views determine the focal at all? (issue 5's "what limits them")
+"""How well do a scene's wide views determine the focal at all?
 
 Independent of any NeRF: take a scene-maker scene's true wide cameras and true surface, project
 surface points into the wide views with the true focal, then fix the focal at ``s × true`` and
@@ -18,12 +18,11 @@ import math
 from pathlib import Path
 from typing import Dict, List
 
-import numpy as np
 import torch
-
-from mzen_ns.evaluation import camera_errors, sim3_alignment
-from mzen_ns.scene_maker import SceneMakerConfig, scene_surface
 from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
+
+from mzen_ns.evaluation.alignment import camera_errors, sim3_alignment
+from mzen_ns.synthetic.scene_maker import SceneMakerConfig, scene_surface
 
 
 def wide_truth(scene: Path) -> tuple:
@@ -42,13 +41,27 @@ def project(c2w: torch.Tensor, points: torch.Tensor, focal: float, width: int, h
     return torch.stack([width / 2 + focal * local[..., 0] / depth, height / 2 - focal * local[..., 1] / depth], -1)
 
 
-def refit(c2w: torch.Tensor, points: torch.Tensor, observed: torch.Tensor, visible: torch.Tensor, focal: float,
-          width: int, height: int, iterations: int) -> tuple:
+def refit(
+    c2w: torch.Tensor,
+    points: torch.Tensor,
+    observed: torch.Tensor,
+    visible: torch.Tensor,
+    focal: float,
+    width: int,
+    height: int,
+    iterations: int,
+) -> tuple:
     """Bundle adjustment at a fixed focal; (RMS residual px, refitted c2w)."""
     delta = torch.zeros(c2w.shape[0], 6, dtype=torch.float64, requires_grad=True)
     moved = points.clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([delta, moved], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-12, tolerance_change=1e-15)
+    optimizer = torch.optim.LBFGS(
+        [delta, moved],
+        lr=1.0,
+        max_iter=iterations,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+    )
 
     def cameras() -> torch.Tensor:
         d = exp_map_SO3xR3(delta)
@@ -70,7 +83,7 @@ def refit(c2w: torch.Tensor, points: torch.Tensor, observed: torch.Tensor, visib
 def study(seed: int, scales: List[float], n_points: int, iterations: int, out: Path) -> List[Dict[str, float]]:
     config = SceneMakerConfig(output=out / f"seed{seed}", seed=seed)
     if not (config.output / "transforms.json").is_file():
-        from mzen_ns.scene_maker import make_scene
+        from mzen_ns.synthetic.scene_maker import make_scene
 
         make_scene(config)
     c2w, focal, width, height = wide_truth(config.output)
@@ -80,7 +93,9 @@ def study(seed: int, scales: List[float], n_points: int, iterations: int, out: P
     xy = (torch.rand(n_points, 2, generator=generator) * 2 - 1) * torch.tensor([half, half * height / width])
     points = torch.cat([xy, surface.surface_z(xy.float())[:, None].double()], dim=-1).double()
     observed = project(c2w, points, focal, width, height)
-    visible = (observed[..., 0] >= 0) & (observed[..., 0] < width) & (observed[..., 1] >= 0) & (observed[..., 1] < height)
+    visible = (
+        (observed[..., 0] >= 0) & (observed[..., 0] < width) & (observed[..., 1] >= 0) & (observed[..., 1] < height)
+    )
     rows = []
     for scale in scales:
         rms, fitted = refit(c2w, points, observed, visible, focal * scale, width, height, iterations)
@@ -102,8 +117,14 @@ def main() -> None:
     print("| focal / true | " + " | ".join(f"seed {s} RMS px (rot °)" for s in args.seeds) + " |")
     print("|---|" + "---|" * len(args.seeds))
     for scale in args.scales:
-        cells = [next(f"{r['rms_px']:.3f} ({r['rot_err_deg']:.2f})" for r in rows if r["seed"] == s and r["focal_scale"] == scale)
-                 for s in args.seeds]
+        cells = [
+            next(
+                f"{r['rms_px']:.3f} ({r['rot_err_deg']:.2f})"
+                for r in rows
+                if r["seed"] == s and r["focal_scale"] == scale
+            )
+            for s in args.seeds
+        ]
         print(f"| {scale:.3f} | " + " | ".join(cells) + " |")
 
 

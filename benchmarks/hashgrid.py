@@ -1,4 +1,4 @@
-"""Ablation of phase A's hash-grid fixes (issue 5): plain grid / smooth-gradient STE / STE +
+"""Ablation of phase A's hash-grid fixes: plain grid / smooth-gradient STE / STE +
 level curriculum, on scene-maker scenes, with the CPU preset by default.
 
 For each seed and variant it trains ``--configuration`` (default ``phase-a``: the bootstrap these
@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from mzen_ns.encoding import LevelCurriculumConfig
-from mzen_ns.evaluation import camera_errors, pairwise_rotation_error, render_view, sim3_alignment
+from mzen_ns.evaluation.alignment import camera_errors, pairwise_rotation_error, sim3_alignment
+from mzen_ns.evaluation.evaluate import render_view
+from mzen_ns.evaluation.metrics import psnr
 from mzen_ns.method_configs import configuration_config
-from mzen_ns.metrics import psnr
-from mzen_ns.scene_maker import SceneMakerConfig, make_scene
+from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
 
 TOKENS: Dict[str, Dict] = {
     "plain": dict(hash_ste_lambda=0.0),
@@ -44,8 +45,12 @@ grid without curriculum, nerfacto's contraction and decoder. ``gt-start`` is a d
 start at the ground truth (poses, focal, zooms) instead of the identity and are learned as usual, so
 what they drift to shows what the objective itself prefers."""
 
-BASE = dict(hash_ste_lambda=0.0, hash_curriculum=LevelCurriculumConfig(enabled=False), parameterisation="contraction",
-            contraction_radius=1.0)
+BASE = dict(
+    hash_ste_lambda=0.0,
+    hash_curriculum=LevelCurriculumConfig(enabled=False),
+    parameterisation="contraction",
+    contraction_radius=1.0,
+)
 
 
 def variant_overrides(variant: str) -> Dict:
@@ -65,10 +70,15 @@ def run(seed: int, variant: str, args: argparse.Namespace) -> Dict[str, float]:
     base = configuration_config(args.configuration, args.preset)
     model = replace(base.pipeline.model, **variant_overrides(variant))
     datamanager = replace(base.pipeline.datamanager, data=scene)
-    config = replace(base, output_dir=args.out / "runs", experiment_name=f"seed{seed}-{variant}",
-                     timestamp=args.configuration, vis="tensorboard",
-                     max_num_iterations=args.steps or base.max_num_iterations,
-                     pipeline=replace(base.pipeline, model=model, datamanager=datamanager))
+    config = replace(
+        base,
+        output_dir=args.out / "runs",
+        experiment_name=f"seed{seed}-{variant}",
+        timestamp=args.configuration,
+        vis="tensorboard",
+        max_num_iterations=args.steps or base.max_num_iterations,
+        pipeline=replace(base.pipeline, model=model, datamanager=datamanager),
+    )
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     cameras = trainer.pipeline.mzen_model.cameras
@@ -83,8 +93,10 @@ def run(seed: int, variant: str, args: argparse.Namespace) -> Dict[str, float]:
     pipeline = trainer.pipeline
     wide = torch.nonzero(cameras.is_wide).squeeze(-1).tolist()
     pipeline.mzen_model.eval()
-    wide_psnr = [float(psnr(dataset.get_image_float32(i)[..., :3], render_view(pipeline.mzen_model, cameras, i).cpu())[0])
-                 for i in wide]
+    wide_psnr = [
+        float(psnr(dataset.get_image_float32(i)[..., :3], render_view(pipeline.mzen_model, cameras, i).cpu())[0])
+        for i in wide
+    ]
     return {
         "seed": seed,
         "variant": variant,
@@ -125,17 +137,30 @@ def start_at_truth(cameras, truth: Dict) -> None:
 
 def table(rows: List[Dict]) -> str:
     """Per-run rows, then mean / worst over seeds per variant (worst: largest error, lowest PSNR)."""
-    keys = ["wide_rot_err_deg", "wide_trans_err", "wide_pair_rot_err_deg", "focal_rel_err", "centre_spread_ratio",
-            "wide_psnr", "train_s"]
+    keys = [
+        "wide_rot_err_deg",
+        "wide_trans_err",
+        "wide_pair_rot_err_deg",
+        "focal_rel_err",
+        "centre_spread_ratio",
+        "wide_psnr",
+        "train_s",
+    ]
     worst = {"wide_psnr": np.nanmin, "centre_spread_ratio": np.nanmin}
     lines = ["| variant | seed | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for row in rows:
-        lines.append(f"| {row['variant']} | {row['seed']} | " + " | ".join(f"{row.get(k, np.nan):.4g}" for k in keys) + " |")
+        lines.append(
+            f"| {row['variant']} | {row['seed']} | " + " | ".join(f"{row.get(k, np.nan):.4g}" for k in keys) + " |"
+        )
     for variant in dict.fromkeys(r["variant"] for r in rows):
         subset = [r for r in rows if r["variant"] == variant]
         values = {k: [r.get(k, np.nan) for r in subset] for k in keys}
-        cells = [f"{np.nanmean(values[k]):.4g} / {worst.get(k, np.nanmax)(values[k]):.4g}"
-                 if np.isfinite(values[k]).any() else "–" for k in keys]
+        cells = [
+            f"{np.nanmean(values[k]):.4g} / {worst.get(k, np.nanmax)(values[k]):.4g}"
+            if np.isfinite(values[k]).any()
+            else "–"
+            for k in keys
+        ]
         lines.append(f"| **{variant}** | mean / worst ({len(subset)}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -143,8 +168,12 @@ def table(rows: List[Dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=["plain", "ste", "ste+curriculum"],
-                        help="names joining " + ", ".join(TOKENS) + " with +")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["plain", "ste", "ste+curriculum"],
+        help="names joining " + ", ".join(TOKENS) + " with +",
+    )
     parser.add_argument("--configuration", choices=["phase-a", "mzen"], default="phase-a")
     parser.add_argument("--preset", choices=["cpu", "full", "smoke"], default="cpu")
     parser.add_argument("--steps", type=int, default=None, help="override the preset's budget")

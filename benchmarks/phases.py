@@ -1,4 +1,4 @@
-"""Benchmark of the three-phase pipeline on scene-maker scenes (issue 3's measurements).
+"""Benchmark of the three-phase pipeline on scene-maker scenes.
 
 For each seed: make the default 128x96 scene, train the CPU preset (or ``--preset full``),
 and report
@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
-from mzen_ns.evaluation import pairwise_rotation_error, render_view
+from mzen_ns.evaluation.alignment import pairwise_rotation_error
+from mzen_ns.evaluation.evaluate import render_view
+from mzen_ns.evaluation.metrics import psnr
 from mzen_ns.method_configs import cpu_config, full_config
-from mzen_ns.metrics import psnr
-from mzen_ns.scene_maker import SceneMakerConfig, make_scene
+from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
 
 
 def render_psnr(pipeline, indices: List[int]) -> List[float]:
@@ -76,8 +77,9 @@ def run_seed(seed: int, out: Path, preset: str, steps: int | None) -> Dict[str, 
         if step == pipeline.phase_schedule.c_start:
             marks["c"] = time.perf_counter()
 
-    trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
-                                              lambda step: at_phase_start(step + 1)))
+    trainer.callbacks.append(
+        TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], lambda step: at_phase_start(step + 1))
+    )
     trainer.train()
     marks["end"] = time.perf_counter()
     after = render_psnr(pipeline, zoom_idx)
@@ -124,7 +126,9 @@ def main() -> None:
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        lines.append("| " + " | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")
+        lines.append(
+            "| " + " | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |"
+        )
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys if k != "seed"}
     lines.append("| mean | " + " | ".join(f"{mean[k]:.4g}" for k in keys if k != "seed") + " |")
     table = "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Issue 7 benchmark: priming off-axis zoom-ins — centred crop-and-match vs position search vs
+"""Benchmark of priming off-axis zoom-ins: centred crop-and-match vs position search vs
 position search + hierarchical matching.
 
 Priming (``--stage prime``, no training): scene-maker scenes with zoom-ins aimed off-axis; every
@@ -34,8 +34,8 @@ import tyro
 from PIL import Image
 
 from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
-from mzen_ns.priming import PrimingConfig, PrimingMethod, apply_plan, plan_priming
-from mzen_ns.scene_maker import SceneMakerConfig, make_scene
+from mzen_ns.priming.plan import PrimingConfig, PrimingMethod, Views, apply_plan, plan_priming
+from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
 
 METHODS: Tuple[PrimingMethod, ...] = ("centred", "position", "hierarchical")
 
@@ -95,8 +95,9 @@ def load_training_frames(folder: Path):
     """Images, dials, true poses/zooms and parents of the training frames of a scene."""
     manifest = json.loads((folder / "transforms.json").read_text())
     frames = [f for f in manifest["frames"] if f.get("split", "train") == "train"]
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(folder / f["file_path"]).convert("RGB"))).float() / 255
-                          for f in frames])
+    images = torch.stack(
+        [torch.from_numpy(np.asarray(Image.open(folder / f["file_path"]).convert("RGB"))).float() / 255 for f in frames]
+    )
     dials = torch.tensor([float(f["zoom"]) for f in frames])
     c2w = torch.tensor([f["gt_transform_matrix"] for f in frames])[:, :3]
     zoom = torch.tensor([float(f["gt_zoom"]) for f in frames])
@@ -118,12 +119,23 @@ def prime_once(folder: Path, priming: PrimingConfig) -> Dict[str, Dict[str, floa
     height, width = images.shape[1:3]
     count = dials.numel()
     is_wide = dials == 1.0
-    cameras = ZoomCameras(ZoomCamerasConfig(ground_truth=True), dials, is_wide, focal, 1.0,
-                          torch.full((count,), width / 2), torch.full((count,), height / 2), width, height,
-                          initial_c2w=true_c2w, initial_zoom=torch.where(is_wide, dials, true_zoom))
+    cameras = ZoomCameras(
+        ZoomCamerasConfig(ground_truth=True),
+        dials,
+        is_wide,
+        focal,
+        1.0,
+        torch.full((count,), width / 2),
+        torch.full((count,), height / 2),
+        width,
+        height,
+        initial_c2w=true_c2w,
+        initial_zoom=torch.where(is_wide, dials, true_zoom),
+    )
     principal = torch.tensor([[width / 2, height / 2]]).expand(count, 2)
     start = time.perf_counter()
-    plan = plan_priming(images, dials, is_wide, torch.arange(count), principal, torch.full((count,), focal), 1.0, priming)
+    views = Views(images, dials, principal, torch.full((count,), focal), 1.0)
+    plan = plan_priming(views, is_wide, torch.arange(count), priming)
     seconds = time.perf_counter() - start
     apply_plan(plan, dials, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
     primed = cameras.c2w(plan.query).detach()
@@ -134,15 +146,23 @@ def prime_once(folder: Path, priming: PrimingConfig) -> Dict[str, Dict[str, floa
     for dial in torch.unique(dials[plan.query]):
         rows = dials[plan.query] == dial
         results[f"{float(dial):g}x"] = {
-            "correct": float(correct[rows].float().mean()), "flagged": float(plan.flagged[rows].float().mean()),
-            "rot_err_deg": float(rot[rows].mean()), "rot_err_deg_median": float(rot[rows].median()),
-            "zoom_err_rel": float(zoom_err[rows].mean()), "count": int(rows.sum()), "seconds": seconds,
+            "correct": float(correct[rows].float().mean()),
+            "flagged": float(plan.flagged[rows].float().mean()),
+            "rot_err_deg": float(rot[rows].mean()),
+            "rot_err_deg_median": float(rot[rows].median()),
+            "zoom_err_rel": float(zoom_err[rows].mean()),
+            "count": int(rows.sum()),
+            "seconds": seconds,
         }
     return results
 
 
-def each_run(config: PrimingBenchmark, path: Path, run: Callable[[Path, PrimingMethod], Dict],
-             report: Callable[[str, Dict], None]) -> Dict[str, Dict]:
+def each_run(
+    config: PrimingBenchmark,
+    path: Path,
+    run: Callable[[Path, PrimingMethod], Dict],
+    report: Callable[[str, Dict], None],
+) -> Dict[str, Dict]:
     """``run`` every scene × method not yet in the results file ``path`` (kept after each run, so
     the benchmark resumes), ``report`` each; all results."""
     results = json.loads(path.read_text()) if path.is_file() else {}
@@ -160,13 +180,20 @@ def each_run(config: PrimingBenchmark, path: Path, run: Callable[[Path, PrimingM
 
 
 def stage_prime(config: PrimingBenchmark) -> None:
-    results = each_run(config, config.output / "prime.json", lambda folder, method: prime_once(folder, priming_config(config, method)),
-                       lambda key, result: print(key, json.dumps(result), flush=True))
+    results = each_run(
+        config,
+        config.output / "prime.json",
+        lambda folder, method: prime_once(folder, priming_config(config, method)),
+        lambda key, result: print(key, json.dumps(result), flush=True),
+    )
     print_prime_table(config, results)
 
 
 def print_prime_table(config: PrimingBenchmark, results: Dict[str, Dict]) -> None:
-    print("\n| off-axis | method | level | correct surrogate (mean, worst seed) | flagged | rot. err after priming (°) | zoom err |")
+    print(
+        "\n| off-axis | method | level | correct surrogate (mean, worst seed) | flagged "
+        "| rot. err after priming (°) | zoom err |"
+    )
     print("|---|---|---|---|---|---|---|")
     for off_axis in config.off_axis:
         for method in config.methods:
@@ -174,15 +201,22 @@ def print_prime_table(config: PrimingBenchmark, results: Dict[str, Dict]) -> Non
             for level in seeds[0]:
                 rows = [r[level] for r in seeds]
                 correct = [r["correct"] for r in rows]
-                print(f"| {off_axis:.0%} | {method_key(config, method)} | {level} | {np.mean(correct):.0%} ({min(correct):.0%}) | "
-                      f"{np.mean([r['flagged'] for r in rows]):.0%} | {np.mean([r['rot_err_deg'] for r in rows]):.2f} "
-                      f"(median {np.mean([r['rot_err_deg_median'] for r in rows]):.2f}) | "
-                      f"{np.mean([r['zoom_err_rel'] for r in rows]):.3f} |")
+                print(
+                    f"| {off_axis:.0%} | {method_key(config, method)} | {level} "
+                    f"| {np.mean(correct):.0%} ({min(correct):.0%}) | "
+                    f"{np.mean([r['flagged'] for r in rows]):.0%} | {np.mean([r['rot_err_deg'] for r in rows]):.2f} "
+                    f"(median {np.mean([r['rot_err_deg_median'] for r in rows]):.2f}) | "
+                    f"{np.mean([r['zoom_err_rel'] for r in rows]):.3f} |"
+                )
 
 
 def stage_train(config: PrimingBenchmark) -> None:
     def report(key: str, result: Dict[str, float]) -> None:
-        print(key, {k: round(v, 3) for k, v in result.items() if k.startswith(("rot_err", "psnr_", "test_rot"))}, flush=True)
+        print(
+            key,
+            {k: round(v, 3) for k, v in result.items() if k.startswith(("rot_err", "psnr_", "test_rot"))},
+            flush=True,
+        )
 
     each_run(config, config.output / "train.json", lambda folder, method: train_once(config, folder, method), report)
 
@@ -191,9 +225,22 @@ def train_once(config: PrimingBenchmark, folder: Path, method: PrimingMethod) ->
     """``ns-train mzen-cpu`` with the method, then ``ns-eval``; the eval results."""
     runs = config.output / "runs"
     run = runs / folder.name / "mzen-cpu" / method_key(config, method)
-    command = [_tool("ns-train"), "mzen-cpu", "--data", str(folder), "--output-dir", str(runs),
-               "--experiment-name", folder.name,  # nerfstudio's default, the folder's stem, cuts "seed0-off0.5-…" at the dot
-               "--timestamp", method_key(config, method), "--vis", "tensorboard", "--pipeline.priming.method", method]
+    command = [
+        _tool("ns-train"),
+        "mzen-cpu",
+        "--data",
+        str(folder),
+        "--output-dir",
+        str(runs),
+        "--experiment-name",
+        folder.name,  # nerfstudio's default, the folder's stem, cuts "seed0-off0.5-…" at the dot
+        "--timestamp",
+        method_key(config, method),
+        "--vis",
+        "tensorboard",
+        "--pipeline.priming.method",
+        method,
+    ]
     if config.fit_candidates is not None:
         command += ["--pipeline.priming.fit.candidates", str(config.fit_candidates)]
     if config.steps is not None:
@@ -205,8 +252,9 @@ def train_once(config: PrimingBenchmark, folder: Path, method: PrimingMethod) ->
         subprocess.run(command, check=True, stdout=sys.stdout, stderr=subprocess.STDOUT)
     eval_path = run / "eval.json"
     if not eval_path.is_file():
-        subprocess.run([_tool("ns-eval"), "--load-config", str(run / "config.yml"), "--output-path", str(eval_path)],
-                       check=True)
+        subprocess.run(
+            [_tool("ns-eval"), "--load-config", str(run / "config.yml"), "--output-path", str(eval_path)], check=True
+        )
     return json.loads(eval_path.read_text())["results"]
 
 
@@ -237,12 +285,16 @@ def stage_cost(config: PrimingBenchmark, count: int = 100, width: int = 800, hei
     del wides, zoom_ins, coarse
     for method in ("position", "centred"):
         start = time.perf_counter()
-        plan = plan_priming(images, dials, dials == 1.0, torch.arange(2 * count), principal, focal, 1.0,
-                            priming_config(config, method))
+        views = Views(images, dials, principal, focal, 1.0)
+        plan = plan_priming(views, dials == 1.0, torch.arange(2 * count), priming_config(config, method))
         seconds = time.perf_counter() - start
         correct = float((plan.root == source).float().mean())
-        print(f"{method_key(config, method)}: {count} zoom-ins × {count} wide views at {width}×{height}: {seconds:.1f} s on "
-              f"{torch.get_num_threads()} threads, {correct:.0%} placed in their source view", flush=True)
+        print(
+            f"{method_key(config, method)}: {count} zoom-ins × {count} wide views at {width}×{height}: "
+            f"{seconds:.1f} s on "
+            f"{torch.get_num_threads()} threads, {correct:.0%} placed in their source view",
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""Dataparsers of the mzen plugin: the FF-MZN multi-zoom scene format (see FORMAT.md)."""
+"""Dataparsers of the mzen plugin: the FF-MZN multi-zoom scene format (``docs/format.md``)."""

@@ -9,7 +9,7 @@ from typing import Optional, Type, Union
 
 
 class SceneFormatError(ValueError):
-    """A scene does not follow FF-MZN (FORMAT.md). The message names the file or frame at fault."""
+    """A scene does not follow FF-MZN (``docs/format.md``). The message names the file or frame at fault."""
 
     def __init__(self, where: Union[str, Path], problem: str) -> None:
         self.where = str(where)
@@ -20,9 +20,7 @@ class SceneFormatError(ValueError):
 _previous_hook = sys.excepthook
 
 
-def _report_scene_error(
-    exc_type: Type[BaseException], exc: BaseException, traceback: Optional[TracebackType]
-) -> None:
+def _report_scene_error(exc_type: Type[BaseException], exc: BaseException, traceback: Optional[TracebackType]) -> None:
     if not isinstance(exc, SceneFormatError):
         _previous_hook(exc_type, exc, traceback)
         return

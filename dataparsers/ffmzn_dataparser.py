@@ -1,4 +1,4 @@
-"""nerfstudio dataparser for FF-MZN multi-zoom scenes (FORMAT.md); usable by any method.
+"""nerfstudio dataparser for FF-MZN multi-zoom scenes (``docs/format.md``); usable by any method.
 
 Cameras start at identity (pose-free) unless ``use_pose_prior`` is set, with intrinsics
 ``fx = focal_guess * dial``: a zoom-in of dial 4 sees a field of view four times narrower.
@@ -32,9 +32,9 @@ from nerfstudio.data.scene_box import SceneBox
 from torch import Tensor
 from typing_extensions import assert_never
 
-from dataparsers.errors import SceneFormatError, install_clean_error_report
-from dataparsers.images import AlphaHandling, FrameImage, default_cache_dir, load_frame
-from dataparsers.manifest import FrameRecord, SceneRecord, assign_splits, level_index, read_scene, zoom_levels
+from .errors import SceneFormatError, install_clean_error_report
+from .images import AlphaHandling, FrameImage, default_cache_dir, load_frame
+from .manifest import FrameRecord, SceneRecord, assign_splits, level_index, read_scene, zoom_levels
 
 
 @dataclass
@@ -47,33 +47,23 @@ class FFMZNDataParserConfig(DataParserConfig):
     data: Path = Path()
     """Scene folder (holding ``transforms.json``, or ``1x/``, ``4x/``, ... folders)."""
     test_every: int = 8
-    """Frames without a manifest ``split``: per zoom level, hold out max(1, n // test_every)
-    evenly spaced frames of levels with n >= 3 (never leaving fewer than two wide frames in train);
-    0 holds out nothing."""
+    """Frames without a manifest split: hold out max(1, n // test_every) per level of n >= 3 frames (0: none)."""
     use_pose_prior: bool = False
-    """Start cameras at the manifest's ``transform_matrix`` instead of identity (every frame must
-    have one)."""
+    """Start cameras at the manifest's ``transform_matrix`` instead of identity (every frame needs one)."""
     pose_prior_normalisation: Literal["centre-and-scale", "none"] = "centre-and-scale"
-    """With pose priors: move the mean camera centre to the origin and scale the largest camera
-    distance from it to 1 (left at scale 1 when every centre coincides), or leave poses as given."""
+    """With pose priors: centre the cameras and scale the farthest to 1 from the centre, or keep them as given."""
     train_levels: Literal["all", "widest"] = "all"
-    """Training frames to load: every level, or only the widest (a wide-only baseline; held-out
-    frames of every level stay in the evaluation split)."""
+    """Training frames to load: every level, or only the widest (held-out frames of every level stay)."""
     alpha: AlphaHandling = "white"
     """Frames with an alpha channel: composite over white or black, or drop the channel."""
     crop_bottom_rows: int = 0
-    """Rows cut off the bottom of every frame before training: an instrument's data bar (SEMs
-    append one below the scanned area). ``w``/``h`` in the manifest stay the native size; the
-    principal point defaults to the centre of what is kept (the scanned area), unless ``cx``/``cy``
-    say otherwise (in native pixel coordinates, which cropping the bottom does not move)."""
+    """Rows cut off the bottom of every frame before training (an instrument's data bar)."""
     float_range: Optional[Tuple[float, float]] = None
-    """Float images (e.g. 32-bit SEM/microscope TIFFs in detector units): map LOW HIGH to [0, 1],
-    the same for every frame (values outside are clipped). Default: floats must lie in [0, 1]."""
+    """Float images: map LOW HIGH to [0, 1], the same for every frame (default: floats must lie in [0, 1])."""
     scene_scale: float = 1.0
     """Half-size of the axis-aligned scene box around the origin."""
     cache_dir: Optional[Path] = None
-    """Where normalised 8-bit copies of 16-bit, float, palette or RGBA frames are written
-    (default ``$MZEN_CACHE_DIR/images`` or ``~/.cache/mzen/images``)."""
+    """Where normalised 8-bit copies of other image types go (default ``$MZEN_CACHE_DIR/images``)."""
 
 
 class FFMZNDataParser(DataParser):
@@ -119,8 +109,10 @@ class FFMZNDataParser(DataParser):
             float_range = self.config.float_range
             if float_range is not None and not float_range[1] > float_range[0]:
                 raise SceneFormatError(scene.root, f"float_range must be LOW HIGH with HIGH > LOW, got {float_range}")
-            images = [load_frame(scene.root / frame.file_path, self.config.alpha, cache_dir, crop, float_range)
-                      for frame in scene.frames]
+            images = [
+                load_frame(scene.root / frame.file_path, self.config.alpha, cache_dir, crop, float_range)
+                for frame in scene.frames
+            ]
             _check_sizes(scene, images, crop)
             self._scene, self._images = scene, images
             self._splits = assign_splits(scene.frames, self.config.test_every)

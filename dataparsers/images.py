@@ -24,14 +24,14 @@ import numpy as np
 from jaxtyping import Float
 from typing_extensions import assert_never
 
-from dataparsers.errors import SceneFormatError
+from .errors import SceneFormatError
 
 AlphaHandling = Literal["white", "black", "drop"]
 """How an alpha channel becomes RGB: composited over white or black, or dropped."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _PASS_THROUGH_MODES = ("RGB", "L")
-_TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def read_float_image(path: Path, float_range: Optional[Tuple[float, float]] = No
 
 
 def _decode(path: Path) -> np.ndarray:
-    if path.suffix.lower() in _TIFF_SUFFIXES:
+    if path.suffix.lower() in TIFF_SUFFIXES:
         import tifffile
 
         try:
@@ -89,7 +89,9 @@ def _decode(path: Path) -> np.ndarray:
     return raw
 
 
-def _to_unit_range(path: Path, raw: np.ndarray, float_range: Optional[Tuple[float, float]] = None) -> Float[np.ndarray, "H W C"]:
+def _to_unit_range(
+    path: Path, raw: np.ndarray, float_range: Optional[Tuple[float, float]] = None
+) -> Float[np.ndarray, "H W C"]:
     if raw.dtype == np.bool_:
         return raw.astype(np.float32)
     if np.issubdtype(raw.dtype, np.integer):
@@ -102,8 +104,11 @@ def _to_unit_range(path: Path, raw: np.ndarray, float_range: Optional[Tuple[floa
             return np.clip((image - float_range[0]) / (float_range[1] - float_range[0]), 0.0, 1.0)
         low, high = float(image.min()), float(image.max())
         if low < -1e-3 or high > 1 + 1e-3:
-            raise SceneFormatError(path, f"float image values must lie in [0, 1], found [{low:g}, {high:g}]; "
-                                         "set the parser's float-range LOW HIGH to map them")
+            raise SceneFormatError(
+                path,
+                f"float image values must lie in [0, 1], found [{low:g}, {high:g}]; "
+                "set the parser's float-range LOW HIGH to map them",
+            )
         return np.clip(image, 0.0, 1.0)
     raise SceneFormatError(path, f"unsupported pixel type {raw.dtype}")
 
@@ -124,8 +129,13 @@ def to_rgb(image: Float[np.ndarray, "H W C"], alpha: AlphaHandling) -> Float[np.
     assert_never(alpha)
 
 
-def load_frame(path: Path, alpha: AlphaHandling, cache_dir: Path, crop_bottom: int = 0,
-               float_range: Optional[Tuple[float, float]] = None) -> FrameImage:
+def load_frame(
+    path: Path,
+    alpha: AlphaHandling,
+    cache_dir: Path,
+    crop_bottom: int = 0,
+    float_range: Optional[Tuple[float, float]] = None,
+) -> FrameImage:
     """Check one frame is readable and return the path nerfstudio's dataset can read correctly;
     ``crop_bottom`` rows (an instrument's data bar) are cut off the bottom first; float pixels are
     mapped from ``float_range`` (see :func:`read_float_image`)."""

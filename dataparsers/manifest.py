@@ -1,4 +1,4 @@
-"""Reading and validating an FF-MZN scene (FORMAT.md) into plain records; no nerfstudio needed.
+"""Reading and validating an FF-MZN scene (``docs/format.md``) into plain records; no nerfstudio needed.
 
 Two layouts: a ``transforms.json`` manifest, or (without one) ``<Z>x/`` folders whose name gives
 the zoom. Every check names the file or frame at fault through :class:`SceneFormatError`.
@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from jaxtyping import Float
 
-from dataparsers.errors import SceneFormatError
-from dataparsers.images import IMAGE_SUFFIXES, _TIFF_SUFFIXES
+from .errors import SceneFormatError
+from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES
 
 MANIFEST_NAME = "transforms.json"
 DEFAULT_FOV_X_DEG = 2.0 * math.degrees(math.atan(0.5))
@@ -151,7 +151,7 @@ def _read_frame(manifest: Path, entry: Any, index: int) -> FrameRecord:
         reading = _zoom_from_file(root / file_path, where)
     split = entry.get("split")
     if split is not None and split not in ("train", "test"):
-        raise SceneFormatError(where, f"'split' must be \"train\" or \"test\", got {split!r}")
+        raise SceneFormatError(where, f'\'split\' must be "train" or "test", got {split!r}')
     gt_zoom = entry.get("gt_zoom")
     return FrameRecord(
         file_path=file_path,
@@ -175,7 +175,7 @@ def _zoom_value(value: Any, where: str, key: str = "zoom") -> float:
 
 
 def _zoom_from_file(path: Path, where: str) -> float:
-    if path.suffix.lower() in _TIFF_SUFFIXES and path.is_file():
+    if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
         from dataparsers.tiff_metadata import tiff_magnification
 
         magnification = tiff_magnification(path)

@@ -2,7 +2,7 @@
 
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
-from dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
+from .ffmzn_dataparser import FFMZNDataParserConfig
 
 ffmzn_dataparser = DataParserSpecification(
     config=FFMZNDataParserConfig(),

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from dataparsers.errors import SceneFormatError
+from .errors import SceneFormatError
 
 _FIELD_WIDTH_KEYS: Tuple[Tuple[str, str], ...] = (("Scan", "HorFieldsize"), ("EScan", "HorFieldsize"), ("Beam", "HFW"))
 _MAGNIFICATION_KEYS: Tuple[Tuple[str, str], ...] = (("EScan", "Mag"), ("Image", "Mag"), ("Scan", "Mag"))

@@ -1,4 +1,4 @@
-"""MZEN's zoom-aware camera model (METHOD.md, "Camera model").
+"""MZEN's zoom-aware camera model (``docs/method.md``, "Camera model").
 
 One shared base focal ``f`` (stored as ``log f``), a zoom scalar per image (``log z_i``,
 initialised at the dial reading) and an SE(3) pose per image. Rays are generated here from pixel
@@ -27,10 +27,39 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 from typing_extensions import assert_never
 
-from mzen_ns.priming import MatchRecord
-
 PIXELS_KEY = "mzen_pixels"
 """Ray-bundle metadata key holding each ray's (row, column) pixel indices."""
+
+
+class MatchRecord(nn.Module):
+    """How each image was primed, kept with the checkpoint for the viewer and the export."""
+
+    FIELDS = ("source", "centre", "relative_zoom", "score", "runner_up", "flagged")
+    """What :meth:`record` stores per image (the image's wide view is the cameras' ``matched_wide``)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.register_buffer("source", torch.full((count,), -1, dtype=torch.long))
+        self.register_buffer("centre", torch.zeros(count, 2))
+        self.register_buffer("relative_zoom", torch.ones(count))
+        self.register_buffer("score", torch.zeros(count))
+        self.register_buffer("runner_up", torch.zeros(count))
+        self.register_buffer("has_runner_up", torch.zeros(count, dtype=torch.bool))
+        self.register_buffer("flagged", torch.zeros(count, dtype=torch.bool))
+
+    @torch.no_grad()
+    def record(self, index: Int[Tensor, " Q"], **values: Tensor) -> None:
+        """Store one value per :attr:`FIELDS` name for images ``index``; a runner-up of −inf
+        (no rival) is kept as ``has_runner_up`` False, so the checkpoint stays finite."""
+        index = index.to(self.source.device)
+        for name in self.FIELDS:
+            getattr(self, name)[index] = values[name].to(self.source.device, getattr(self, name).dtype)
+        self.has_runner_up[index] = torch.isfinite(self.runner_up[index])
+        self.runner_up[index] = torch.nan_to_num(self.runner_up[index], neginf=0.0)
+
+    def primed(self, index: int) -> bool:
+        """Whether image ``index`` has been primed."""
+        return int(self.source[index]) >= 0
 
 
 @dataclass
@@ -45,11 +74,9 @@ class ZoomCamerasConfig(InstantiateConfig):
     learn_wide_zoom: bool = False
     """Let wide zooms move in phase C too (they are the gauge of the focal; off by default)."""
     zoom_model: Literal["dial", "none"] = "dial"
-    """``dial``: each image has a learnable zoom initialised at its dial reading (MZEN). ``none``:
-    zoom-unaware (the joint baseline): every zoom is 1 and is not learned, one focal for all."""
+    """``dial``: a learnable zoom per image from its dial reading; ``none``: every zoom fixed at 1 (zoom-unaware)."""
     ground_truth: bool = False
-    """Oracle: start at the scene's ground-truth poses, zooms and focal and never learn them
-    (synthetic scenes only; the run fails if any frame lacks ground truth)."""
+    """Oracle: fix poses, zooms and focal at the scene's ground truth (synthetic scenes; every frame needs it)."""
 
 
 class ZoomCameras(nn.Module):
@@ -58,16 +85,16 @@ class ZoomCameras(nn.Module):
     def __init__(
         self,
         config: ZoomCamerasConfig,
-        dials: Float[Tensor, "N"],
+        dials: Float[Tensor, " N"],
         is_wide: torch.Tensor,
         focal_guess: float,
         aspect: float,
-        cx: Float[Tensor, "N"],
-        cy: Float[Tensor, "N"],
+        cx: Float[Tensor, " N"],
+        cy: Float[Tensor, " N"],
         width: int,
         height: int,
         initial_c2w: Optional[Float[Tensor, "N 3 4"]] = None,
-        initial_zoom: Optional[Float[Tensor, "N"]] = None,
+        initial_zoom: Optional[Float[Tensor, " N"]] = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -103,7 +130,7 @@ class ZoomCameras(nn.Module):
         for name, param in self.named_parameters():
             param.requires_grad_(name in self.learnable_names())
 
-    def initial_zoom(self, initial_zoom: Optional[Float[Tensor, "N"]] = None) -> Float[Tensor, "N"]:
+    def initial_zoom(self, initial_zoom: Optional[Float[Tensor, " N"]] = None) -> Float[Tensor, " N"]:
         """Zooms before training: ``initial_zoom`` (the oracle's truth) or the dials; 1 if zoom-unaware."""
         if self.config.zoom_model == "none":
             return torch.ones_like(self.dials)
@@ -125,7 +152,7 @@ class ZoomCameras(nn.Module):
         """Learned base focal in pixels (widest level)."""
         return self.log_focal.exp()
 
-    def zoom(self, indices: Optional[Int[Tensor, "R"]] = None) -> Float[Tensor, "R"]:
+    def zoom(self, indices: Optional[Int[Tensor, " R"]] = None) -> Float[Tensor, " R"]:
         """Learned zoom per image; wide zooms are held at their dial unless ``learn_wide_zoom``."""
         log_zoom = self.log_zoom if indices is None else self.log_zoom[indices]
         wide = self.is_wide if indices is None else self.is_wide[indices]
@@ -133,7 +160,30 @@ class ZoomCameras(nn.Module):
             log_zoom = torch.where(wide, log_zoom.detach(), log_zoom)
         return log_zoom.exp()
 
-    def pose_delta(self, indices: Int[Tensor, "R"]) -> Float[Tensor, "R 6"]:
+    def fx(self, indices: Optional[Int[Tensor, " R"]] = None) -> Float[Tensor, " R"]:
+        """Learned focal fx in pixels per image (base focal × zoom)."""
+        return self.focal * self.zoom(indices)
+
+    def principal_points(self) -> Float[Tensor, "N 2"]:
+        """Principal point (x, y) in pixels per image."""
+        return torch.stack([self.cx, self.cy], dim=-1)
+
+    def zoom_over_dial(self) -> Float[Tensor, " K"]:
+        """Learned zoom over dial reading of every image whose zoom is learned (empty if none)."""
+        if "log_zoom" not in self.learnable_names():
+            return self.dials.new_zeros(0)
+        learned = torch.ones_like(self.is_wide) if self.config.learn_wide_zoom else ~self.is_wide
+        return (self.zoom() / self.dials)[learned].detach()
+
+    def get_metrics_dict(self, metrics_dict: Dict[str, Tensor]) -> None:
+        """Add the learned focal and the spread of :meth:`zoom_over_dial` to ``metrics_dict``."""
+        metrics_dict["focal"] = self.focal.detach()
+        ratio = self.zoom_over_dial()
+        if ratio.numel():
+            metrics_dict["zoom_over_dial_min"] = ratio.min()
+            metrics_dict["zoom_over_dial_max"] = ratio.max()
+
+    def pose_delta(self, indices: Int[Tensor, " R"]) -> Float[Tensor, "R 6"]:
         """SO3xR3 tangent (translation, rotation) per image, from the wide or zoom-in parameter."""
         slots = self.slot[indices]
         n_wide, n_zoom = self.wide_pose.shape[0], self.zoom_pose.shape[0]
@@ -145,7 +195,7 @@ class ZoomCameras(nn.Module):
         from_zoom = self.zoom_pose[slots.clamp(max=n_zoom - 1)]
         return torch.where(self.is_wide[indices, None], from_wide, from_zoom)
 
-    def c2w(self, indices: Optional[Int[Tensor, "R"]] = None) -> Float[Tensor, "R 3 4"]:
+    def c2w(self, indices: Optional[Int[Tensor, " R"]] = None) -> Float[Tensor, "R 3 4"]:
         """Learned camera-to-world matrices (OpenGL)."""
         if indices is None:
             indices = torch.arange(self.dials.shape[0], device=self.dials.device)
@@ -164,11 +214,11 @@ class ZoomCameras(nn.Module):
     # ------------------------------------------------------------------ rays
 
     def rays(
-        self, camera_indices: Int[Tensor, "R"], pixels: Int[Tensor, "R 2"]
+        self, camera_indices: Int[Tensor, " R"], pixels: Int[Tensor, "R 2"]
     ) -> tuple[Float[Tensor, "R 3"], Float[Tensor, "R 3"], Float[Tensor, "R 1"], Float[Tensor, "R 1"]]:
         """Origins, unit directions, camera-frame direction norms and pixel areas for pixels
         given as (row, column) integer indices of images ``camera_indices``."""
-        fx = self.focal * self.zoom(camera_indices)
+        fx = self.fx(camera_indices)
         fy = fx * self.aspect
         rows = pixels[:, 0].to(fx.dtype) + 0.5
         cols = pixels[:, 1].to(fx.dtype) + 0.5
@@ -202,7 +252,11 @@ class ZoomCameras(nn.Module):
 
     @torch.no_grad()
     def prime_from(
-        self, indices: Int[Tensor, "Z"], c2w: Float[Tensor, "Z 3 4"], zoom: Float[Tensor, "Z"], wide: Int[Tensor, "Z"]
+        self,
+        indices: Int[Tensor, " Z"],
+        c2w: Float[Tensor, "Z 3 4"],
+        zoom: Float[Tensor, " Z"],
+        wide: Int[Tensor, " Z"],
     ) -> None:
         """Start images ``indices`` at camera ``c2w`` and ``zoom`` (kept at 1 when zoom-unaware),
         primed from wide views ``wide``; their pose corrections restart at zero."""
@@ -218,11 +272,11 @@ class ZoomCameras(nn.Module):
         return bool((self.matched_wide[self.zoom_index] >= 0).all()) if self.zoom_index.numel() else True
 
     @torch.no_grad()
-    def to_cameras(self, indices: Optional[Int[Tensor, "R"]] = None) -> Cameras:
+    def to_cameras(self, indices: Optional[Int[Tensor, " R"]] = None) -> Cameras:
         """nerfstudio ``Cameras`` with the learned poses and intrinsics (for rendering and export)."""
         if indices is None:
             indices = torch.arange(self.dials.shape[0], device=self.dials.device)
-        fx = self.focal * self.zoom(indices)
+        fx = self.fx(indices)
         return Cameras(
             camera_to_worlds=self.c2w(indices),
             fx=fx[:, None],

@@ -18,9 +18,8 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, Va
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 
-from dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
+from mzen_dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
 from mzen_ns.cameras import PIXELS_KEY
-from mzen_ns.demo import DEMO_DATA, demo_scene_dir, ensure_demo_scene
 
 
 @dataclass
@@ -29,7 +28,6 @@ class PhasePixelSamplerConfig(PixelSamplerConfig):
 
     _target: Type = field(default_factory=lambda: PhasePixelSampler)
     """Class this config instantiates."""
-
 
 
 class PhasePixelSampler(PixelSampler):
@@ -57,13 +55,13 @@ class PhasePixelSampler(PixelSampler):
 
 @dataclass
 class MZENDataManagerConfig(VanillaDataManagerConfig):
-    """Vanilla data manager with a phase-aware sampler; defaults to the embedded demo scene."""
+    """Vanilla data manager with a sampler that obeys the phase."""
 
     _target: Type = field(default_factory=lambda: MZENDataManager)
     """Class this config instantiates."""
 
-    dataparser: FFMZNDataParserConfig = field(default_factory=lambda: FFMZNDataParserConfig(data=DEMO_DATA))
-    """FF-MZN scene parser (default ``mzen-demo-scene``: the demo scene in the cache, made on first use)."""
+    dataparser: FFMZNDataParserConfig = field(default_factory=FFMZNDataParserConfig)
+    """FF-MZN scene parser."""
     pixel_sampler: PhasePixelSamplerConfig = field(default_factory=PhasePixelSamplerConfig)
     """Pixel sampler that obeys the phase."""
     train_num_images_to_sample_from: int = -1
@@ -83,8 +81,6 @@ class MZENDataManager(VanillaDataManager):
     def __init__(self, config: MZENDataManagerConfig, **kwargs) -> None:
         if config.train_num_images_to_sample_from != -1:
             raise ValueError("mzen needs train_num_images_to_sample_from = -1 (every image cached)")
-        if config.data is None and config.dataparser.data == DEMO_DATA and not DEMO_DATA.exists():
-            config.dataparser.data = ensure_demo_scene(demo_scene_dir())
         super().__init__(config, **kwargs)
 
     def set_allowed_images(self, allowed: Optional[torch.Tensor]) -> None:

@@ -1,4 +1,4 @@
-"""Hash-grid encoding for pose refinement (METHOD.md, "Why hash grids need care"; Heo et al. 2023).
+"""Hash-grid encoding for pose refinement (Heo et al., ICML 2023; ``docs/method.md``).
 
 :class:`SmoothGradientHashEncoding` is nerfstudio's torch ``HashEncoding`` whose d-linear
 interpolation weights go through a straight-through estimator: the forward value is the plain
@@ -55,8 +55,14 @@ class SmoothGradientHashEncoding(HashEncoding):
         """The same grid as ``plain`` (same hash table parameter) with the estimator."""
         new = cls.__new__(cls)
         nn.Module.__init__(new)
-        new.__dict__.update({k: v for k, v in plain.__dict__.items() if k not in ("_parameters", "_modules", "_buffers")})
-        new._parameters, new._modules, new._buffers = dict(plain._parameters), dict(plain._modules), dict(plain._buffers)
+        new.__dict__.update(
+            {k: v for k, v in plain.__dict__.items() if k not in ("_parameters", "_modules", "_buffers")}
+        )
+        new._parameters, new._modules, new._buffers = (
+            dict(plain._parameters),
+            dict(plain._modules),
+            dict(plain._buffers),
+        )
         new.ste_lambda, new.ste_mode = ste_lambda, ste_mode
         return new
 
@@ -102,7 +108,7 @@ def use_smooth_gradient_encodings(module: nn.Module, ste_lambda: float, ste_mode
 # ------------------------------------------------------------------------------ level curriculum
 
 
-def level_rates(alpha: float, num_levels: int) -> Float[Tensor, "L"]:
+def level_rates(alpha: float, num_levels: int) -> Float[Tensor, " L"]:
     """Heo et al.'s Eq. 15: ``r_l = 0`` if ``α < l``, ``(1 − cos((α − l)π)) / 2`` if ``0 ≤ α − l < 1``,
     else 1, for levels ``l = 0 … L−1``."""
     excess = alpha - torch.arange(num_levels, dtype=torch.float64)
@@ -115,13 +121,9 @@ class LevelCurriculumConfig:
     """Level-wise learning-rate curriculum of the hash tables (Heo et al., Sec. 3.4)."""
 
     enabled: bool = False
-    """Apply the curriculum. Off by default: on scene-maker scenes at the CPU budget it made phase A
-    much worse (wide rotation error 8.0° mean vs 1.9° without, focal error 45% vs 17%; README,
-    ``benchmarks/hashgrid.py``)."""
+    """Apply Heo et al.'s level-wise curriculum (off: it measured worse, ``docs/results.md``)."""
     interval: Tuple[float, float] = (0.1, 0.5)
-    """``[t_s, t_e]`` as fractions of each phase that learns poses (A and C): level ``l`` of ``L``
-    learns at ``r_l(t)`` × its learning rate with ``α(t) = L (t − t_s) / (t_e − t_s)`` (METHOD.md;
-    Heo et al. used 10%–50% of training). Before ``t_s`` no level learns."""
+    """[t_s, t_e] as fractions of each pose-learning phase over which the levels are switched on in turn."""
 
 
 class LevelCurriculum:
@@ -150,7 +152,9 @@ class LevelCurriculum:
 
     def before_step(self) -> None:
         """Remember the tables (called before the optimizer step)."""
-        self._before = [e.hash_table.detach().clone() for e in self.encodings] if self.progress(self.step) is not None else []
+        self._before = (
+            [e.hash_table.detach().clone() for e in self.encodings] if self.progress(self.step) is not None else []
+        )
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -6,7 +6,7 @@
   finishes all three phases on the demo scene in about 10 minutes on 2 cores.
 - ``mzen-full``: the full-quality (GPU) preset by name.
 
-The paper's comparison (METHOD.md, "Evaluation protocol") as methods sharing mzen's field, sampler
+The paper's comparison (``docs/method.md``, "Evaluation") as methods sharing mzen's field, sampler
 and camera model, each with the ``mzen`` preset of this machine and the paper's equal-budget
 accounting (the wide-only runs give each wide image the passes phase A gives it; the all-image
 runs get the full budget, phase B's passes counted):
@@ -24,18 +24,22 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, Literal, Tuple
 
-from typing_extensions import assert_never
-
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
+from typing_extensions import assert_never
 
+from mzen_dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
 from mzen_ns.datamanager import MZENDataManagerConfig
 from mzen_ns.model import MZENModelConfig
 from mzen_ns.phases import PhaseDecaySchedulerConfig
 from mzen_ns.pipeline import MZENPipelineConfig
+from mzen_ns.synthetic.demo import DEMO_DATA
 from mzen_ns.trainer import MZENTrainerConfig
+
+Preset = Literal["auto", "cpu", "full", "smoke"]
+"""``cpu`` and ``full`` (CUDA) are the registered presets, ``smoke`` a set-up check, ``auto`` picks by the machine."""
 
 
 def _optimizers(field_lr: float, pose_lr: float, focal_lr: float, zoom_lr: float, decay: float) -> Dict[str, Dict]:
@@ -68,7 +72,11 @@ def full_config() -> MZENTrainerConfig:
         max_num_iterations=30000,
         mixed_precision=True,
         pipeline=MZENPipelineConfig(
-            datamanager=MZENDataManagerConfig(train_num_rays_per_batch=4096, eval_num_rays_per_batch=4096),
+            datamanager=MZENDataManagerConfig(
+                dataparser=FFMZNDataParserConfig(data=DEMO_DATA),  # no --data: the demo scene, made on first use
+                train_num_rays_per_batch=4096,
+                eval_num_rays_per_batch=4096,
+            ),
             model=MZENModelConfig(eval_num_rays_per_chunk=1 << 15),
         ),
         optimizers=_optimizers(field_lr=1e-2, pose_lr=1e-3, focal_lr=1e-3, zoom_lr=1e-3, decay=0.01),
@@ -111,9 +119,6 @@ CONFIGURATIONS: Tuple[Configuration, ...] = ("baseline-wide", "baseline-joint", 
 """The comparison's configurations, in the paper's order (1, 2, 3, 4) and then the oracle."""
 
 
-Preset = Literal["cpu", "full", "smoke"]
-
-
 def smoke_config() -> MZENTrainerConfig:
     """The CPU preset shrunk to milliseconds per step (tiny field, 64 rays, 40 steps): checks that a
     set-up runs end to end; its numbers mean nothing."""
@@ -130,13 +135,24 @@ def smoke_config() -> MZENTrainerConfig:
         eval_num_rays_per_chunk=1024,
     )
     datamanager = replace(base.pipeline.datamanager, train_num_rays_per_batch=64, eval_num_rays_per_batch=64)
-    pipeline = replace(base.pipeline, model=model, datamanager=datamanager,
-                       registration=replace(base.pipeline.registration, steps=10, rays_per_step=64))
+    pipeline = replace(
+        base.pipeline,
+        model=model,
+        datamanager=datamanager,
+        registration=replace(base.pipeline.registration, steps=10, rays_per_step=64),
+    )
     return replace(base, max_num_iterations=40, pipeline=pipeline, preset_note="smoke preset: set-up check only.")
 
 
+def auto_preset() -> Literal["cpu", "full"]:
+    """The preset for this machine: ``full`` when CUDA is available, else ``cpu``."""
+    return "full" if torch.cuda.is_available() else "cpu"
+
+
 def preset_config(preset: Preset) -> MZENTrainerConfig:
-    """The CPU, full-quality or smoke-test preset."""
+    """The CPU, full-quality or smoke-test preset, or this machine's (``auto``)."""
+    if preset == "auto":
+        return preset_config(auto_preset())
     if preset == "cpu":
         return cpu_config()
     if preset == "full":
@@ -174,24 +190,23 @@ def configuration_config(configuration: Configuration, preset: Preset) -> MZENTr
     return replace(config, method_name=f"mzen-{configuration}", preset_note=note + config.preset_note)
 
 
-CPU_DESCRIPTION = "MZEN, CPU preset (2 cores: ~10 min on the demo scene; no GPU flags needed)"
-FULL_DESCRIPTION = "MZEN, full-quality preset for a CUDA GPU"
+DESCRIPTIONS = {
+    "cpu": "MZEN, CPU preset (2 cores: ~10 min on the demo scene; no GPU flags needed)",
+    "full": "MZEN, full-quality preset for a CUDA GPU",
+}
 
-mzen_cpu = MethodSpecification(config=replace(cpu_config(), method_name="mzen-cpu"), description=CPU_DESCRIPTION)
-mzen_full = MethodSpecification(config=replace(full_config(), method_name="mzen-full"), description=FULL_DESCRIPTION)
-mzen = MethodSpecification(
-    config=full_config() if torch.cuda.is_available() else cpu_config(),
-    description=FULL_DESCRIPTION if torch.cuda.is_available() else CPU_DESCRIPTION + " (auto: no CUDA device)",
+mzen_cpu = MethodSpecification(config=replace(cpu_config(), method_name="mzen-cpu"), description=DESCRIPTIONS["cpu"])
+mzen_full = MethodSpecification(
+    config=replace(full_config(), method_name="mzen-full"), description=DESCRIPTIONS["full"]
 )
-
-
-def _auto_preset() -> Literal["cpu", "full"]:
-    return "full" if torch.cuda.is_available() else "cpu"
+mzen = MethodSpecification(
+    config=preset_config("auto"), description=f"{DESCRIPTIONS[auto_preset()]} (auto: chosen for this machine)"
+)
 
 
 def _configuration_method(configuration: Configuration, description: str) -> MethodSpecification:
     return MethodSpecification(
-        config=configuration_config(configuration, _auto_preset()), description=f"{description} ({_auto_preset()} preset)"
+        config=configuration_config(configuration, "auto"), description=f"{description} ({auto_preset()} preset)"
     )
 
 

@@ -3,10 +3,8 @@ camera model, parameters that really freeze per phase, and LPIPS only from cache
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Dict, Iterator, List, Literal, Tuple, Type
+from typing import Dict, List, Literal, Tuple, Type
 
 import torch
 import tyro
@@ -18,46 +16,10 @@ from torch import Tensor, nn
 
 from mzen_ns.cameras import PIXELS_KEY, ZoomCameras, ZoomCamerasConfig
 from mzen_ns.encoding import LevelCurriculumConfig, STEMode, use_smooth_gradient_encodings
-from mzen_ns.metrics import gss, lss
-from mzen_ns.phases import GROUP_PHASES, Phase, PhaseScheduleConfig
+from mzen_ns.evaluation.metrics import gss, lss
+from mzen_ns.patches import alexnet_weights_path, lpips_only_if_cached
+from mzen_ns.phases import Phase, PhaseScheduleConfig, trains
 from mzen_ns.scene_space import Parameterisation, make_scene_space, use_scene_space
-
-ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
-"""The AlexNet weights torchmetrics' LPIPS loads through torchvision."""
-
-
-def alexnet_weights_path() -> Path:
-    """Where torchvision caches the AlexNet weights LPIPS needs."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(ALEXNET_URL).name
-
-
-class UnavailableLPIPS(nn.Module):
-    """Stands in for LPIPS when its AlexNet weights are not cached: never computes a score."""
-
-    available = False
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__()
-
-    def forward(self, *args, **kwargs) -> Tensor:
-        return torch.tensor(float("nan"))
-
-
-@contextlib.contextmanager
-def lpips_only_if_cached() -> Iterator[bool]:
-    """While building the model, replace LPIPS by :class:`UnavailableLPIPS` unless the weights are
-    cached, so building never touches the network. Yields whether LPIPS is available."""
-    import torchmetrics.image.lpip as lpip
-
-    if alexnet_weights_path().is_file():
-        yield True
-        return
-    original = lpip.LearnedPerceptualImagePatchSimilarity
-    lpip.LearnedPerceptualImagePatchSimilarity = UnavailableLPIPS  # type: ignore[misc]
-    try:
-        yield False
-    finally:
-        lpip.LearnedPerceptualImagePatchSimilarity = original  # type: ignore[misc]
 
 
 @dataclass
@@ -76,19 +38,15 @@ class MZENModelConfig(NerfactoModelConfig):
     phases: PhaseScheduleConfig = field(default_factory=PhaseScheduleConfig)
     """Phase boundaries."""
     implementation: Literal["tcnn", "torch"] = "torch"
-    """Hash-grid implementation: torch, because the smooth-gradient estimator needs a hook on the
-    interpolation weights that tinycudann's fused grid does not give (``tcnn`` needs
-    ``hash_ste_lambda 0``)."""
+    """Hash-grid implementation; ``tcnn`` needs ``hash_ste_lambda 0`` (its fused grid hides the weights)."""
     hash_ste_lambda: float = 1.0
-    """λ of the smooth-gradient straight-through estimator on the hash grids' interpolation
-    weights (Heo et al.; 0: plain grids)."""
+    """λ of the smooth-gradient estimator on the hash grids' interpolation weights (Heo et al.; 0: plain grids)."""
     hash_ste_mode: STEMode = "paper"
-    """``paper``: Eq. 13 (gradient 1 + λδ'(w)); ``smooth``: gradient λδ'(w) only (continuous)."""
+    """``paper``: Heo et al.'s Eq. 13, gradient 1 + λδ'(w); ``smooth``: gradient λδ'(w) only (continuous)."""
     hash_curriculum: LevelCurriculumConfig = field(default_factory=LevelCurriculumConfig)
     """Level-wise learning-rate curriculum of the hash tables in the pose-learning phases."""
     parameterisation: Parameterisation = "contraction"
-    """Scene parameterisation before the hash grids (``mzen_ns/scene_space.py``): nerfacto's
-    contraction of ``x / contraction_radius``, or the reference camera's NDC from ``ndc_near``."""
+    """Scene parameterisation before the hash grids: nerfacto's contraction, or the reference camera's NDC."""
     contraction_radius: float = 1.0
     """Scene units from the origin that stay uncontracted (nerfacto: 1)."""
     ndc_near: float = 0.5
@@ -103,7 +61,9 @@ def _oracle_cameras(metadata: Dict) -> Tuple[Tensor, Tensor, float]:
     names = metadata["mzen_file_paths"]
     for i, name in enumerate(names):
         if not bool(torch.isfinite(truth["c2w"][i]).all()) or not bool(torch.isfinite(truth["zoom"][i])):
-            raise ValueError(f"the oracle needs ground truth for every frame; {name} has no gt_transform_matrix/gt_zoom")
+            raise ValueError(
+                f"the oracle needs ground truth for every frame; {name} has no gt_transform_matrix/gt_zoom"
+            )
     if not truth.get("focal"):
         raise ValueError("the oracle needs the scene's gt_focal")
     return truth["c2w"].float(), truth["zoom"].float(), float(truth["focal"])
@@ -122,8 +82,10 @@ class MZENModel(NerfactoModel):
         self._use_scene_space()
         if self.config.hash_ste_lambda:
             if use_smooth_gradient_encodings(self, self.config.hash_ste_lambda, self.config.hash_ste_mode) == 0:
-                raise ValueError("hash_ste_lambda > 0 needs the torch hash grid: set implementation 'torch' "
-                                 "(or hash_ste_lambda 0 to use tinycudann)")
+                raise ValueError(
+                    "hash_ste_lambda > 0 needs the torch hash grid: set implementation 'torch' "
+                    "(or hash_ste_lambda 0 to use tinycudann)"
+                )
         if not available:
             CONSOLE.print(f"[yellow]LPIPS unavailable: AlexNet weights are not cached at {alexnet_weights_path()}")
         self.cameras = self._build_cameras()
@@ -134,8 +96,12 @@ class MZENModel(NerfactoModel):
             raise ValueError("mzen's fields need a scene parameterisation: keep disable_scene_contraction False")
         fx, fy = self.kwargs["metadata"]["mzen_focal_guess"]
         width, height = self.kwargs["metadata"]["mzen_image_size"]
-        space = make_scene_space(self.config.parameterisation, contraction_radius=self.config.contraction_radius,
-                                 ndc_near=self.config.ndc_near, tan_half_fov=(0.5 * width / fx, 0.5 * height / fy))
+        space = make_scene_space(
+            self.config.parameterisation,
+            contraction_radius=self.config.contraction_radius,
+            ndc_near=self.config.ndc_near,
+            tan_half_fov=(0.5 * width / fx, 0.5 * height / fy),
+        )
         use_scene_space(self, space)
 
     def _build_cameras(self) -> ZoomCameras:
@@ -169,9 +135,8 @@ class MZENModel(NerfactoModel):
     def set_phase(self, phase: Phase) -> None:
         """Freeze (``requires_grad = False``) every group the phase does not train."""
         for group, params in self.get_param_groups().items():
-            trainable = phase in GROUP_PHASES.get(group, frozenset({phase}))
             for param in params:
-                param.requires_grad_(trainable)
+                param.requires_grad_(trains(phase, group))
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
         if self.training and ray_bundle.metadata is not None and PIXELS_KEY in ray_bundle.metadata:
@@ -180,10 +145,7 @@ class MZENModel(NerfactoModel):
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         metrics = super().get_metrics_dict(outputs, batch)
-        metrics["focal"] = self.cameras.focal.detach()
-        zooms = self.cameras.zoom().detach() / self.cameras.dials
-        metrics["zoom_over_dial_min"] = zooms.min()
-        metrics["zoom_over_dial_max"] = zooms.max()
+        self.cameras.get_metrics_dict(metrics)
         return metrics
 
     def get_image_metrics_and_images(

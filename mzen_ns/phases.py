@@ -1,31 +1,94 @@
-"""The three-phase schedule (METHOD.md): which phase a step is in, and what each phase trains.
+"""The three-phase schedule: the one owner of what each phase trains, on which images, and when.
 
-The phase is a pure function of the step, the total number of steps and the data (wide / all
-image counts), so a resumed run and every process of a multi-GPU run agree on it.
+The policy (:data:`POLICY`) names, per phase, the optimizer groups it steps and the images it
+samples; the model freezes, the optimizers step, the sampler draws and the learning-rate
+schedules start from it alone, and :func:`check_sanity` refuses at set-up any parameter group it
+does not know. The phase of a step is a pure function of the step, the total number of steps and
+the data (wide / all image counts), so a resumed run and every process of a multi-GPU run agree
+on it. ``docs/method.md`` describes the phases.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Literal, Optional, Tuple, Type
+from typing import Dict, FrozenSet, Iterable, Literal, Optional, Tuple, Type
 
+import torch
+from jaxtyping import Bool
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
+from torch import Tensor
 from torch.optim import Optimizer, lr_scheduler
 from typing_extensions import assert_never
 
 Phase = Literal["A", "B", "C"]
 PHASES: Tuple[Phase, ...] = ("A", "B", "C")
+ImageSet = Literal["wide", "zoom-ins", "all"]
 
-GROUP_PHASES: Dict[str, FrozenSet[Phase]] = {
-    "fields": frozenset({"A", "C"}),
-    "proposal_networks": frozenset({"A", "C"}),
-    "wide_poses": frozenset({"A", "C"}),
-    "focal": frozenset({"A", "C"}),
-    "zoom_poses": frozenset({"B", "C"}),
-    "zooms": frozenset({"B", "C"}),
+FIELD_GROUPS = frozenset({"fields", "proposal_networks"})
+"""nerfacto's parameter groups (the radiance field and the proposal networks)."""
+CAMERA_GROUPS = frozenset({"wide_poses", "zoom_poses", "focal", "zooms"})
+"""The camera model's parameter groups."""
+
+
+@dataclass(frozen=True)
+class PhasePolicy:
+    """What one phase trains."""
+
+    title: str
+    """Shown when the phase starts."""
+    groups: FrozenSet[str]
+    """Optimizer groups stepped in this phase; every other group is frozen."""
+    images: ImageSet
+    """Training images the sampler draws from."""
+
+
+POLICY: Dict[Phase, PhasePolicy] = {
+    "A": PhasePolicy(
+        "phase A: bootstrap on wide views (field, wide poses, focal)",
+        FIELD_GROUPS | {"wide_poses", "focal"},
+        "wide",
+    ),
+    "B": PhasePolicy(
+        "phase B: register zoom-ins (zoom-in poses and zooms; field frozen)",
+        frozenset({"zoom_poses", "zooms"}),
+        "zoom-ins",
+    ),
+    "C": PhasePolicy("phase C: joint refinement (everything, all images)", FIELD_GROUPS | CAMERA_GROUPS, "all"),
 }
-"""The phases in which each optimizer group is stepped; outside them it is frozen."""
+"""What each phase trains."""
+
+
+def trains(phase: Phase, group: str) -> bool:
+    """Whether ``phase`` steps optimizer group ``group``."""
+    return group in POLICY[phase].groups
+
+
+def allowed_images(phase: Phase, is_wide: Bool[Tensor, " N"]) -> Bool[Tensor, " N"]:
+    """The training images ``phase`` samples from."""
+    images = POLICY[phase].images
+    if images == "wide":
+        return is_wide.clone()
+    if images == "zoom-ins":
+        return ~is_wide
+    if images == "all":
+        return torch.ones_like(is_wide)
+    assert_never(images)
+
+
+def check_sanity(param_groups: Iterable[str], optimizer_groups: Iterable[str]) -> None:
+    """Refuse parameter groups the policy does not know or that have no optimizer configured.
+
+    Raises:
+        ValueError: naming the group.
+    """
+    known = FIELD_GROUPS | CAMERA_GROUPS
+    configured = set(optimizer_groups)
+    for group in param_groups:
+        if group not in known:
+            raise ValueError(f"parameter group {group!r} is not in mzen's phase policy (known: {sorted(known)})")
+        if group not in configured:
+            raise ValueError(f"parameter group {group!r} has no optimizer in the trainer config's 'optimizers'")
 
 
 @dataclass
@@ -33,18 +96,13 @@ class PhaseScheduleConfig:
     """Where phases A / B / C start, as fractions of the total steps."""
 
     boundaries: Optional[Tuple[float, float]] = None
-    """(start of B, start of C) as fractions of the total steps. Default (None), the paper's
-    equal-budget idea: phase A gets n_wide / n_train of the steps, so each wide image gets the
-    same passes as in a wide-only run of the same per-image budget; B then takes
-    ``registration_share`` of the rest and C the remainder."""
+    """(start of B, start of C) as fractions of the steps; default: phase A gets n_wide / n_train of them."""
     registration_share: float = 0.25
     """With default boundaries: phase B's share of the steps after phase A."""
     stop_after: Phase = "C"
-    """Last phase to run: ``A`` stops training where phase B would start (configuration 3 of the
-    paper, "MZEN after phase A"), with the learning-rate schedules of the full run."""
+    """Last phase to run (``A``: stop where phase B would start, with the full run's learning-rate schedules)."""
     prime: bool = True
-    """Crop-and-match and prime the zoom-ins when leaving phase A (off for the baselines that
-    train every camera from its initial pose)."""
+    """Prime the zoom-ins when leaving phase A (off for baselines that train every camera from its start)."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +164,9 @@ class PhaseSchedule:
         assert_never(phase)
 
     def group_start(self, group: str) -> int:
-        """First step at which optimizer group ``group`` is stepped."""
-        return min(self.start_of(phase) for phase in GROUP_PHASES.get(group, frozenset(PHASES)))
-
-
-def active_groups(phase: Phase) -> FrozenSet[str]:
-    """Optimizer groups stepped in ``phase``."""
-    return frozenset(group for group, phases in GROUP_PHASES.items() if phase in phases)
+        """First step at which optimizer group ``group`` is stepped (the total when no phase steps it)."""
+        starts = [self.start_of(phase) for phase in PHASES if trains(phase, group)]
+        return min(starts, default=self.total)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The mzen pipeline: runs the phase schedule (METHOD.md) around nerfstudio's vanilla pipeline.
+"""The mzen pipeline: runs the phase schedule around nerfstudio's vanilla pipeline.
 
 Before every training step, the phase of that step (a pure function of the step) is applied:
 sampler restricted to the phase's images, groups frozen, and on first entering phase B (or C,
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Type
 
 import torch
-import torch.distributed as dist
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import writer
@@ -23,20 +22,16 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from rich.panel import Panel
 from rich.table import Table
 
-from mzen_ns.crop_and_match import share_decision
 from mzen_ns.datamanager import MZENDataManager, MZENDataManagerConfig, stack_images
+from mzen_ns.distributed import is_main_process, share_decision
+from mzen_ns.evaluation.evaluate import evaluate
+from mzen_ns.evaluation.registration import RegistrationConfig
 from mzen_ns.model import MZENModel, MZENModelConfig
-from mzen_ns.phases import PHASES, Phase, PhaseSchedule
-from mzen_ns.priming import (PrimingConfig, PrimingPlan, apply_plan, flagged_names, plan_priming, plan_rows, plan_table,
-                             principal_points, save_plan_picture)
-from mzen_ns.registration import RegistrationConfig
+from mzen_ns.phases import PHASES, POLICY, Phase, PhaseSchedule, allowed_images
+from mzen_ns.priming.plan import PrimingConfig, PrimingPlan, Views, apply_plan, plan_priming
+from mzen_ns.priming.report import flagged_names, plan_rows, plan_table, save_plan_picture
+from mzen_ns.solved_cameras import cameras_manifest
 from mzen_ns.viewer import CameraPanel
-
-PHASE_TITLES: Dict[Phase, str] = {
-    "A": "phase A: bootstrap on wide views (field, wide poses, focal)",
-    "B": "phase B: register zoom-ins (zoom-in poses and zooms; field frozen)",
-    "C": "phase C: joint refinement (everything, all images)",
-}
 
 
 @dataclass
@@ -64,10 +59,18 @@ class MZENPipeline(VanillaPipeline):
     config: MZENPipelineConfig
     datamanager: MZENDataManager
 
-    def __init__(self, config: MZENPipelineConfig, device: str, test_mode: Literal["test", "val", "inference"] = "val",
-                 world_size: int = 1, local_rank: int = 0, grad_scaler: Optional[torch.cuda.amp.GradScaler] = None):
-        super().__init__(config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank,
-                         grad_scaler=grad_scaler)
+    def __init__(
+        self,
+        config: MZENPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[torch.cuda.amp.GradScaler] = None,
+    ):
+        super().__init__(
+            config, device, test_mode=test_mode, world_size=world_size, local_rank=local_rank, grad_scaler=grad_scaler
+        )
         cameras = self.mzen_model.cameras
         n_wide, n_train = self.datamanager.train_dataparser_outputs.metadata.get(
             "mzen_scene_train_counts", (int(cameras.is_wide.sum()), cameras.dials.numel())
@@ -88,14 +91,21 @@ class MZENPipeline(VanillaPipeline):
 
     # ------------------------------------------------------------------ phases
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
         trainer = training_callback_attributes.trainer
         self.run_dir = Path(trainer.base_dir) if trainer is not None else None
         callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.enter_phase_of))
         callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._maybe_final_summary))
-        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._refresh_viewer,
-                                          update_every_num_iters=self.config.viewer_refresh_every))
+        callbacks.append(
+            TrainingCallback(
+                [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                self._refresh_viewer,
+                update_every_num_iters=self.config.viewer_refresh_every,
+            )
+        )
         return callbacks
 
     def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
@@ -116,59 +126,55 @@ class MZENPipeline(VanillaPipeline):
         cameras = self.mzen_model.cameras
         if phase != "A" and not cameras.primed and self.config.model.phases.prime:
             self.prime_zoom_ins()
-        allowed = {"A": cameras.is_wide, "B": ~cameras.is_wide, "C": torch.ones_like(cameras.is_wide)}[phase]
+        allowed = allowed_images(phase, cameras.is_wide)
         self.datamanager.set_allowed_images(allowed)
         cameras.solved |= allowed
         self.mzen_model.set_phase(phase)
         self.phase = phase
         self._phase_started = time.perf_counter()
         end = self.phase_schedule.end_of(phase)
-        CONSOLE.print(Panel(f"{PHASE_TITLES[phase]}\nsteps {step} → {end - 1}", style="bold cyan", expand=False))
+        CONSOLE.print(Panel(f"{POLICY[phase].title}\nsteps {step} → {end - 1}", style="bold cyan", expand=False))
         self._refresh_viewer(step)
         return phase
 
-    @property
-    def priming_config(self) -> PrimingConfig:
-        """The run's priming; runs saved before it was configurable were primed centred, options
-        added since take their defaults."""
-        legacy = PrimingConfig(method="centred", centred_work_width=getattr(self.config, "match_work_width", 64))
-        priming = getattr(self.config, "priming", legacy)
-        for option in fields(PrimingConfig):  # a config saved before an option existed gets its default
-            if not hasattr(priming, option.name):
-                setattr(priming, option.name, getattr(PrimingConfig(), option.name))
-        return priming
-
     def prime_zoom_ins(self) -> PrimingPlan:
-        """Match every zoom-in (METHOD.md phase B; position search and chains per ``priming``), then
-        prime it; the table, picture and ``crop_and_match.json`` say where and how sure."""
+        """Plan every zoom-in's start (``pipeline.priming``), prime it there, and say where and how
+        sure (console table, ``crop_and_match.png`` and ``crop_and_match.json``)."""
         dataset = self.datamanager.train_dataset
-        images = stack_images(dataset)
         cameras = self.mzen_model.cameras
-        dials = cameras.dials.cpu()
-        everything = torch.arange(dials.numel())
-        principal = principal_points(cameras.cx, cameras.cy).cpu()
         device = cameras.dials.device
-        focal = (cameras.focal * cameras.zoom(everything.to(device))).detach().cpu()
-        plan = plan_priming(images, dials, cameras.is_wide.cpu(), everything, principal, focal, float(cameras.aspect),
-                            self.priming_config)
+        views = Views(
+            stack_images(dataset),
+            cameras.dials.cpu(),
+            cameras.principal_points().cpu(),
+            cameras.fx().detach().cpu(),
+            float(cameras.aspect),
+        )
+        everything = torch.arange(len(views))
+        plan = plan_priming(views, cameras.is_wide.cpu(), everything, self.config.priming)
         for name in ("source", "root", "centre", "relative_zoom", "rotation"):  # decided once, on rank 0
             setattr(plan, name, share_decision(getattr(plan, name), self.device))
-        apply_plan(plan, dials,
-                   lookup=lambda i: (cameras.c2w(i.to(device)), cameras.zoom(i.to(device))),
-                   assign=lambda i, c2w, zoom, wide: cameras.prime_from(i.to(device), c2w, zoom, wide))
-        cameras.match.record(plan)
+        apply_plan(
+            plan,
+            views.dials,
+            lookup=lambda i: (cameras.c2w(i.to(device)), cameras.zoom(i.to(device))),
+            assign=lambda i, c2w, zoom, wide: cameras.prime_from(i.to(device), c2w, zoom, wide),
+        )
+        cameras.match.record(plan.query, **{name: getattr(plan, name) for name in cameras.match.FIELDS})
         self._copy_appearance(plan.query.to(device), plan.root.to(device))
-        self._report_plan(plan, images, [str(p) for p in dataset.metadata["mzen_file_paths"]], dials)
+        self._report_plan(plan, views.images, [str(p) for p in dataset.metadata["mzen_file_paths"]], views.dials)
         return plan
 
     def _report_plan(self, plan: PrimingPlan, images: torch.Tensor, names: List[str], dials: torch.Tensor) -> None:
         CONSOLE.print(plan_table(plan, names, dials))
         flagged = flagged_names(plan, names)
         if flagged:
-            CONSOLE.print(f"[bold yellow]Priming: {len(flagged)} zoom-in(s) have no clear best match (a view leading to another "
-                          f"wide view fits within {self.priming_config.flag_margin:.0%} as well); primed from "
-                          f"the best anyway, check them: {', '.join(flagged)}")
-        if self.run_dir is not None and (not dist.is_initialized() or dist.get_rank() == 0):
+            CONSOLE.print(
+                f"[bold yellow]Priming: {len(flagged)} zoom-in(s) have no clear best match (a view leading to another "
+                f"wide view fits within {self.config.priming.flag_margin:.0%} as well); primed from "
+                f"the best anyway, check them: {', '.join(flagged)}"
+            )
+        if self.run_dir is not None and is_main_process():
             picture = save_plan_picture(plan, images, self.run_dir / "crop_and_match.png", names)
             (self.run_dir / "crop_and_match.json").write_text(json.dumps(plan_rows(plan, names, dials), indent=2))
             CONSOLE.print(f"priming picture: {picture}")
@@ -186,11 +192,8 @@ class MZENPipeline(VanillaPipeline):
         self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
     ) -> Dict[str, float]:
         """``ns-eval``: register the held-out views (field frozen), then per-zoom metrics and camera
-        errors against ground truth (see :mod:`mzen_ns.evaluation`)."""
-        from mzen_ns.evaluation import evaluate
-
-        # runs saved before this option existed load without it: use the defaults
-        return evaluate(self, getattr(self.config, "registration", RegistrationConfig()), self.priming_config)
+        errors against ground truth (:mod:`mzen_ns.evaluation.evaluate`)."""
+        return evaluate(self, self.config.registration, self.config.priming)
 
     # ------------------------------------------------------------------ progress
 
@@ -206,8 +209,8 @@ class MZENPipeline(VanillaPipeline):
         return model_outputs, loss_dict, metrics_dict
 
     def _summarise(self, phase: Phase, step: int) -> None:
-        cameras = self.mzen_model.cameras
-        zoom_ratio = (cameras.zoom().detach() / cameras.dials)[~cameras.is_wide]
+        cameras: Dict[str, torch.Tensor] = {}
+        self.mzen_model.cameras.get_metrics_dict(cameras)
         table = Table(title=f"phase {phase} summary (ended before step {step})")
         table.add_column("quantity")
         table.add_column("value", justify="right")
@@ -215,9 +218,10 @@ class MZENPipeline(VanillaPipeline):
             mean = float(total) / max(self._loss_count, 1)
             table.add_row(f"mean {name}", f"{mean:.5f}")
             writer.put_scalar(name=f"phase_summary/{phase}/{name}", scalar=mean, step=step)
-        table.add_row("learned focal (px)", f"{float(cameras.focal):.2f}")
-        if zoom_ratio.numel():
-            table.add_row("zoom / dial (min, max)", f"{float(zoom_ratio.min()):.4f}, {float(zoom_ratio.max()):.4f}")
+        table.add_row("learned focal (px)", f"{float(cameras['focal']):.2f}")
+        if "zoom_over_dial_min" in cameras:
+            spread = f"{float(cameras['zoom_over_dial_min']):.4f}, {float(cameras['zoom_over_dial_max']):.4f}"
+            table.add_row("zoom / dial (min, max)", spread)
         table.add_row("wall time (s)", f"{time.perf_counter() - self._phase_started:.1f}")
         CONSOLE.print(table)
         self._loss_sums.clear()
@@ -228,14 +232,19 @@ class MZENPipeline(VanillaPipeline):
             self._summarise(self.phase, step + 1)
             self.export_cameras()
 
+    def solved_cameras(self, output_dir: Path) -> Dict[str, Any]:
+        """The learned cameras as a nerfstudio ``transforms.json`` whose paths are relative to ``output_dir``."""
+        dataset = self.datamanager.train_dataset
+        return cameras_manifest(
+            self.mzen_model.cameras, [Path(p) for p in dataset.image_filenames], self.config.priming.method, output_dir
+        )
+
     def export_cameras(self) -> Optional[Path]:
         """Write the solved cameras to ``<run>/solved_cameras/transforms.json`` (rank 0 only)."""
-        if self.run_dir is None or (dist.is_initialized() and dist.get_rank() != 0):
+        if self.run_dir is None or not is_main_process():
             return None
-        from mzen_ns.export import cameras_manifest
-
         path = self.run_dir / "solved_cameras" / "transforms.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(cameras_manifest(self, path.parent), indent=2))
+        path.write_text(json.dumps(self.solved_cameras(path.parent), indent=2))
         CONSOLE.print(f"solved cameras: {path}  (any method: ns-train nerfacto --data {path.parent})")
         return path

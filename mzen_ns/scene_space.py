@@ -1,4 +1,4 @@
-"""Scene parameterisations for forward-facing, identity-initialised cameras (issue 5).
+"""Scene parameterisations for forward-facing, identity-initialised cameras.
 
 nerfacto maps sample positions into ``[-2, 2]^3`` with a spatial distortion before its hash grids
 (and drops samples that land outside). mzen's cameras start at the identity, looking down ``-z``
@@ -48,8 +48,10 @@ class ForwardFacingNDC(SpatialDistortion):
     def __init__(self, near: float, tan_half_fov_x: float, tan_half_fov_y: float) -> None:
         super().__init__()
         if near <= 0 or tan_half_fov_x <= 0 or tan_half_fov_y <= 0:
-            raise ValueError(f"NDC needs near > 0 and a positive field of view, got near={near}, "
-                             f"tan={tan_half_fov_x}, {tan_half_fov_y}")
+            raise ValueError(
+                f"NDC needs near > 0 and a positive field of view, got near={near}, "
+                f"tan={tan_half_fov_x}, {tan_half_fov_y}"
+            )
         self.near = near
         self.register_buffer("tan_half_fov", torch.tensor([tan_half_fov_x, tan_half_fov_y]), persistent=False)
 

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
-import numpy as np
 import torch
 import tyro
 from nerfstudio.engine.optimizers import Optimizers
@@ -19,19 +18,12 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from mzen_ns import patches
 from mzen_ns.encoding import LevelCurriculum
-from mzen_ns.phases import PhaseDecaySchedulerConfig, active_groups
+from mzen_ns.phases import POLICY, PhaseDecaySchedulerConfig, check_sanity
 from mzen_ns.pipeline import MZENPipeline, MZENPipelineConfig
 
-
-def allow_checkpoint_types() -> None:
-    """Allow-list the few non-tensor types nerfstudio checkpoints contain, so ``torch.load`` keeps
-    its safe ``weights_only=True`` default in resume, ``ns-eval`` and ``ns-viewer``."""
-    safe = [np.core.multiarray.scalar, np.dtype] + [type(np.dtype(name)) for name in ("float64", "float32", "int64")]
-    torch.serialization.add_safe_globals(safe)
-
-
-allow_checkpoint_types()
+patches.allow_checkpoint_types()  # loading any mzen run imports this module: its checkpoints load safely
 
 
 class NonFiniteError(RuntimeError):
@@ -52,7 +44,7 @@ class PhasedOptimizers(Optimizers):
 
     def active(self) -> frozenset:
         """Names of the groups stepped in the current phase."""
-        return active_groups(self.pipeline.phase or "A")
+        return POLICY[self.pipeline.phase or "A"].groups
 
     def optimizer_scaler_step_some(self, grad_scaler: torch.cuda.amp.GradScaler, param_groups: List[str]) -> None:
         active = [name for name in param_groups if name in self.active()]
@@ -91,6 +83,15 @@ class MZENTrainerConfig(TrainerConfig):
     def __post_init__(self) -> None:
         self.pipeline.model.total_steps = self.max_num_iterations
 
+    def save_config(self) -> None:
+        """Save ``config.yml`` with the demo scene's real path when no ``--data`` was given (the run
+        keeps the placeholder's name), so every later command finds the run's scene."""
+        from mzen_ns.synthetic.demo import resolve_demo_data
+
+        self.set_experiment_name()
+        resolve_demo_data(self.pipeline.datamanager)
+        super().save_config()
+
     def set_experiment_name(self) -> None:
         """Name runs after the scene folder, whether given by ``--data`` or the parser's own data."""
         if self.experiment_name is None and self.pipeline.datamanager.data is None:
@@ -106,11 +107,15 @@ class MZENTrainer(Trainer):
     pipeline: MZENPipeline
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        from mzen_ns.synthetic.demo import resolve_demo_data
+
         if self.config.preset_note:
             CONSOLE.print(f"[bold]{self.config.method_name}:[/] {self.config.preset_note}")
+        resolve_demo_data(self.config.pipeline.datamanager)
         super().setup(test_mode=test_mode)
 
     def setup_optimizers(self) -> Optimizers:
+        check_sanity(self.pipeline.get_param_groups(), self.config.optimizers)
         schedule = self.pipeline.phase_schedule
         config = {}
         for name, group in self.config.optimizers.items():
@@ -141,7 +146,9 @@ class MZENTrainer(Trainer):
     def train_iteration(self, step: int):
         self.curriculum.step = step
         loss, loss_dict, metrics_dict = super().train_iteration(step)
-        values = [loss.detach().reshape(-1)] + [p.detach().reshape(-1) for p in self.pipeline.mzen_model.cameras.parameters()]
+        values = [loss.detach().reshape(-1)] + [
+            p.detach().reshape(-1) for p in self.pipeline.mzen_model.cameras.parameters()
+        ]
         if not bool(torch.isfinite(torch.cat(values)).all()):  # one host sync per step
             raise NonFiniteError(f"non-finite loss or camera parameter at step {step}")
         self._last_good_step = step

@@ -104,7 +104,9 @@ def frustums(cameras: Any, levels: torch.Tensor) -> List[Frustum]:
     ]
 
 
-def overview_camera(c2w: np.ndarray, scale: float = 1.0, distance: float = 3.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def overview_camera(
+    c2w: np.ndarray, scale: float = 1.0, distance: float = 3.0
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A viewpoint (position, look-at point, up direction; world units × ``scale``) that sees all
     cameras ``c2w`` (N, 3, 4; OpenGL): behind them along their mean viewing direction and above
     along their mean up direction, ``distance`` × their spread (at least 0.5) away, looking at
@@ -121,8 +123,9 @@ def overview_camera(c2w: np.ndarray, scale: float = 1.0, distance: float = 3.0) 
     return position * scale, centroid * scale, up
 
 
-def panel_state(cameras: Any, levels: torch.Tensor, dials: List[float], names: List[str], phase: str,
-                step: Optional[int]) -> PanelState:
+def panel_state(
+    cameras: Any, levels: torch.Tensor, dials: List[float], names: List[str], phase: str, step: Optional[int]
+) -> PanelState:
     """The panel's values from the learned cameras (``levels``: level per image; ``dials``: the
     scene's dial per level; ``names``: file path per image)."""
     with torch.no_grad():
@@ -133,14 +136,23 @@ def panel_state(cameras: Any, levels: torch.Tensor, dials: List[float], names: L
         members = zooms[levels.cpu() == level]
         if members.numel() == 0:
             continue
-        rows.append({"level": level, "dial": float(dial), "frames": int(members.numel()),
-                     "zoom_mean": float(members.mean()), "zoom_min": float(members.min()), "zoom_max": float(members.max())})
+        rows.append(
+            {
+                "level": level,
+                "dial": float(dial),
+                "frames": int(members.numel()),
+                "zoom_mean": float(members.mean()),
+                "zoom_min": float(members.min()),
+                "zoom_max": float(members.max()),
+            }
+        )
     matched = cameras.matched_wide.cpu().tolist()
     pairs = [(names[i], names[m]) for i, m in enumerate(matched) if m >= 0 and not bool(cameras.is_wide[i])]
     flagged = tuple(names[i] for i in torch.nonzero(cameras.match.flagged.cpu()).squeeze(-1).tolist())
     fov_x = math.degrees(2.0 * math.atan(0.5 * cameras.width / focal))
-    return PanelState(phase=phase, step=step, focal=focal, wide_fov_x_deg=fov_x, levels=rows, pairs=pairs,
-                      flagged=flagged)
+    return PanelState(
+        phase=phase, step=step, focal=focal, wide_fov_x_deg=fov_x, levels=rows, pairs=pairs, flagged=flagged
+    )
 
 
 def panel_phase(pipeline: Any, step: Optional[int]) -> str:
@@ -165,14 +177,19 @@ def panel_markdown(state: PanelState, max_pairs: int = 40) -> str:
         "| level | dial | frames | zoom mean | min | max |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['level']} | {r['dial']:g} | {r['frames']} | {r['zoom_mean']:.3f} | {r['zoom_min']:.3f} | "
-              f"{r['zoom_max']:.3f} |" for r in state.levels]
+    lines += [
+        f"| {r['level']} | {r['dial']:g} | {r['frames']} | {r['zoom_mean']:.3f} | {r['zoom_min']:.3f} | "
+        f"{r['zoom_max']:.3f} |"
+        for r in state.levels
+    ]
     flags = f", {len(state.flagged)} flagged: no clear best match" if state.flagged else ""
     lines += ["", f"**Crop-and-match** ({len(state.pairs)} zoom-ins primed{flags})", ""]
     if state.pairs:
         lines += ["| zoom-in | wide | |", "|---|---|---|"]
-        lines += [f"| {zoom} | {wide} | {'flagged' if zoom in state.flagged else ''} |"
-                  for zoom, wide in state.pairs[:max_pairs]]
+        lines += [
+            f"| {zoom} | {wide} | {'flagged' if zoom in state.flagged else ''} |"
+            for zoom, wide in state.pairs[:max_pairs]
+        ]
         if len(state.pairs) > max_pairs:
             lines.append(f"| … {len(state.pairs) - max_pairs} more | |")
     else:
@@ -217,7 +234,12 @@ class CameraPanel(nn.Module):
         self._pipeline = pipeline
         self.summary = ViewerMarkdown("mzen cameras")
         self.magnification = ViewerSlider(
-            "Magnification", 1.0, 1.0, 64.0, step=0.5, cb_hook=lambda element: self.apply_magnification(element.value),
+            "Magnification",
+            1.0,
+            1.0,
+            64.0,
+            step=0.5,
+            cb_hook=lambda element: self.apply_magnification(element.value),
             hint="Render the viewer camera at the wide view's field of view divided by this factor",
         )
         self.control = _FrustumControl(self)
@@ -230,8 +252,9 @@ class CameraPanel(nn.Module):
         metadata = pipeline.datamanager.train_dataset.metadata
         levels = metadata["mzen_level"]
         phase = panel_phase(pipeline, step)
-        self.state = panel_state(cameras, levels, list(metadata["mzen_levels"]),
-                                 [str(p) for p in metadata["mzen_file_paths"]], phase, step)
+        self.state = panel_state(
+            cameras, levels, list(metadata["mzen_levels"]), [str(p) for p in metadata["mzen_file_paths"]], phase, step
+        )
         self.summary.set_content(panel_markdown(self.state))
         if self.control.viewer is not None:
             self.control.draw(frustums(cameras, levels))
@@ -287,8 +310,8 @@ class _FrustumControl(ViewerControl):
 
     def draw(self, cameras: List[Frustum]) -> None:
         """(Re)draw the frustums; nerfstudio's show/hide buttons act on them."""
-        from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
         import viser.transforms as vtf
+        from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 
         handles = self.viewer.camera_handles if getattr(self.viewer, "camera_handles", None) is not None else {}
         visible = all(h.visible for h in handles.values()) if handles else True

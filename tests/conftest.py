@@ -1,4 +1,4 @@
-"""Shared helpers: tiny FF-MZN scenes written on the fly."""
+"""Fixtures: an isolated cache, and tiny FF-MZN scenes written on the fly (helpers in ``tests/helpers.py``)."""
 
 from __future__ import annotations
 
@@ -7,30 +7,17 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from tests.helpers import H, W, random_rgb, write_png
+
+SceneWriter = Callable[..., Path]
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Converted images and demo scenes go to a temporary folder, not the user's cache."""
     os.environ["MZEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("mzen-cache"))
-
-W, H = 16, 12
-
-
-def write_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
-def random_rgb(seed: int, width: int = W, height: int = H) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-SceneWriter = Callable[..., Path]
 
 
 @pytest.fixture
@@ -78,34 +65,3 @@ def make_folder_scene(tmp_path: Path) -> SceneWriter:
         return root
 
     return write
-
-
-def tiny_scene(root: Path, seed: int = 0) -> Path:
-    """A 32x24 scene-maker scene: 3 wide + 2 zoom-ins at 4x (train only)."""
-    from mzen_ns.scene_maker import SceneMakerConfig, make_scene
-
-    if not (root / "transforms.json").is_file():
-        make_scene(SceneMakerConfig(output=root, width=32, height=24, zooms=(1.0, 4.0), n_wide=3, n_zoom=2, n_test=0, seed=seed))
-    return root
-
-
-def tiny_trainer_config(scene: Path, output_dir: Path, steps: int, boundaries=(0.4, 0.7), **overrides):
-    """mzen's smoke preset (the CPU preset shrunk to milliseconds per step), for behaviour tests."""
-    from dataclasses import replace
-
-    from mzen_ns.method_configs import smoke_config
-
-    base = smoke_config()
-    model = replace(base.pipeline.model, phases=replace(base.pipeline.model.phases, boundaries=boundaries))
-    datamanager = replace(base.pipeline.datamanager, data=scene)
-    fields = dict(
-        output_dir=output_dir,
-        experiment_name="tiny",
-        timestamp="run",
-        max_num_iterations=steps,
-        steps_per_save=1000,
-        vis="tensorboard",
-        pipeline=replace(base.pipeline, model=model, datamanager=datamanager),
-    )
-    fields.update(overrides)
-    return replace(base, **fields)

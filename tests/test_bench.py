@@ -5,14 +5,21 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from mzen_ns.bench import BenchConfig, run_bench
-from tests.conftest import tiny_scene
+from mzen_ns.scripts.bench import BenchConfig, run_bench
+from tests.helpers import tiny_scene
 
 
 def test_bench_reports_every_run_and_does_not_redo_finished_ones(tmp_path):
     scene = tiny_scene(tmp_path / "tiny")
-    config = BenchConfig(output=tmp_path / "bench", scenes=(scene,), seeds=(), configurations=("phase-a", "oracle"),
-                         preset="smoke", steps=6, registration_steps=3)
+    config = BenchConfig(
+        output=tmp_path / "bench",
+        scenes=(scene,),
+        seeds=(),
+        configurations=("phase-a", "oracle"),
+        preset="smoke",
+        steps=6,
+        registration_steps=3,
+    )
     records = run_bench(config)
     assert [r.configuration for r in records] == ["phase-a", "oracle"]
     report = (config.output / "report.md").read_text()
@@ -44,7 +51,7 @@ def test_generated_scenes_hold_out_the_requested_views_per_level(tmp_path):
     import json
     from collections import Counter
 
-    from mzen_ns.bench import scene_list
+    from mzen_ns.scripts.bench import scene_list
 
     [(name, folder)] = scene_list(BenchConfig(output=tmp_path, seeds=(4,), test_views=2))
     assert name == "default-seed4-test2"

@@ -79,7 +79,9 @@ def test_zoom_narrows_field_of_view_exactly():
 
 def test_principal_point_is_honoured():
     cameras = make_cameras(cx=10.0, cy=7.0)
-    origin, direction, norm, _ = cameras.rays(torch.tensor([2]), torch.tensor([[6, 9]]))  # centre of pixel (9, 6) = (9.5, 6.5)
+    origin, direction, norm, _ = cameras.rays(
+        torch.tensor([2]), torch.tensor([[6, 9]])
+    )  # centre of pixel (9, 6) = (9.5, 6.5)
     expected = torch.tensor([(9.5 - 10.0) / 140.0, -(6.5 - 7.0) / 140.0, -1.0], dtype=torch.float64)
     assert torch.allclose(direction[0], expected / expected.norm())
     assert float(norm) == pytest.approx(float(expected.norm()))

@@ -14,10 +14,10 @@ import tifffile
 import torch
 from PIL import Image
 
-from dataparsers.errors import SceneFormatError
-from dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
-from dataparsers.manifest import DEFAULT_FOV_X_DEG
-from tests.conftest import H, W, random_rgb, write_png
+from mzen_dataparsers.errors import SceneFormatError
+from mzen_dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
+from mzen_dataparsers.manifest import DEFAULT_FOV_X_DEG
+from tests.helpers import H, W, random_rgb, write_png
 
 
 def parse(root: Path, split: str = "train", **options):
@@ -211,7 +211,9 @@ def test_tiff_magnification_from_sem_metadata(make_manifest_scene):
 
 def test_tiff_with_malformed_magnification_names_file(make_manifest_scene):
     root = make_manifest_scene(zooms=[1, 1])
-    tifffile.imwrite(root / "images/bad.tif", random_rgb(0)[..., 0], extratags=[(34682, "s", 0, "[Scan]\nHorFieldsize=-3\n", True)])
+    tifffile.imwrite(
+        root / "images/bad.tif", random_rgb(0)[..., 0], extratags=[(34682, "s", 0, "[Scan]\nHorFieldsize=-3\n", True)]
+    )
     manifest = json.loads((root / "transforms.json").read_text())
     manifest["frames"][0] = {"file_path": "images/bad.tif"}
     (root / "transforms.json").write_text(json.dumps(manifest))
@@ -224,7 +226,7 @@ def _sem_tiff_scene(root: Path, bar_rows: int) -> Path:
     each with a white data bar of ``bar_rows`` rows at the bottom."""
     names = []
     for index, hfw in enumerate([4e-4, 4e-4, 1e-4]):
-        pixels = (random_rgb(index)[..., 0].astype(np.uint16) * 257)
+        pixels = random_rgb(index)[..., 0].astype(np.uint16) * 257
         pixels[H - bar_rows :] = 65535
         name = f"images/sem{index}.tif"
         (root / "images").mkdir(parents=True, exist_ok=True)
@@ -373,7 +375,9 @@ def test_error_duplicate_file_path(make_manifest_scene):
 def test_error_size_mismatch(make_manifest_scene):
     root = make_manifest_scene(zooms=[1, 1, 4])
     write_png(root / "images/f02.png", random_rgb(9, width=W + 4, height=H))
-    with pytest.raises(SceneFormatError, match=rf"images/f02\.png\): image is {W + 4}x{H} but the scene's size is {W}x{H}"):
+    with pytest.raises(
+        SceneFormatError, match=rf"images/f02\.png\): image is {W + 4}x{H} but the scene's size is {W}x{H}"
+    ):
         parse(root)
 
 
@@ -386,7 +390,9 @@ def test_error_size_mismatch_in_folder_layout(make_folder_scene):
 
 def test_error_fewer_than_two_wide(make_manifest_scene):
     root = make_manifest_scene(zooms=[2, 8, 8])
-    with pytest.raises(SceneFormatError, match=r"frame 0 \(images/f00\.png\): fewer than two frames at the widest level"):
+    with pytest.raises(
+        SceneFormatError, match=r"frame 0 \(images/f00\.png\): fewer than two frames at the widest level"
+    ):
         parse(root)
 
 

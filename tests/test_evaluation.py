@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
-import torch
 
-from mzen_ns.evaluation import aggregate, camera_errors, evaluate, sim3_alignment
-from mzen_ns.registration import RegistrationConfig
-from mzen_ns.scene_maker import SceneMakerConfig, make_scene
-from tests.conftest import tiny_trainer_config
+from mzen_ns.evaluation.alignment import camera_errors, sim3_alignment
+from mzen_ns.evaluation.evaluate import aggregate, evaluate
+from mzen_ns.evaluation.registration import RegistrationConfig
+from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
+from tests.helpers import tiny_trainer_config, train
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     scene = root / "scene"
-    make_scene(SceneMakerConfig(output=scene, width=32, height=24, zooms=(1.0, 4.0), n_wide=3, n_zoom=2, n_test=1, seed=2))
-    trainer = tiny_trainer_config(scene, root / "runs", steps=12).setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
-    return trainer
+    make_scene(
+        SceneMakerConfig(output=scene, width=32, height=24, zooms=(1.0, 4.0), n_wide=3, n_zoom=2, n_test=1, seed=2)
+    )
+    return train(tiny_trainer_config(scene, root / "runs", steps=12))
 
 
 def test_eval_keys_and_independent_recomputation(trained):
@@ -32,8 +29,16 @@ def test_eval_keys_and_independent_recomputation(trained):
     for name in ("psnr", "ssim", "gss", "lss"):
         assert {name, f"{name}_1x", f"{name}_4x"} <= set(results)
         assert results[name] == pytest.approx((results[f"{name}_1x"] + results[f"{name}_4x"]) / 2)
-    for name in ("rot_err_deg", "trans_err", "zoom_err_rel", "focal_err_rel",
-                 "test_rot_err_deg", "test_trans_err", "test_zoom_err_rel", "wide_pair_rot_err_deg"):
+    for name in (
+        "rot_err_deg",
+        "trans_err",
+        "zoom_err_rel",
+        "focal_err_rel",
+        "test_rot_err_deg",
+        "test_trans_err",
+        "test_zoom_err_rel",
+        "wide_pair_rot_err_deg",
+    ):
         assert name in results and np.isfinite(results[name])
     train_dials = sorted(set(pipeline.mzen_model.cameras.dials.tolist()))
     per_level = [results[f"rot_err_deg_{dial:g}x"] for dial in train_dials]  # per zoom level as well
@@ -58,11 +63,14 @@ def _random_rotations(rng, count):
     q = rng.normal(size=(count, 4))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], 1)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        1,
+    )
 
 
 def test_sim3_alignment_recovers_a_similarity():
@@ -100,8 +108,9 @@ def test_aggregate_is_mean_of_level_means():
 
 
 def test_pairwise_rotation_error_is_gauge_free():
-    from mzen_ns.evaluation import pairwise_rotation_error
     from scipy.spatial.transform import Rotation
+
+    from mzen_ns.evaluation.alignment import pairwise_rotation_error
 
     truth = np.stack([np.eye(4)] * 4)
     truth[:, :3, :3] = Rotation.from_rotvec(np.random.default_rng(1).normal(scale=0.1, size=(4, 3))).as_matrix()

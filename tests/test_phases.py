@@ -9,8 +9,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mzen_ns.crop_and_match import share_decision
-from mzen_ns.phases import PhaseDecaySchedulerConfig, PhaseSchedule, PhaseScheduleConfig, active_groups
+from mzen_ns.distributed import share_decision
+from mzen_ns.phases import (
+    POLICY,
+    PhaseDecaySchedulerConfig,
+    PhaseSchedule,
+    PhaseScheduleConfig,
+    allowed_images,
+    check_sanity,
+)
 
 
 def test_default_boundaries_follow_equal_budget():
@@ -28,10 +35,25 @@ def test_configured_boundaries_and_wide_only_scene():
         PhaseSchedule.resolve(PhaseScheduleConfig(boundaries=(0.8, 0.5)), 100, 3, 5)
 
 
-def test_groups_per_phase():
-    assert active_groups("A") == {"fields", "proposal_networks", "wide_poses", "focal"}
-    assert active_groups("B") == {"zoom_poses", "zooms"}
-    assert active_groups("C") == {"fields", "proposal_networks", "wide_poses", "focal", "zoom_poses", "zooms"}
+def test_groups_and_images_per_phase():
+    assert POLICY["A"].groups == {"fields", "proposal_networks", "wide_poses", "focal"}
+    assert POLICY["B"].groups == {"zoom_poses", "zooms"}
+    assert POLICY["C"].groups == {"fields", "proposal_networks", "wide_poses", "focal", "zoom_poses", "zooms"}
+    is_wide = torch.tensor([True, True, False])
+    assert allowed_images("A", is_wide).tolist() == [True, True, False]
+    assert allowed_images("B", is_wide).tolist() == [False, False, True]
+    assert allowed_images("C", is_wide).tolist() == [True, True, True]
+    schedule = PhaseSchedule.resolve(PhaseScheduleConfig(boundaries=(0.5, 0.75)), 100, 3, 5)
+    assert schedule.group_start("fields") == 0 and schedule.group_start("zooms") == 50
+
+
+def test_sanity_check_names_unknown_and_unconfigured_groups():
+    groups = ["fields", "proposal_networks", "wide_poses", "zoom_poses", "focal", "zooms"]
+    check_sanity(groups, groups)
+    with pytest.raises(ValueError, match="'appearance' is not in mzen's phase policy"):
+        check_sanity(groups + ["appearance"], groups + ["appearance"])
+    with pytest.raises(ValueError, match="'zooms' has no optimizer"):
+        check_sanity(groups, groups[:-1])
 
 
 def test_learning_rate_schedule_starts_with_its_phase():

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mzen_ns.scene_maker import SceneMakerConfig, make_scene
+from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
+from tests.helpers import run_stock_ns_train
 
 
 def test_dataparser_entry_point_registered():
@@ -26,7 +27,7 @@ def test_dataparser_entry_point_registered():
 
 def test_scene_maker_console_script_registered():
     (entry,) = [e for e in entry_points(group="console_scripts") if e.name == "mzen-make-scene"]
-    assert entry.value == "mzen_ns.scene_maker:entrypoint"
+    assert entry.value == "mzen_ns.scripts.make_scene:entrypoint"
 
 
 def test_import_is_cheap_and_needs_no_cuda():
@@ -34,7 +35,7 @@ def test_import_is_cheap_and_needs_no_cuda():
         """
         import sys, time
         start = time.perf_counter()
-        import mzen_ns, dataparsers.registry
+        import mzen_ns, mzen_dataparsers.registry
         print(f"{time.perf_counter() - start:.2f}")
         assert "tinycudann" not in sys.modules, "importing the plugin pulled in tinycudann"
         import torch
@@ -47,31 +48,11 @@ def test_import_is_cheap_and_needs_no_cuda():
 
 
 def test_ns_train_help_lists_parser():
-    result = subprocess.run(["ns-train", "nerfacto", "ffmzn-data", "--help"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["ns-train", "nerfacto", "ffmzn-data", "--help"], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--pipeline.datamanager.dataparser.test-every" in result.stdout or "test-every" in result.stdout
-
-
-# Stock nerfacto builds torchmetrics' LPIPS, which downloads AlexNet weights: offline that
-# crashes ns-train before training. These runs replace it by a stub in the training process only
-# (LPIPS is an evaluation metric and plays no part in training); everything else is stock.
-_NS_TRAIN = textwrap.dedent(
-    """
-    import sys, torch
-    import torchmetrics.image.lpip as lpip
-
-    class NoLPIPS(torch.nn.Module):
-        def __init__(self, *args, **kwargs):
-            super().__init__()
-        def forward(self, a, b):
-            return torch.tensor(float("nan"))
-
-    lpip.LearnedPerceptualImagePatchSimilarity = NoLPIPS
-    from nerfstudio.scripts.train import entrypoint
-    sys.argv = ["ns-train"] + sys.argv[1:]
-    entrypoint()
-    """
-)
 
 
 @pytest.mark.parametrize("layout", ["manifest", "folders"])
@@ -82,15 +63,38 @@ def test_stock_nerfacto_trains_on_ff_mzn_scene(tmp_path: Path, layout: str):
         (scene / "transforms.json").unlink()
         scene = scene / "images"
     args = [
-        "nerfacto", "--data", str(scene), "--output-dir", str(tmp_path / "runs"), "--experiment-name", "x",
-        "--machine.device-type", "cpu", "--max-num-iterations", "3", "--steps-per-save", "2",
-        "--vis", "tensorboard", "--viewer.quit-on-train-completion", "True",
-        "--pipeline.datamanager.train-num-rays-per-batch", "128", "--pipeline.datamanager.eval-num-rays-per-batch", "128",
-        "--pipeline.model.eval-num-rays-per-chunk", "256", "--steps-per-eval-image", "1000",
-        "--steps-per-eval-batch", "1000", "--steps-per-eval-all-images", "1000",
+        "nerfacto",
+        "--data",
+        str(scene),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--experiment-name",
+        "x",
+        "--machine.device-type",
+        "cpu",
+        "--max-num-iterations",
+        "3",
+        "--steps-per-save",
+        "2",
+        "--vis",
+        "tensorboard",
+        "--viewer.quit-on-train-completion",
+        "True",
+        "--pipeline.datamanager.train-num-rays-per-batch",
+        "128",
+        "--pipeline.datamanager.eval-num-rays-per-batch",
+        "128",
+        "--pipeline.model.eval-num-rays-per-chunk",
+        "256",
+        "--steps-per-eval-image",
+        "1000",
+        "--steps-per-eval-batch",
+        "1000",
+        "--steps-per-eval-all-images",
+        "1000",
         "ffmzn-data",
     ]
-    result = subprocess.run([sys.executable, "-c", _NS_TRAIN, *args], capture_output=True, text=True, timeout=600)
+    result = run_stock_ns_train(args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     checkpoints = list((tmp_path / "runs").rglob("*.ckpt"))
     assert checkpoints, "training left no checkpoint"
@@ -101,8 +105,18 @@ def test_stock_nerfacto_trains_on_ff_mzn_scene(tmp_path: Path, layout: str):
 def test_ns_train_reports_bad_scene_clearly(tmp_path: Path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "transforms.json").write_text('{"w": 4, "h": 3, "frames": []}')
-    args = ["nerfacto", "--data", str(tmp_path / "bad"), "--machine.device-type", "cpu", "--vis", "tensorboard",
-            "--output-dir", str(tmp_path / "runs"), "ffmzn-data"]
-    result = subprocess.run([sys.executable, "-c", _NS_TRAIN, *args], capture_output=True, text=True, timeout=300)
+    args = [
+        "nerfacto",
+        "--data",
+        str(tmp_path / "bad"),
+        "--machine.device-type",
+        "cpu",
+        "--vis",
+        "tensorboard",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "ffmzn-data",
+    ]
+    result = run_stock_ns_train(args, timeout=300)
     assert result.returncode != 0
     assert "transforms.json: no frames" in result.stderr

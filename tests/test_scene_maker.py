@@ -15,10 +15,10 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter, map_coordinates
 
-from dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
-from dataparsers.images import read_float_image
-from mzen_ns.scene_maker import SceneMakerConfig, make_scene, scene_surface
-from mzen_ns.synthetic import TEXTURE_SIZE, LAYER_RATIO, PinholeCamera, render
+from mzen_dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
+from mzen_dataparsers.images import read_float_image
+from mzen_ns.synthetic.raycast import LAYER_RATIO, TEXTURE_SIZE, PinholeCamera, render
+from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene, scene_surface
 
 SMALL = dict(width=64, height=48, zooms=(1.0, 4.0), n_wide=4, n_zoom=3, n_test=1)
 
@@ -36,7 +36,9 @@ def load(root: Path) -> Tuple[dict, Dict[str, np.ndarray]]:
     return manifest, images
 
 
-def project(c2w: np.ndarray, focal: float, width: int, height: int, points: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def project(
+    c2w: np.ndarray, focal: float, width: int, height: int, points: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray]:
     """OpenGL pinhole projection written independently of the renderer: (x right, y down) pixels."""
     local = (points - c2w[:3, 3]) @ c2w[:3, :3]
     depth = -local[:, 2]
@@ -114,9 +116,13 @@ def test_zoom_ins_are_narrower_renders_not_crops(default_scene):
         zoom_in = images[frame["file_path"]]
         wide = images[frame["gt_parent"]]
         crop = wide[18:30, 24:40]  # central quarter of a 64x48 image
-        upsampled = torch.nn.functional.interpolate(
-            torch.from_numpy(crop).permute(2, 0, 1)[None], size=(48, 64), mode="bicubic", align_corners=False
-        )[0].permute(1, 2, 0).numpy()
+        upsampled = (
+            torch.nn.functional.interpolate(
+                torch.from_numpy(crop).permute(2, 0, 1)[None], size=(48, 64), mode="bicubic", align_corners=False
+            )[0]
+            .permute(1, 2, 0)
+            .numpy()
+        )
         detail = lambda im: np.abs(np.diff(im, axis=1)).mean()  # noqa: E731
         assert detail(zoom_in) > 1.5 * detail(upsampled)
         assert frames[frame["gt_parent"]]["zoom"] == 1.0
@@ -144,7 +150,11 @@ def test_seed_changes_scene_and_is_deterministic(tmp_path):
     outs = []
     for index, seed in enumerate((5, 5, 6)):
         root = tmp_path / f"s{index}"
-        make_scene(SceneMakerConfig(output=root, seed=seed, width=24, height=18, zooms=(1.0, 4.0), n_wide=3, n_zoom=1, n_test=0))
+        make_scene(
+            SceneMakerConfig(
+                output=root, seed=seed, width=24, height=18, zooms=(1.0, 4.0), n_wide=3, n_zoom=1, n_test=0
+            )
+        )
         outs.append(read_float_image(root / "images/1x/train_000.png"))
     assert np.array_equal(outs[0], outs[1])
     assert not np.array_equal(outs[0], outs[2])
@@ -191,13 +201,21 @@ def test_sem_variant_grayscale_noisy_16bit(tmp_path):
 def test_sem_tiff_scene_has_magnification_only_in_metadata_and_trains(tmp_path):
     """16-bit SEM-style TIFFs with field width in FEI metadata, no manifest zoom, a data bar; the
     parser reads the dials from the files, crops the bar, and mzen trains on it end to end."""
-    import tifffile
     from dataclasses import replace
 
-    from tests.conftest import tiny_trainer_config
+    import tifffile
 
-    config = SceneMakerConfig(output=tmp_path / "semtiff", variant="sem", image_format="sem-tiff", bit_depth=16,
-                              data_bar_rows=6, seed=5, **SMALL)
+    from tests.helpers import tiny_trainer_config, train
+
+    config = SceneMakerConfig(
+        output=tmp_path / "semtiff",
+        variant="sem",
+        image_format="sem-tiff",
+        bit_depth=16,
+        data_bar_rows=6,
+        seed=5,
+        **SMALL,
+    )
     make_scene(config)
     manifest = json.loads((config.output / "transforms.json").read_text())
     assert manifest["h"] == SMALL["height"] + 6
@@ -216,9 +234,7 @@ def test_sem_tiff_scene_has_magnification_only_in_metadata_and_trains(tmp_path):
     datamanager = trainer_config.pipeline.datamanager
     datamanager = replace(datamanager, dataparser=replace(datamanager.dataparser, crop_bottom_rows=6))
     trainer_config = replace(trainer_config, pipeline=replace(trainer_config.pipeline, datamanager=datamanager))
-    trainer = trainer_config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
+    trainer = train(trainer_config)
     cameras = trainer.pipeline.mzen_model.cameras
     assert bool(cameras.solved.all()) and torch.isfinite(cameras.c2w()).all()
 
@@ -239,8 +255,13 @@ def test_off_axis_zoom_ins_aim_away_from_the_centre(tmp_path):
 
 
 def test_nested_zoom_ins_aim_inside_a_shallower_zoom_in_of_the_same_wide_view(tmp_path):
-    config = SceneMakerConfig(output=tmp_path / "nested", off_axis=0.5, nested=True, seed=2,
-                              **{**SMALL, "zooms": (1.0, 4.0, 16.0), "n_zoom": 3})
+    config = SceneMakerConfig(
+        output=tmp_path / "nested",
+        off_axis=0.5,
+        nested=True,
+        seed=2,
+        **{**SMALL, "zooms": (1.0, 4.0, 16.0), "n_zoom": 3},
+    )
     make_scene(config)
     frames = json.loads((config.output / "transforms.json").read_text())["frames"]
     by_name = {f["file_path"]: f for f in frames}
@@ -261,9 +282,26 @@ def test_nested_zoom_ins_aim_inside_a_shallower_zoom_in_of_the_same_wide_view(tm
 
 def test_command_line_writes_scene(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mzen_ns.scene_maker", str(tmp_path / "cli"), "--width", "32", "--height", "24",
-         "--zooms", "1", "4", "--n-wide", "3", "--n-zoom", "1"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mzen_ns.scene_maker",
+            str(tmp_path / "cli"),
+            "--width",
+            "32",
+            "--height",
+            "24",
+            "--zooms",
+            "1",
+            "4",
+            "--n-wide",
+            "3",
+            "--n-zoom",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "Wrote 6 frames" in result.stdout
@@ -274,7 +312,9 @@ def test_command_line_writes_scene(tmp_path):
 def test_command_line_rejects_bad_options(tmp_path, option):
     result = subprocess.run(
         [sys.executable, "-m", "mzen_ns.scene_maker", str(tmp_path / "bad"), *option],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert ("--zooms" in result.stderr) or ("--n-wide" in result.stderr)

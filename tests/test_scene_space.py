@@ -1,4 +1,4 @@
-"""Scene parameterisations (issue 5): nerfacto's contraction, scaled; the reference camera's NDC."""
+"""Scene parameterisations: nerfacto's contraction, scaled; the reference camera's NDC."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -8,7 +8,7 @@ import torch
 from nerfstudio.field_components.spatial_distortions import SceneContraction
 
 from mzen_ns.scene_space import ForwardFacingNDC, ScaledContraction, make_scene_space
-from tests.conftest import tiny_scene, tiny_trainer_config
+from tests.helpers import build, tiny_scene, tiny_trainer_config
 
 
 def test_radius_one_is_nerfactos_contraction_and_radius_scales_it():
@@ -50,11 +50,11 @@ def test_bad_parameters_are_refused():
 @pytest.mark.parametrize("parameterisation", ["contraction", "ndc"])
 def test_every_field_of_the_model_uses_the_configured_space(tmp_path: Path, parameterisation):
     config = tiny_trainer_config(tiny_scene(tmp_path / "scene"), tmp_path / "out", steps=4)
-    model = replace(config.pipeline.model, parameterisation=parameterisation, contraction_radius=2.0,
-                    ndc_near=0.5, near_plane=0.5)
+    model = replace(
+        config.pipeline.model, parameterisation=parameterisation, contraction_radius=2.0, ndc_near=0.5, near_plane=0.5
+    )
     config = replace(config, pipeline=replace(config.pipeline, model=model))
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    trainer = build(config)
     mzen = trainer.pipeline.model
     spaces = [m.spatial_distortion for m in [mzen.field, *mzen.proposal_networks]]
     expected = ForwardFacingNDC if parameterisation == "ndc" else ScaledContraction

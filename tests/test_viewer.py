@@ -1,4 +1,4 @@
-"""The viewer's learned frustums, panel and magnification control (issue 6)."""
+"""The viewer's learned frustums, panel and magnification control."""
 
 import math
 import socket
@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mzen_ns.export import cameras_manifest
 from mzen_ns.viewer import LEVEL_COLOURS, PanelState, frustums, magnified_fov, panel_markdown
-from tests.conftest import tiny_scene, tiny_trainer_config
+from tests.helpers import tiny_scene, tiny_trainer_config, train
 
 
 @pytest.fixture(scope="module")
@@ -17,24 +16,23 @@ def trained(tmp_path_factory):
     """A tiny run trained through all three phases (zoom-ins primed and refined)."""
     root = tmp_path_factory.mktemp("viewer")
     config = tiny_trainer_config(tiny_scene(root / "scene"), root / "out", steps=12)
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    trainer.train()
-    return trainer.pipeline, root
+    return train(config).pipeline, root
 
 
 def test_panel_values_match_the_exported_cameras(trained):
     pipeline, root = trained
     state = pipeline.viewer_panel.refresh(step=11)
     assert pipeline.viewer_panel.refresh().phase == "C"  # the pipeline's own phase after training
-    manifest = cameras_manifest(pipeline, root)
+    manifest = pipeline.solved_cameras(root)
     assert state.focal == pytest.approx(manifest["focal"])
     assert state.phase == "C"
     frames = manifest["frames"]
     for row in state.levels:
         zooms = [f["zoom"] for f in frames if f["dial"] == pytest.approx(row["dial"])]
         assert row["frames"] == len(zooms)
-        assert (row["zoom_mean"], row["zoom_min"], row["zoom_max"]) == pytest.approx((np.mean(zooms), min(zooms), max(zooms)))
+        assert (row["zoom_mean"], row["zoom_min"], row["zoom_max"]) == pytest.approx(
+            (np.mean(zooms), min(zooms), max(zooms))
+        )
     names = {Path(f["file_path"]).name for f in frames}
     exported_pairs = {(Path(f["file_path"]).name, Path(f["matched_wide"]).name) for f in frames if "matched_wide" in f}
     assert {(Path(a).name, Path(b).name) for a, b in state.pairs} == exported_pairs and exported_pairs
@@ -50,7 +48,7 @@ def test_frustums_use_the_learned_pose_and_zoom(trained):
     cameras = pipeline.mzen_model.cameras
     levels = pipeline.datamanager.train_dataset.metadata["mzen_level"]
     drawn = frustums(cameras, levels)
-    manifest = cameras_manifest(pipeline, root)
+    manifest = pipeline.solved_cameras(root)
     for frustum, frame in zip(drawn, manifest["frames"]):
         assert np.allclose(frustum.c2w, np.asarray(frame["transform_matrix"])[:3], atol=1e-6)
         assert math.tan(frustum.fov_y / 2) == pytest.approx(frame["h"] / 2 / frame["fl_y"], rel=1e-5)
@@ -83,8 +81,12 @@ def test_nerfstudio_viewer_draws_the_learned_frustums_and_panel(trained, tmp_pat
     from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
 
     pipeline, _ = trained
-    viewer = Viewer(ViewerConfig(websocket_port=_free_port(), websocket_host="127.0.0.1"), log_filename=tmp_path / "log.txt",
-                    datapath=tmp_path, pipeline=pipeline)
+    viewer = Viewer(
+        ViewerConfig(websocket_port=_free_port(), websocket_host="127.0.0.1"),
+        log_filename=tmp_path / "log.txt",
+        datapath=tmp_path,
+        pipeline=pipeline,
+    )
     try:
         viewer.init_scene(train_dataset=pipeline.datamanager.train_dataset, train_state="completed")
         cameras = pipeline.mzen_model.cameras
@@ -120,7 +122,14 @@ def test_overview_camera_sees_every_frustum_from_behind():
 
 
 def test_panel_marks_flagged_zoom_ins():
-    state = PanelState(phase="B", step=3, focal=100.0, wide_fov_x_deg=60.0, levels=[],
-                       pairs=[("4x/a.png", "1x/w.png"), ("4x/b.png", "1x/w.png")], flagged=("4x/b.png",))
+    state = PanelState(
+        phase="B",
+        step=3,
+        focal=100.0,
+        wide_fov_x_deg=60.0,
+        levels=[],
+        pairs=[("4x/a.png", "1x/w.png"), ("4x/b.png", "1x/w.png")],
+        flagged=("4x/b.png",),
+    )
     text = panel_markdown(state)
     assert "1 flagged" in text and "| 4x/b.png | 1x/w.png | flagged |" in text and "| 4x/a.png | 1x/w.png |  |" in text

@@ -1,0 +1,115 @@
+"""Evaluation of an mzen run (``ns-eval``): register the held-out views, render them, score per
+zoom level, and compare cameras with ground truth after a Sim(3) alignment (``docs/method.md``).
+
+Keys (``ns-eval``'s ``results``): ``psnr``, ``ssim``, ``gss``, ``lss`` (+ ``lpips`` with cached
+weights) as the mean over zoom levels of the per-level means; per level ``psnr_<z>x`` etc. with
+``<z>`` the normalised dial formatted with ``%g``; with ground truth ``rot_err_deg``, ``trans_err``
+(ground-truth scene units, after :func:`~mzen_ns.evaluation.alignment.sim3_alignment` of the
+training cameras the run trained on), ``zoom_err_rel``, ``focal_err_rel`` for the training cameras
+and the same with a ``test_`` prefix for the registered held-out cameras; also
+``wide_pair_rot_err_deg``, the gauge-free mean pairwise relative-rotation error of the training
+wide views; ``rot_err_deg_<z>x`` (and ``test_rot_err_deg_<z>x``) per zoom level.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mzen_ns.datamanager import stack_images
+from mzen_ns.evaluation.alignment import ground_truth_errors, pairwise_rotation_error
+from mzen_ns.evaluation.keys import level_key
+from mzen_ns.evaluation.metrics import image_metrics
+from mzen_ns.evaluation.registration import RegistrationConfig, prime_views, register
+from mzen_ns.priming.plan import PrimingConfig
+
+
+def aggregate(per_image: List[Dict[str, float]], dials: List[float]) -> Dict[str, float]:
+    """Per-level means, and their mean over levels for the plain keys."""
+    by_level: Dict[float, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    for values, dial in zip(per_image, dials):
+        for name, value in values.items():
+            by_level[dial][name].append(value)
+    results: Dict[str, float] = {}
+    names = sorted({name for values in per_image for name in values})
+    for name in names:
+        level_means = []
+        for dial in sorted(by_level):
+            if by_level[dial][name]:
+                mean = float(np.mean(by_level[dial][name]))
+                results[level_key(name, dial)] = mean
+                level_means.append(mean)
+        results[name] = float(np.mean(level_means))
+    return results
+
+
+@torch.no_grad()
+def render_view(model: Any, cameras: Any, index: int, magnification: float = 1.0) -> Float[Tensor, "H W 3"]:
+    """Render view ``index`` of ``cameras`` (:class:`~mzen_ns.cameras.ZoomCameras`) at its current
+    pose and zoom with ``model`` in eval mode, its focal × ``magnification`` (about the principal point)."""
+    if not magnification > 0:
+        raise ValueError(f"magnification must be positive, got {magnification}")
+    camera = cameras.to_cameras(torch.tensor([index], device=cameras.dials.device))
+    camera.fx = camera.fx * magnification
+    camera.fy = camera.fy * magnification
+    was_training = model.training
+    model.eval()
+    try:
+        return model.get_outputs_for_camera(camera)["rgb"].clamp(0.0, 1.0)
+    finally:
+        model.train(was_training)
+
+
+def evaluate(
+    pipeline, registration: RegistrationConfig, priming: PrimingConfig, renders: Optional[List[Tensor]] = None
+) -> Dict[str, float]:
+    """Register, render and score the held-out views; camera errors against ground truth.
+    ``renders``, if given, receives each held-out view's render (for checks and pictures)."""
+    model = pipeline.mzen_model
+    train, test = pipeline.datamanager.train_dataset, pipeline.datamanager.eval_dataset
+    train_images, test_images = stack_images(train), stack_images(test)
+    test_dials = test.metadata["mzen_dial"].float()
+    cameras, _ = prime_views(model, train_images, test_images, test_dials, priming)
+    register(model, cameras, test_images, registration)
+    lpips = model.lpips if getattr(model, "lpips_available", False) else None
+    per_image = []
+    for i in range(len(test)):
+        rendered = render_view(model, cameras, i)
+        if renders is not None:
+            renders.append(rendered.cpu())
+        per_image.append(image_metrics(test_images[i].to(rendered.device), rendered, lpips=lpips))
+    results = aggregate(per_image, test_dials.tolist())
+
+    trained = model.cameras
+    solved = trained.solved.cpu().numpy()  # cameras the run never trained on are not scored
+    train_truth = train.metadata["mzen_ground_truth"]
+    solved_truth = {"c2w": train_truth["c2w"][solved], "zoom": train_truth["zoom"][solved]}
+    errors, alignment = ground_truth_errors(
+        trained.c2w().detach().cpu().numpy()[solved],
+        trained.zoom().detach().cpu().numpy()[solved],
+        solved_truth,
+        trained.dials.cpu().numpy()[solved],
+    )
+    results.update(errors)
+    wide = trained.is_wide.cpu().numpy() & solved
+    true_c2w = train_truth["c2w"].numpy()
+    have = wide & ~np.isnan(true_c2w).any(axis=(1, 2))
+    if have.sum() >= 2:
+        learned = trained.c2w().detach().cpu().numpy()
+        results["wide_pair_rot_err_deg"] = pairwise_rotation_error(learned[have], true_c2w[have])
+    if train_truth.get("focal"):
+        results["focal_err_rel"] = abs(float(trained.focal) - train_truth["focal"]) / train_truth["focal"]
+    test_errors, _ = ground_truth_errors(
+        cameras.c2w().detach().cpu().numpy(),
+        cameras.zoom().detach().cpu().numpy(),
+        test.metadata["mzen_ground_truth"],
+        test_dials.numpy(),
+        alignment,
+    )
+    results.update({f"test_{name}": value for name, value in test_errors.items()})
+    return results

@@ -1,0 +1,181 @@
+"""Registration of views the field was not trained on (the NeRF-- protocol): match against the
+training views and prime them (the run's :class:`~mzen_ns.priming.plan.PrimingConfig`, as in
+phase B), then optimise pose and zoom with the field frozen — the same camera model, matching and
+priming as training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+import torch
+from jaxtyping import Float
+from nerfstudio.cameras.rays import RayBundle
+from torch import Tensor
+
+from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
+from mzen_ns.datamanager import stack_images
+from mzen_ns.model import MZENModel
+from mzen_ns.priming.plan import PrimingConfig, Views, apply_plan, plan_priming
+
+
+@dataclass
+class RegistrationConfig:
+    """How held-out views are registered before they are scored."""
+
+    steps: int = 300
+    """Pose/zoom optimisation steps (field frozen)."""
+    rays_per_step: int = 1024
+    """Rays sampled per step over all held-out views."""
+    lr: float = 3e-3
+    """Adam learning rate of the poses and log-zooms."""
+    seed: int = 0
+    """Seed of the ray sampling (registration is deterministic)."""
+
+
+def prime_views(
+    model: MZENModel,
+    train_images: Float[Tensor, "N H W 3"],
+    images: Float[Tensor, "T H W 3"],
+    dials: Float[Tensor, " T"],
+    priming: PrimingConfig,
+) -> Tuple[ZoomCameras, Tensor]:
+    """Cameras for held-out views primed as phase B primes zoom-ins, from the training views the
+    run solved (wide views; for ``hierarchical`` also the registered zoom-ins and shallower
+    held-out views); a held-out wide view is matched at relative zoom 1 (whole images). Returns
+    the cameras and the training index of each view's wide view."""
+    trained = model.cameras
+    n_train, count, device = train_images.shape[0], dials.numel(), trained.dials.device
+    cameras = _held_out_cameras(trained, dials, images.shape[1:3])
+    roots = torch.where(trained.is_wide.cpu(), torch.arange(n_train), trained.matched_wide.cpu())
+    posed = trained.solved.cpu() & (roots >= 0)
+    train_views = Views(
+        train_images,
+        trained.dials.cpu(),
+        trained.principal_points().cpu(),
+        trained.fx().detach().cpu(),
+        float(trained.aspect),
+    )
+    test_views = Views(
+        images, dials.cpu().float(), cameras.principal_points().cpu(), torch.zeros(count), train_views.aspect
+    )
+    views = train_views.cat(test_views)
+    plan = plan_priming(
+        views,
+        torch.cat([posed, torch.zeros(count, dtype=torch.bool)]),
+        torch.cat([roots, torch.full((count,), -1)]),
+        priming,
+    )
+
+    def lookup(index: Tensor) -> Tuple[Tensor, Tensor]:  # a source is a training view or a shallower held-out one
+        held_out = (index >= n_train).to(device)
+        train_index, test_index = index.clamp(max=n_train - 1).to(device), (index - n_train).clamp(min=0).to(device)
+        c2w = torch.where(held_out[:, None, None], cameras.c2w(test_index), trained.c2w(train_index))
+        return c2w.detach(), torch.where(held_out, cameras.zoom(test_index), trained.zoom(train_index)).detach()
+
+    apply_plan(
+        plan,
+        views.dials,
+        lookup,
+        lambda i, c2w, zoom, wide: cameras.prime_from((i - n_train).to(device), c2w, zoom, wide),
+    )
+    return cameras, cameras.matched_wide.cpu().clone()
+
+
+def _held_out_cameras(trained: ZoomCameras, dials: Tensor, size) -> ZoomCameras:
+    """Cameras for held-out views: every zoom learnable (held-out wide ones too), focal fixed at the run's."""
+    height, width = int(size[0]), int(size[1])
+    count = dials.numel()
+    cameras = ZoomCameras(
+        ZoomCamerasConfig(zoom_model=trained.config.zoom_model),  # zoom-unaware runs register zoom-unaware
+        dials=dials.cpu().float(),
+        is_wide=torch.zeros(count, dtype=torch.bool),
+        focal_guess=float(trained.focal.detach()),
+        aspect=float(trained.aspect),
+        cx=trained.cx[:1].expand(count).cpu(),
+        cy=trained.cy[:1].expand(count).cpu(),
+        width=width,
+        height=height,
+    ).to(trained.dials.device)
+    cameras.log_focal.requires_grad_(False)
+    return cameras
+
+
+def register(
+    model: MZENModel, cameras: ZoomCameras, images: Float[Tensor, "T H W 3"], config: RegistrationConfig
+) -> ZoomCameras:
+    """Optimise held-out poses and zooms (not wide zooms) against their images, field frozen."""
+    device = cameras.dials.device
+    images = images.to(device)
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for param in frozen:
+        param.requires_grad_(False)
+    wide = cameras.dials == 1.0
+    optimizer = torch.optim.Adam([p for p in (cameras.zoom_pose, cameras.log_zoom) if p.requires_grad], lr=config.lr)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    count, height, width = images.shape[:3]
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(config.steps):
+            idx = torch.randint(count, (config.rays_per_step,), generator=generator).to(device)
+            rows = torch.randint(height, (config.rays_per_step,), generator=generator).to(device)
+            cols = torch.randint(width, (config.rays_per_step,), generator=generator).to(device)
+            rgb = render_rays(model, cameras, idx, torch.stack([rows, cols], -1))
+            loss = (rgb - images[idx, rows, cols, :3]).square().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cameras.log_zoom.grad is not None:
+                cameras.log_zoom.grad[wide] = 0.0
+            optimizer.step()
+    finally:
+        for param in frozen:
+            param.requires_grad_(True)
+        model.train(was_training)
+    return cameras
+
+
+def render_rays(model: MZENModel, cameras: ZoomCameras, indices: Tensor, pixels: Tensor) -> Float[Tensor, "R 3"]:
+    """RGB of the given pixels of ``cameras`` through the (eval-mode) field, differentiable in the cameras."""
+    origins, directions, norms, areas = cameras.rays(indices, pixels)
+    bundle = RayBundle(
+        origins=origins,
+        directions=directions,
+        pixel_area=areas,
+        camera_indices=torch.zeros_like(indices)[:, None],
+        metadata={"directions_norm": norms},
+    )
+    if model.collider is not None:
+        bundle = model.collider(bundle)
+    return model.get_outputs(bundle)["rgb"]
+
+
+def find_view(names: List[str], view: str) -> Optional[int]:
+    """Index of ``view`` among ``names``: exact path, else a unique file name or stem."""
+    if view in names:
+        return names.index(view)
+    matches = [i for i, name in enumerate(names) if Path(name).name == view or Path(name).stem == view]
+    if len(matches) > 1:
+        raise ValueError(f"view {view!r} is ambiguous: {', '.join(names[i] for i in matches)}; give its path")
+    return matches[0] if matches else None
+
+
+def camera_for_view(pipeline: Any, view: str) -> Tuple[ZoomCameras, int, str]:
+    """(cameras, index, split) of a run's view by name: the learned training camera, or a held-out
+    view registered as ``ns-eval`` registers it."""
+    train = pipeline.datamanager.train_dataset
+    index = find_view([str(p) for p in train.metadata["mzen_file_paths"]], view)
+    if index is not None:
+        return pipeline.mzen_model.cameras, index, "train"
+    test = pipeline.datamanager.eval_dataset
+    names = [str(p) for p in test.metadata["mzen_file_paths"]] if test is not None else []
+    index = find_view(names, view)
+    if index is None:
+        known = [str(p) for p in train.metadata["mzen_file_paths"]] + names
+        raise ValueError(f"no view {view!r} in this run; its views are: {', '.join(known)}")
+    image = stack_images(test)[index : index + 1]
+    dial = test.metadata["mzen_dial"][index : index + 1].float()
+    cameras, _ = prime_views(pipeline.mzen_model, stack_images(train), image, dial, pipeline.config.priming)
+    register(pipeline.mzen_model, cameras, image, pipeline.config.registration)
+    return cameras, 0, "test"

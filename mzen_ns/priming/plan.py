@@ -1,0 +1,318 @@
+"""Planning where each zoom-in (or held-out view) starts, and priming it there.
+
+Three methods, the ``method`` of :class:`PrimingConfig`:
+
+- ``centred``: the paper's crop-and-match — the central ``1/dial`` crop of every wide view,
+  compared by MSE (:mod:`mzen_ns.priming.centred`); the zoom-in takes the best wide view's pose.
+- ``position``: the zoom-in's footprint is searched anywhere in every wide view
+  (:mod:`mzen_ns.priming.search`); the best placements are refined to the rotation and zoom of a
+  camera turning about the candidate's optical centre (:mod:`mzen_ns.priming.verify`), which tells
+  the view the zoom-in was taken from apart from neighbours that see the same patch with parallax.
+- ``hierarchical``: as ``position``, and a deeper zoom-in is also searched in the zoom-ins of
+  lower levels (primed before it); the best placement wins and the pose is composed through the
+  chain (wide → 4× → 16×).
+
+Every placement carries its score and the best score among candidates that lead to *another*
+wide view (a chain through a zoom-in of the same wide view is not a rival); a zoom-in whose best
+is not clearly better than that runner-up is flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Literal, Tuple
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from typing_extensions import assert_never
+
+from mzen_ns.priming.centred import crop_and_match
+from mzen_ns.priming.search import Placement, PositionSearchConfig, search_positions
+from mzen_ns.priming.verify import WindowFitConfig, axis_pixel, fit_windows, window_rotation
+
+PrimingMethod = Literal["centred", "position", "hierarchical"]
+ScoreKind = Literal["ncc", "-mse"]
+
+
+def score_kind(method: PrimingMethod) -> ScoreKind:
+    """What a method's scores are: ``-mse`` (centred crop-and-match) or ``ncc`` (position search)."""
+    if method == "centred":
+        return "-mse"
+    if method in ("position", "hierarchical"):
+        return "ncc"
+    assert_never(method)
+
+
+@dataclass
+class PrimingConfig:
+    """How each zoom-in (and each held-out view at evaluation) gets its starting camera."""
+
+    method: PrimingMethod = "hierarchical"
+    """``centred`` (paper), ``position`` (searched in wide views) or ``hierarchical`` (also in shallower zoom-ins)."""
+    search: PositionSearchConfig = field(default_factory=PositionSearchConfig)
+    """Position search (``position``, ``hierarchical``)."""
+    fit: WindowFitConfig = field(default_factory=WindowFitConfig)
+    """Refinement of the best placements to a rotation and zoom (``position``, ``hierarchical``)."""
+    centred_work_width: int = 64
+    """``centred``: width of the copies all pairs are scored on before the best 3 are re-scored exactly."""
+    prefer_centre_within: float = 0.0
+    """Among placements within this NCC of the best, the one nearest its view's centre wins (0: best score only)."""
+    flag_margin: float = 0.3
+    """Flag a zoom-in when the runner-up's misfit exceeds the best's by less than this fraction of the best's."""
+
+
+@dataclass
+class Views:
+    """The images priming works on and what is known of their cameras, all indexed alike."""
+
+    images: Float[Tensor, "N H W 3"]
+    """RGB in [0, 1]."""
+    dials: Float[Tensor, " N"]
+    """Dial reading, normalised so that the widest level reads 1."""
+    principal: Float[Tensor, "N 2"]
+    """Principal point (x, y) in pixels."""
+    focal: Float[Tensor, " N"]
+    """Current focal fx in pixels (base focal × zoom); only the posed images' values are used."""
+    aspect: float
+    """fy / fx of every image."""
+
+    def __len__(self) -> int:
+        return int(self.dials.numel())
+
+    def cat(self, other: "Views") -> "Views":
+        """These views followed by ``other``'s (same size and aspect)."""
+        return Views(
+            torch.cat([self.images, other.images]),
+            torch.cat([self.dials, other.dials]),
+            torch.cat([self.principal, other.principal]),
+            torch.cat([self.focal, other.focal]),
+            self.aspect,
+        )
+
+
+@dataclass
+class PrimingPlan:
+    """Where every query (zoom-in or held-out view) starts, and how sure the match is."""
+
+    query: Int[Tensor, " Q"]
+    """Image indices of the queries."""
+    source: Int[Tensor, " Q"]
+    """Image index each query is primed from (a wide view, or a lower-level image)."""
+    root: Int[Tensor, " Q"]
+    """Wide view at the end of the chain (``source`` itself when it is wide)."""
+    centre: Float[Tensor, "Q 2"]
+    """Window centre (x, y) in the source's pixels (its principal point for ``centred``)."""
+    relative_zoom: Float[Tensor, " Q"]
+    """Query zoom over the source's, as matched."""
+    rotation: Float[Tensor, "Q 3 3"]
+    """Query camera's orientation in the source camera's frame (identity for ``centred``)."""
+    score: Float[Tensor, " Q"]
+    """Match score, higher is better (NCC; −MSE for ``centred``)."""
+    runner_up: Float[Tensor, " Q"]
+    """Best score among candidates leading to another wide view (−inf: there is none)."""
+    flagged: Bool[Tensor, " Q"]
+    """Best match not clearly better than the runner-up."""
+    score_kind: ScoreKind
+    """``ncc`` or ``-mse``."""
+
+    def levels(self, dials: Float[Tensor, " N"]) -> Iterator[Int[Tensor, " K"]]:
+        """Rows of the plan grouped by the queries' dial, shallowest first (a chain's source is
+        always primed before the images primed from it)."""
+        query_dials = dials[self.query]
+        for dial in torch.unique(query_dials):
+            yield torch.nonzero(query_dials == dial).squeeze(-1)
+
+
+def plan_priming(
+    views: Views, posed: Bool[Tensor, " N"], roots: Int[Tensor, " N"], config: PrimingConfig
+) -> PrimingPlan:
+    """Plan the priming of every view that is not ``posed`` from the posed ones. ``roots`` gives
+    each posed view's wide view (itself for a wide view); wide views are the posed views at the
+    smallest dial."""
+    wide = posed & (views.dials == views.dials[posed].min())
+    if config.method == "centred":
+        return _plan_centred(views, wide, torch.nonzero(~posed).squeeze(-1), config)
+    if config.method in ("position", "hierarchical"):
+        return _plan_search(views, posed, wide, roots, config)
+    assert_never(config.method)
+
+
+def _plan_centred(views: Views, wide: Tensor, query: Tensor, config: PrimingConfig) -> PrimingPlan:
+    wide_idx = torch.nonzero(wide).squeeze(-1)
+    subset = torch.cat([wide_idx, query])
+    is_wide = torch.zeros(subset.numel(), dtype=torch.bool)
+    is_wide[: wide_idx.numel()] = True
+    result = crop_and_match(views.images[subset], views.dials[subset], is_wide, work_width=config.centred_work_width)
+    source = subset[result.matched]
+    return PrimingPlan(
+        query=query,
+        source=source,
+        root=source.clone(),
+        centre=views.principal[source].clone(),
+        relative_zoom=views.dials[query] / views.dials[source],
+        rotation=torch.eye(3).expand(query.numel(), 3, 3).clone(),
+        score=-result.mse,
+        runner_up=-result.runner_up_mse,
+        flagged=_flagged(result.mse, result.runner_up_mse, config.flag_margin),
+        score_kind=score_kind(config.method),
+    )
+
+
+def _flagged(misfit: Tensor, runner_up_misfit: Tensor, margin: float) -> Tensor:
+    """The runner-up's misfit exceeds the best's by less than ``margin`` × the best's."""
+    return (runner_up_misfit - misfit) < margin * misfit
+
+
+def _plan_search(views: Views, posed: Tensor, wide: Tensor, roots: Tensor, config: PrimingConfig) -> PrimingPlan:
+    root = torch.where(posed, roots, torch.full_like(roots, -1))
+    planned = posed.clone()
+    focal = views.focal.float().clone()  # filled in for each level as it is planned (chains)
+    rows: Dict[str, List[Tensor]] = {
+        key: [] for key in ("query", "source", "centre", "zoom", "rotation", "score", "runner_up")
+    }
+    queries = torch.nonzero(~posed).squeeze(-1)
+    for dial in torch.unique(views.dials[queries]):
+        level = queries[views.dials[queries] == dial]
+        candidates = _candidates(views.dials, wide, planned, dial, config.method)
+        chosen = _place_level(views, focal, level, candidates, root[candidates], config)
+        source, placement, rotation, best = chosen
+        rows["query"].append(level)
+        rows["source"].append(source)
+        rows["centre"].append(placement.centre[best])
+        rows["zoom"].append(placement.zoom[best])
+        rows["rotation"].append(rotation[best])
+        rows["score"].append(placement.score[best])
+        rival = root[candidates][None, :] != root[source][:, None]
+        rows["runner_up"].append(placement.score.masked_fill(~rival, -math.inf).max(dim=1).values)
+        root[level] = root[source]
+        focal[level] = focal[source] * placement.zoom[best]
+        planned[level] = True
+    stacked = {key: torch.cat(value) if value else torch.empty(0) for key, value in rows.items()}
+    query, score = stacked["query"].long(), stacked["score"]
+    return PrimingPlan(
+        query=query,
+        source=stacked["source"].long(),
+        root=root[query],
+        centre=stacked["centre"].reshape(-1, 2),
+        relative_zoom=stacked["zoom"],
+        rotation=stacked["rotation"].reshape(-1, 3, 3),
+        score=score,
+        runner_up=stacked["runner_up"],
+        flagged=_flagged(1 - score, 1 - stacked["runner_up"], config.flag_margin),
+        score_kind=score_kind(config.method),
+    )
+
+
+def _place_level(
+    views: Views, focal: Tensor, level: Tensor, candidates: Tensor, candidate_roots: Tensor, config: PrimingConfig
+) -> Tuple[Tensor, Placement, Tensor, Tuple[Tensor, Tensor]]:
+    """Search one level's queries in the candidates, verify the best placements, choose one per
+    query: (source per query, placements, rotations, index of the chosen (query, candidate))."""
+    count = level.numel()
+    relative_zoom = views.dials[level][:, None] / views.dials[candidates][None, :]
+    placement = search_positions(views.images[level], views.images[candidates], relative_zoom, config.search)
+    principal, fx = views.principal[candidates].repeat(count, 1), focal[candidates].repeat(count)
+    rotation = window_rotation(placement.centre.reshape(-1, 2), principal, fx, fx * views.aspect).view(count, -1, 3, 3)
+    if config.fit.candidates > 0:
+        _verify(views, focal, level, candidates, candidate_roots, placement, rotation, config.fit)
+    best = _choose(
+        placement.score,
+        placement.centre,
+        views.principal[candidates],
+        views.images.shape[1:3],
+        config.prefer_centre_within,
+    )
+    return candidates[best], placement, rotation, (torch.arange(count), best)
+
+
+def _verify(
+    views: Views,
+    focal: Tensor,
+    level: Tensor,
+    candidates: Tensor,
+    candidate_roots: Tensor,
+    placement: Placement,
+    rotation: Tensor,
+    config: WindowFitConfig,
+) -> None:
+    """Refine each query's best placements (and its best one leading to another wide view) to a
+    rotation and zoom (:func:`fit_windows`), in place; placements not refined score −inf."""
+    verified = torch.zeros_like(placement.score, dtype=torch.bool)
+    for q, query in enumerate(level.tolist()):
+        for group in _fit_groups(views.dials, candidates, candidate_roots, placement.score[q], config.candidates):
+            index = candidates[group]
+            fits = fit_windows(
+                views.images[query],
+                views.images[index],
+                focal[index],
+                views.aspect,
+                views.principal[query],
+                views.principal[index],
+                rotation[q, group],
+                placement.zoom[q, group],
+                float(views.dials[query] / views.dials[index[0]]),
+                config,
+            )
+            for c, fit in zip(group, fits):
+                placement.score[q, c], placement.zoom[q, c], rotation[q, c] = fit.score, fit.relative_zoom, fit.rotation
+                verified[q, c] = True
+    searched = (placement.score > -1.0).any(dim=1, keepdim=True)  # queries nothing could be searched for keep −1s
+    placement.score.masked_fill_(~verified & searched, -math.inf)
+    count = level.numel()
+    centre = axis_pixel(
+        rotation.reshape(-1, 3, 3),
+        focal[candidates].repeat(count),
+        views.aspect,
+        views.principal[candidates].repeat(count, 1),
+    )
+    placement.centre.copy_(centre.view_as(placement.centre))
+
+
+def _fit_groups(dials: Tensor, candidates: Tensor, candidate_roots: Tensor, score: Tensor, top: int) -> List[List[int]]:
+    """The candidates (positions in ``candidates``) of one query to refine, grouped by dial (one
+    fit per template size): its ``top`` best and its best one leading to another wide view,
+    among those the search could place."""
+    order = score.argsort(descending=True)
+    rivals = [int(c) for c in order if candidate_roots[c] != candidate_roots[order[0]]]
+    chosen = [c for c in dict.fromkeys(order[:top].tolist() + rivals[:1]) if score[c] > -1.0]
+    if not chosen:
+        return []
+    chosen_dials = dials[candidates[chosen]]
+    return [[c for c, d in zip(chosen, chosen_dials) if d == dial] for dial in torch.unique(chosen_dials)]
+
+
+def _choose(score: Tensor, centre: Tensor, principal: Tensor, size, within: float) -> Tensor:
+    """Per query, the candidate nearest its view's centre (in fractions of the image size) among
+    those scoring within ``within`` of the best."""
+    height, width = int(size[0]), int(size[1])
+    offset = (centre - principal[None]) / torch.tensor([width, height], dtype=centre.dtype)
+    distance = offset.norm(dim=-1).masked_fill(score < score.max(dim=1, keepdim=True).values - within, math.inf)
+    return distance.argmin(dim=1)
+
+
+def _candidates(dials: Tensor, wide: Tensor, planned: Tensor, dial: Tensor, method: PrimingMethod) -> Tensor:
+    """Images a query at ``dial`` may be placed in: the wide views, and for ``hierarchical`` every
+    image already posed or planned at a smaller dial."""
+    if method == "hierarchical":
+        return torch.nonzero(wide | (planned & (dials < dial))).squeeze(-1)
+    return torch.nonzero(wide).squeeze(-1)
+
+
+Lookup = Callable[[Tensor], Tuple[Tensor, Tensor]]
+"""Image indices → their current (c2w, zoom)."""
+Assign = Callable[[Tensor, Tensor, Tensor, Tensor], None]
+"""(image indices, c2w, zoom, wide views) → start those images there."""
+
+
+@torch.no_grad()
+def apply_plan(plan: PrimingPlan, dials: Float[Tensor, " N"], lookup: Lookup, assign: Assign) -> None:
+    """Prime the plan's queries level by level (so a chain's source is primed before its
+    followers): each takes its source's camera turned by the plan's rotation about its optical
+    centre, and the source's zoom × the matched relative zoom."""
+    for rows in plan.levels(dials):
+        source_c2w, source_zoom = lookup(plan.source[rows])
+        source_c2w, source_zoom = source_c2w.cpu().float(), source_zoom.cpu().float()
+        c2w = torch.cat([source_c2w[:, :, :3] @ plan.rotation[rows], source_c2w[:, :, 3:]], dim=-1)
+        assign(plan.query[rows], c2w, source_zoom * plan.relative_zoom[rows], plan.root[rows])

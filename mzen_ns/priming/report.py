@@ -1,0 +1,123 @@
+"""What priming tells the user: a console table, a picture and JSON rows, one entry format for all."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from jaxtyping import Float
+from rich.table import Table
+from torch import Tensor
+
+from mzen_ns.priming.plan import PrimingPlan
+
+
+def match_entry(
+    primed_from: str,
+    matched_wide: str,
+    centre: Sequence[float],
+    relative_zoom: float,
+    score: float,
+    runner_up: Optional[float],
+    score_kind: str,
+    flagged: bool,
+) -> Dict[str, object]:
+    """How one image was primed, as written to ``crop_and_match.json`` and the solved-camera export
+    (``runner_up`` None: no candidate led to another wide view)."""
+    return {
+        "primed_from": primed_from,
+        "matched_wide": matched_wide,
+        "window_centre_px": [round(float(v), 2) for v in centre],
+        "relative_zoom": round(relative_zoom, 4),
+        "score": score,
+        "runner_up_score": runner_up,
+        "score_kind": score_kind,
+        "flagged": flagged,
+    }
+
+
+def plan_rows(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"]) -> List[Dict[str, object]]:
+    """One JSON-able row per query."""
+    rows = []
+    for row, query in enumerate(plan.query.tolist()):
+        runner_up = float(plan.runner_up[row])
+        entry = match_entry(
+            names[int(plan.source[row])],
+            names[int(plan.root[row])],
+            plan.centre[row].tolist(),
+            float(plan.relative_zoom[row]),
+            float(plan.score[row]),
+            runner_up if math.isfinite(runner_up) else None,
+            plan.score_kind,
+            bool(plan.flagged[row]),
+        )
+        rows.append({"zoom_in": names[query], "dial": float(dials[query]), **entry})
+    return rows
+
+
+def plan_table(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"]) -> Table:
+    """A rich table: zoom-in, dial, source (and its wide view), window position and zoom, scores, flag."""
+    table = Table(title=f"priming: zoom-in → source view (score: {plan.score_kind})")
+    for column in ("zoom-in", "dial", "primed from", "wide view", "window x, y", "zoom", "score", "runner-up", ""):
+        table.add_column(column, justify="left" if column in ("zoom-in", "primed from", "wide view") else "right")
+    for row in plan_rows(plan, names, dials):
+        runner_up = row["runner_up_score"]
+        table.add_row(
+            str(row["zoom_in"]),
+            f"{row['dial']:g}",
+            str(row["primed_from"]),
+            str(row["matched_wide"]),
+            "{:.1f}, {:.1f}".format(*row["window_centre_px"]),
+            f"{row['relative_zoom']:.3f}",
+            f"{row['score']:.4f}",
+            "n/a" if runner_up is None else f"{runner_up:.4f}",
+            "[bold yellow]FLAGGED" if row["flagged"] else "",
+        )
+    return table
+
+
+def save_plan_picture(
+    plan: PrimingPlan, images: Float[Tensor, "N H W 3"], path: Path, names: Optional[Sequence[str]] = None
+) -> Path:
+    """Each zoom-in beside its source view with the matched window drawn on it (red if flagged)."""
+    from PIL import Image, ImageDraw
+
+    height, width = images.shape[1:3]
+    label = 12
+    sheet = Image.new("RGB", (2 * width + 4, max(1, plan.query.numel()) * (height + label + 2)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, query in enumerate(plan.query.tolist()):
+        top = row * (height + label + 2)
+        source = int(plan.source[row])
+        sheet.paste(Image.fromarray(_to_uint8(images[query])), (0, top + label))
+        sheet.paste(Image.fromarray(_to_uint8(images[source])), (width + 4, top + label))
+        zoom = float(plan.relative_zoom[row])
+        x, y = (float(v) for v in plan.centre[row])
+        half_w, half_h = width / zoom / 2, height / zoom / 2
+        flagged = bool(plan.flagged[row])
+        box = [width + 4 + x - half_w, top + label + y - half_h, width + 4 + x + half_w, top + label + y + half_h]
+        draw.rectangle(box, outline=(220, 0, 0) if flagged else (0, 200, 0))
+        caption = f"{_short(names, query)} <- {_short(names, source)} {float(plan.score[row]):.3f}"
+        draw.text((1, top), caption + (" FLAGGED" if flagged else ""), fill=(0, 0, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+def _to_uint8(image: Tensor) -> np.ndarray:
+    return (image[..., :3].float().clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
+
+
+def _short(names: Optional[Sequence[str]], index: int) -> str:
+    """Label for the picture: the last folder and file stem (``4x/train_000``), or the index."""
+    if not names:
+        return str(index)
+    path = Path(names[index])
+    return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+
+
+def flagged_names(plan: PrimingPlan, names: Sequence[str]) -> List[str]:
+    """Names of the flagged queries."""
+    return [names[int(q)] for q, flag in zip(plan.query, plan.flagged) if bool(flag)]

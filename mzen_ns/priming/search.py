@@ -1,0 +1,121 @@
+"""Position search: where does a zoom-in's footprint sit inside each candidate image?
+
+The paper primes a zoom-in from the wide view whose *central* crop matches it, which fails when the
+operator moved the stage before zooming. Here each zoom-in is shrunk to its footprint in a
+candidate image — ``(W / z, H / z)`` for the relative zoom ``z``, at a few scales around the dial
+to absorb dial error — and slid over the whole candidate with normalised cross-correlation
+(OpenCV's ``matchTemplate``, ``TM_CCOEFF_NORMED``) on grayscale copies downsampled to
+``work_width``; candidates are ranked by their best score. The centred match is the special case
+of a window found at the image centre at scale 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mzen_ns.priming.images import area_resize, gray
+
+
+@dataclass
+class PositionSearchConfig:
+    """How zoom-ins are placed inside candidate images."""
+
+    work_width: int = 256
+    """The best candidates are re-searched on grayscale copies this wide (never upsampled)."""
+    coarse_width: int = 96
+    """Every candidate is first searched on copies this wide."""
+    refine_top: int = 3
+    """Candidates per query re-searched at ``work_width`` (0: coarse only)."""
+    scales: Tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)
+    """Multipliers of the relative dial zoom tried (dial error)."""
+    min_template: int = 6
+    """Smallest footprint searched (pixels either side); smaller ones score −1 and need hierarchical priming."""
+
+
+@dataclass
+class Placement:
+    """Best placement of each query in each candidate."""
+
+    score: Float[Tensor, "Q C"] = field(repr=False)
+    """Normalised cross-correlation of the best window (−1 … 1; −1: could not be searched)."""
+    centre: Float[Tensor, "Q C 2"] = field(repr=False)
+    """Window centre (x, y) in the candidate's full-resolution pixels (the image centre where the
+    footprint was too small to search)."""
+    zoom: Float[Tensor, "Q C"] = field(repr=False)
+    """Relative zoom of the best window (query focal / candidate focal)."""
+
+
+def search_positions(
+    queries: Float[Tensor, "Q H W 3"],
+    candidates: Float[Tensor, "C H W 3"],
+    relative_zoom: Float[Tensor, "Q C"],
+    config: PositionSearchConfig = PositionSearchConfig(),
+) -> Placement:
+    """Place every query (zoom-in) in every candidate at ``relative_zoom`` (query zoom over the
+    candidate's, e.g. the dial ratio) × each of ``config.scales``: all pairs on copies
+    ``coarse_width`` wide, then each query's ``refine_top`` best candidates at ``work_width``
+    (their scores replace the coarse ones; the others keep their coarse score)."""
+    height, width = queries.shape[1:3]
+    gray_q = [gray(q.cpu().numpy()) for q in queries]
+    gray_c = [gray(c.cpu().numpy()) for c in candidates]
+    pairs = [(q, c) for q in range(len(gray_q)) for c in range(len(gray_c))]
+    coarse = _search(gray_q, gray_c, relative_zoom, pairs, min(config.coarse_width, config.work_width), width, config)
+    if config.refine_top <= 0 or config.coarse_width >= config.work_width:
+        return coarse
+    top = coarse.score.topk(min(config.refine_top, len(gray_c)), dim=1).indices
+    too_small = (coarse.score <= -1.0).all(dim=1)  # footprints below min_template at the coarse width
+    refined_pairs = [
+        (q, c) for q in range(len(gray_q)) for c in (range(len(gray_c)) if too_small[q] else top[q].tolist())
+    ]
+    fine = _search(gray_q, gray_c, relative_zoom, refined_pairs, config.work_width, width, config)
+    for q, c in refined_pairs:
+        coarse.score[q, c] = fine.score[q, c]
+        coarse.centre[q, c] = fine.centre[q, c]
+        coarse.zoom[q, c] = fine.zoom[q, c]
+    return coarse
+
+
+def _search(
+    gray_q: List[np.ndarray],
+    gray_c: List[np.ndarray],
+    relative_zoom: Tensor,
+    pairs: Sequence[Tuple[int, int]],
+    work_width: int,
+    width: int,
+    config: PositionSearchConfig,
+) -> Placement:
+    """NCC placement of the listed (query, candidate) pairs on copies ``work_width`` wide."""
+    import cv2
+
+    height = gray_q[0].shape[0]
+    factor = min(1.0, work_width / width)
+    work_w, work_h = max(1, round(width * factor)), max(1, round(height * factor))
+    small: dict = {}
+    templates: dict = {}
+    score = torch.full(tuple(relative_zoom.shape), -1.0)
+    centre = torch.tensor([width / 2.0, height / 2.0]).expand(tuple(relative_zoom.shape) + (2,)).clone()
+    zoom = relative_zoom.clone().float()
+    for q, c in pairs:
+        if c not in small:
+            small[c] = area_resize(gray_c[c], work_w, work_h)
+        for scale in config.scales:
+            z = float(relative_zoom[q, c]) * scale
+            tw, th = round(work_w / z), round(work_h / z)
+            if min(tw, th) < config.min_template or tw > work_w or th > work_h:
+                continue
+            if (q, tw, th) not in templates:
+                templates[(q, tw, th)] = area_resize(gray_q[q], tw, th)
+            result = cv2.matchTemplate(small[c], templates[(q, tw, th)], cv2.TM_CCOEFF_NORMED)
+            _, value, _, (x, y) = cv2.minMaxLoc(result)
+            if np.isfinite(value) and value > score[q, c]:
+                score[q, c] = float(value)
+                centre[q, c, 0] = (x + tw / 2) / factor
+                centre[q, c, 1] = (y + th / 2) / factor
+                zoom[q, c] = work_w / tw  # the zoom of the window actually searched (rounded size)
+    return Placement(score=score, centre=centre, zoom=zoom)

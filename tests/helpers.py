@@ -1,0 +1,118 @@
+"""Helpers shared by the tests: tiny scenes, tiny trainers, textures, and stock ns-train offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+W, H = 16, 12
+"""Size of the hand-written test scenes."""
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def random_rgb(seed: int, width: int = W, height: int = H) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def tiny_scene(root: Path, seed: int = 0, n_test: int = 0) -> Path:
+    """A 32x24 scene-maker scene: 3 wide + 2 zoom-ins at 4x for training (and ``n_test`` held out per level)."""
+    from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
+
+    if not (root / "transforms.json").is_file():
+        make_scene(
+            SceneMakerConfig(
+                output=root, width=32, height=24, zooms=(1.0, 4.0), n_wide=3, n_zoom=2, n_test=n_test, seed=seed
+            )
+        )
+    return root
+
+
+def tiny_trainer_config(scene: Path, output_dir: Path, steps: int, boundaries=(0.4, 0.7), **overrides):
+    """mzen's smoke preset (the CPU preset shrunk to milliseconds per step), for behaviour tests."""
+    from mzen_ns.method_configs import smoke_config
+
+    base = smoke_config()
+    model = replace(base.pipeline.model, phases=replace(base.pipeline.model.phases, boundaries=boundaries))
+    datamanager = replace(base.pipeline.datamanager, data=scene)
+    fields = dict(
+        output_dir=output_dir,
+        experiment_name="tiny",
+        timestamp="run",
+        max_num_iterations=steps,
+        steps_per_save=1000,
+        vis="tensorboard",
+        pipeline=replace(base.pipeline, model=model, datamanager=datamanager),
+    )
+    fields.update(overrides)
+    return replace(base, **fields)
+
+
+def build(config):
+    """The trainer of ``config``, set up (pipeline, optimizers, callbacks), not trained."""
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer
+
+
+def train(config):
+    """The trainer of ``config`` after training."""
+    trainer = build(config)
+    trainer.train()
+    return trainer
+
+
+def texture(seed: int, height: int = 96, width: int = 128) -> torch.Tensor:
+    """A smooth random RGB texture (H, W, 3) with fine detail, for matching tests."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, height // 4, width // 4, generator=generator)
+    fine = torch.rand(1, 3, height, width, generator=generator)
+    image = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False) * 0.7 + 0.3 * fine
+    return image[0].permute(1, 2, 0)
+
+
+def zoom_in(image: torch.Tensor, centre, zoom: float) -> torch.Tensor:
+    """The view of ``image`` ``zoom``× narrower, centred on pixel ``centre`` (x, y)."""
+    height, width = image.shape[:2]
+    theta = torch.tensor([[[1 / zoom, 0, 2 * centre[0] / width - 1], [0, 1 / zoom, 2 * centre[1] / height - 1]]])
+    grid = F.affine_grid(theta, [1, 3, height, width], align_corners=False)
+    return F.grid_sample(image.permute(2, 0, 1)[None], grid, align_corners=False)[0].permute(1, 2, 0)
+
+
+# Stock nerfacto builds torchmetrics' LPIPS, which downloads AlexNet weights: offline that crashes
+# ns-train before training. These runs replace it by a stub in the training process only (LPIPS is
+# an evaluation metric and plays no part in training); everything else is stock.
+_NS_TRAIN = textwrap.dedent(
+    """
+    import sys, torch
+    import torchmetrics.image.lpip as lpip
+
+    class NoLPIPS(torch.nn.Module):
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+        def forward(self, a, b):
+            return torch.tensor(float("nan"))
+
+    lpip.LearnedPerceptualImagePatchSimilarity = NoLPIPS
+    from nerfstudio.scripts.train import entrypoint
+    sys.argv = ["ns-train"] + sys.argv[1:]
+    entrypoint()
+    """
+)
+
+
+def run_stock_ns_train(args: Sequence[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """``ns-train ARGS`` for a stock method, offline (LPIPS stubbed in that process)."""
+    return subprocess.run([sys.executable, "-c", _NS_TRAIN, *args], capture_output=True, text=True, timeout=timeout)

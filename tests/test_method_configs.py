@@ -1,0 +1,105 @@
+"""The comparison's configurations: registered methods sharing
+mzen's field, sampler and camera model, with the paper's equal-budget accounting."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from mzen_ns.method_configs import CONFIGURATIONS, configuration_config
+from mzen_ns.trainer import MZENTrainer
+from tests.helpers import tiny_scene, train
+
+STEPS = 10  # tiny scene: 3 wide of 5 training frames, so phase A is steps 0-5
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    return tiny_scene(tmp_path_factory.mktemp("configs") / "scene")
+
+
+def trained(configuration, scene: Path, output: Path, steps: int = STEPS) -> MZENTrainer:
+    config = configuration_config(configuration, "smoke")
+    datamanager = replace(config.pipeline.datamanager, data=scene)
+    config = replace(
+        config,
+        output_dir=output,
+        experiment_name="t",
+        timestamp="run",
+        max_num_iterations=steps,
+        vis="tensorboard",
+        pipeline=replace(config.pipeline, datamanager=datamanager),
+    )
+    return train(config)
+
+
+def last_checkpoint_step(trainer: MZENTrainer) -> int:
+    return max(int(p.stem.split("-")[1]) for p in trainer.checkpoint_dir.glob("step-*.ckpt"))
+
+
+def test_comparison_methods_are_registered():
+    from nerfstudio.plugins.registry import discover_methods
+
+    methods, _ = discover_methods()
+    for configuration in CONFIGURATIONS:
+        name = "mzen" if configuration == "mzen" else f"mzen-{configuration}"
+        assert name in methods and methods[name].method_name == name
+
+
+def test_phase_a_stops_where_phase_b_would_start(scene, tmp_path):
+    trainer = trained("phase-a", scene, tmp_path)
+    schedule = trainer.pipeline.phase_schedule
+    full = trained("mzen", scene, tmp_path / "full", steps=STEPS).pipeline.phase_schedule
+    assert schedule.end == schedule.b_start == full.b_start == 6  # config 3 = config 4's phase A
+    assert last_checkpoint_step(trainer) == schedule.end - 1
+    cameras = trainer.pipeline.mzen_model.cameras
+    assert bool((cameras.matched_wide == -1).all()) and torch.equal(cameras.solved, cameras.is_wide)
+    manifest = trainer.pipeline.solved_cameras(tmp_path)
+    assert len(manifest["frames"]) == 3 and len(manifest["unsolved_frames"]) == 2  # zoom-ins never trained
+
+
+def test_baseline_wide_loads_only_wide_frames_with_phase_a_budget(scene, tmp_path):
+    trainer = trained("baseline-wide", scene, tmp_path)
+    cameras = trainer.pipeline.mzen_model.cameras
+    assert len(trainer.pipeline.datamanager.train_dataset) == 3 and bool(cameras.is_wide.all())
+    assert trainer.pipeline.phase_schedule.end == 6  # each wide image gets phase A's passes
+    assert last_checkpoint_step(trainer) == 5
+    assert len(trainer.pipeline.datamanager.eval_dataset) == 5  # held-out frames of every level stay
+
+
+def test_baseline_joint_is_zoom_unaware_unprimed_and_joint_from_the_start(scene, tmp_path):
+    trainer = trained("baseline-joint", scene, tmp_path)
+    pipeline = trainer.pipeline
+    cameras = pipeline.mzen_model.cameras
+    assert pipeline.phase_schedule.phase_at(0) == "C" and pipeline.phase_schedule.end == STEPS
+    assert "zooms" not in pipeline.get_param_groups()
+    assert torch.equal(cameras.zoom().detach(), torch.ones(5))  # no dial prior, not learned
+    assert bool((cameras.matched_wide == -1).all())  # never primed
+    assert bool((cameras.zoom_pose.detach().abs().sum(-1) > 0).all())  # zoom-ins trained from step 0
+    assert bool(cameras.solved.all())
+
+
+def test_oracle_trains_the_field_on_fixed_ground_truth_cameras(scene, tmp_path):
+    trainer = trained("oracle", scene, tmp_path)
+    cameras = trainer.pipeline.mzen_model.cameras
+    truth = trainer.pipeline.datamanager.train_dataset.metadata["mzen_ground_truth"]
+    assert torch.allclose(cameras.c2w().detach(), truth["c2w"][:, :3, :], atol=1e-5)
+    assert torch.allclose(cameras.zoom().detach(), truth["zoom"], rtol=1e-6)
+    assert float(cameras.focal) == pytest.approx(truth["focal"], rel=1e-6)
+    assert not any(p.requires_grad for p in cameras.parameters())
+    assert not {"wide_poses", "zoom_poses", "focal", "zooms"} & set(trainer.pipeline.get_param_groups())
+
+
+def test_oracle_without_ground_truth_names_the_frame(scene, tmp_path):
+    copy = tmp_path / "no-gt"
+    shutil.copytree(scene, copy)
+    manifest = json.loads((copy / "transforms.json").read_text())
+    del manifest["frames"][1]["gt_transform_matrix"]
+    (copy / "transforms.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=manifest["frames"][1]["file_path"]):
+        trained("oracle", copy, tmp_path / "runs")

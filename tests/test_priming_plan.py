@@ -1,0 +1,180 @@
+"""Priming plans: position search, rotation onto the window, chains through zoom-ins, flags, the record."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
+from mzen_ns.priming.plan import PrimingConfig, Views, apply_plan, plan_priming
+from mzen_ns.priming.report import flagged_names, plan_rows, plan_table, save_plan_picture
+from mzen_ns.priming.search import PositionSearchConfig
+from mzen_ns.priming.verify import window_rotation
+from mzen_ns.solved_cameras import cameras_manifest
+from tests.helpers import texture, zoom_in
+
+HEIGHT, WIDTH = 96, 128
+FOCAL = 150.0
+SEARCH = PositionSearchConfig(work_width=128, coarse_width=64)
+
+
+def _cameras(dials, is_wide, focal=150.0):
+    count = len(dials)
+    return ZoomCameras(
+        ZoomCamerasConfig(),
+        torch.tensor(dials),
+        torch.tensor(is_wide),
+        focal,
+        1.0,
+        torch.full((count,), WIDTH / 2),
+        torch.full((count,), HEIGHT / 2),
+        WIDTH,
+        HEIGHT,
+    )
+
+
+def _axis(c2w: torch.Tensor) -> torch.Tensor:
+    return -c2w[..., :3, 2]
+
+
+def _ray(c2w: torch.Tensor, pixel, fx: float, fy: float) -> torch.Tensor:
+    local = torch.tensor([(pixel[0] - WIDTH / 2) / fx, -(pixel[1] - HEIGHT / 2) / fy, -1.0])
+    ray = c2w[:3, :3] @ local
+    return ray / ray.norm()
+
+
+@pytest.mark.parametrize("pixel", [(64.0, 48.0), (20.0, 80.0), (110.0, 10.0)])
+def test_rotation_puts_the_window_centre_on_the_optical_axis(pixel):
+    angle = torch.tensor(0.3)
+    c2w = torch.eye(4)[:3].clone()
+    c2w[:3, :3] = torch.tensor(
+        [[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]]
+    )
+    c2w[:3, 3] = torch.tensor([0.1, -0.2, 0.3])
+    fx, fy = 150.0, 160.0
+    rotation = window_rotation(
+        torch.tensor([pixel]), torch.tensor([[WIDTH / 2, HEIGHT / 2]]), torch.tensor([fx]), torch.tensor([fy])
+    )[0]
+    primed = torch.cat([c2w[:, :3] @ rotation, c2w[:, 3:]], dim=1)
+    assert torch.allclose(_axis(primed), _ray(c2w, pixel, fx, fy), atol=1e-6)
+    assert torch.allclose(primed[:, 3], c2w[:, 3])  # about the optical centre
+    assert torch.allclose(primed[:3, :3] @ primed[:3, :3].T, torch.eye(3), atol=1e-6)
+    assert abs(float(primed[1, 0])) < 1e-6  # pan then tilt: the camera's x axis stays horizontal (no roll)
+
+
+def test_centred_window_is_the_identity():
+    rotation = window_rotation(
+        torch.tensor([[64.0, 48.0]]), torch.tensor([[64.0, 48.0]]), torch.tensor([150.0]), torch.tensor([150.0])
+    )
+    assert torch.allclose(rotation[0], torch.eye(3))
+
+
+def _scene():
+    """Four wide views; zoom-in 4 is a 4× window off-centre in wide 2; zoom-in 5 a 4× window inside
+    zoom-in 4 (16× overall) — too small to search in the wide views at this size."""
+    wides = torch.stack([texture(seed) for seed in range(4)])
+    four = zoom_in(wides[2], (30.0, 70.0), 4.0)
+    sixteen = zoom_in(four, (90.0, 30.0), 4.0)
+    return torch.cat([wides, four[None], sixteen[None]]), torch.tensor([1.0, 1, 1, 1, 4, 16])
+
+
+def _plan(images, dials, method, **kwargs):
+    posed = dials == 1.0
+    principal = torch.tensor([[WIDTH / 2, HEIGHT / 2]]).expand(len(dials), 2)
+    config = PrimingConfig(
+        method=method, search=PositionSearchConfig(work_width=128, coarse_width=64, min_template=8), **kwargs
+    )
+    views = Views(images, dials, principal, torch.full((len(dials),), FOCAL), 1.0)
+    return plan_priming(views, posed, torch.arange(len(dials)), config)
+
+
+def test_position_search_places_an_off_centre_zoom_in_where_centred_matching_cannot():
+    images, dials = _scene()
+    position = _plan(images[:5], dials[:5], "position")
+    assert position.query.tolist() == [4] and position.source.tolist() == [2] and position.root.tolist() == [2]
+    assert np.allclose(position.centre[0].numpy(), (30.0, 70.0), atol=2.0)
+    assert float(position.relative_zoom[0]) == pytest.approx(4.0, rel=0.06)
+    assert float(position.score[0]) > 0.9 and not bool(position.flagged[0])
+    centred = _plan(images[:5], dials[:5], "centred")
+    assert centred.score_kind == "-mse" and torch.allclose(centred.centre, torch.tensor([[WIDTH / 2, HEIGHT / 2]]))
+    assert float(centred.score[0]) < -1e-3  # the central crop does not show the zoom-in
+
+
+def test_hierarchical_chains_a_deep_zoom_in_through_the_shallower_one():
+    images, dials = _scene()
+    flat = _plan(images, dials, "position")
+    assert float(flat.score[flat.query == 5][0]) == -1.0  # cannot be searched in the wide views
+    plan = _plan(images, dials, "hierarchical")
+    row = int(torch.nonzero(plan.query == 5)[0])
+    assert int(plan.source[row]) == 4 and int(plan.root[row]) == 2
+    assert np.allclose(plan.centre[row].numpy(), (90.0, 30.0), atol=2.0)
+
+    # the composed pose: the 16× camera looks along the wide camera's ray through the 16× window centre
+    cameras = _cameras(dials.tolist(), (dials == 1).tolist())
+    apply_plan(plan, dials, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
+    in_wide = (30.0 + (90.0 - WIDTH / 2) / 4, 70.0 + (30.0 - HEIGHT / 2) / 4)
+    wide_c2w = cameras.c2w(torch.tensor([2]))[0].detach()
+    deep = cameras.c2w(torch.tensor([5]))[0].detach()
+    assert torch.allclose(_axis(deep), _ray(wide_c2w, in_wide, 150.0, 150.0), atol=0.01)
+    assert float(cameras.zoom(torch.tensor([5]))) == pytest.approx(16.0, rel=0.1)
+    assert cameras.matched_wide[[4, 5]].tolist() == [2, 2]
+
+
+def test_ambiguous_match_is_flagged_in_table_rows_and_picture(tmp_path):
+    images, dials = _scene()
+    images = torch.cat([images[:4], images[2:3], images[4:5]])  # wide 4 is a copy of wide 2: no clear best
+    dials = torch.tensor([1.0, 1, 1, 1, 1, 4])
+    plan = _plan(images, dials, "position")
+    assert plan.flagged.tolist() == [True]
+    names = [f"img{i}" for i in range(6)]
+    assert flagged_names(plan, names) == ["img5"]
+    row = plan_rows(plan, names, dials)[0]
+    assert (
+        row["flagged"]
+        and row["score_kind"] == "ncc"
+        and row["runner_up_score"] == pytest.approx(row["score"], abs=1e-4)
+    )
+    assert row["matched_wide"] in ("img2", "img4") and len(row["window_centre_px"]) == 2
+    console = Console(record=True, width=200)
+    console.print(plan_table(plan, names, dials))
+    assert "FLAGGED" in console.export_text()
+    picture = save_plan_picture(plan, images, tmp_path / "priming.png", names)
+    from PIL import Image
+
+    with Image.open(picture) as sheet:
+        assert sheet.size == (2 * WIDTH + 4, HEIGHT + 14)
+        pixels = np.asarray(sheet.convert("RGB"))
+        assert ((pixels == (220, 0, 0)).all(-1)).any()  # the window is drawn in red (flagged)
+
+
+def test_a_chain_through_the_same_wide_view_is_not_a_rival():
+    images, dials = _scene()
+    plan = _plan(images, dials, "hierarchical", flag_margin=0.02)
+    assert not bool(plan.flagged[plan.query == 5][0])
+
+
+def test_match_record_round_trips_into_the_export(tmp_path):
+    images, dials = _scene()
+    cameras = _cameras(dials.tolist(), (dials == 1).tolist())
+    plan = _plan(images, dials, "hierarchical")
+    apply_plan(plan, dials, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
+    cameras.match.record(plan.query, **{name: getattr(plan, name) for name in cameras.match.FIELDS})
+    cameras.solved[:] = True
+    frames = cameras_manifest(cameras, [tmp_path / f"img{i}.png" for i in range(6)], "hierarchical", tmp_path)["frames"]
+    rows = plan_rows(plan, [f"img{i}.png" for i in range(6)], dials)
+    for query, row in zip(plan.query.tolist(), rows):  # the export's entry is the JSON row
+        assert frames[query]["mzen_match"] == {k: v for k, v in row.items() if k not in ("zoom_in", "dial")}
+    assert (
+        frames[5]["mzen_match"]["primed_from"] == "img4.png" and frames[5]["mzen_match"]["matched_wide"] == "img2.png"
+    )
+    assert "mzen_match" not in frames[0] and len(frames) == 6  # wide views are not primed
+    lone = next(r for r in rows if r["runner_up_score"] is None)  # the 16x: no rival leads to another wide view
+    assert not bool(cameras.match.has_runner_up[5]) and lone["zoom_in"] == "img5.png"
+    assert all(bool(torch.isfinite(buffer).all()) for buffer in cameras.match.buffers() if buffer.is_floating_point())
+    fresh = _cameras(dials.tolist(), (dials == 1).tolist())
+    fresh.load_state_dict(cameras.state_dict(), strict=True)
+    assert torch.equal(fresh.match.source, cameras.match.source) and torch.equal(
+        fresh.match.flagged, cameras.match.flagged
+    )

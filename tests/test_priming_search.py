@@ -1,0 +1,34 @@
+"""Position search: placing zoom-ins inside candidate images."""
+
+import numpy as np
+import pytest
+import torch
+
+from mzen_ns.priming.search import PositionSearchConfig, search_positions
+from tests.helpers import texture, zoom_in
+
+
+@pytest.mark.parametrize("centre", [(64.0, 48.0), (30.0, 70.0), (100.0, 25.0)])
+def test_finds_the_right_candidate_and_where_the_zoom_in_sits(centre):
+    candidates = torch.stack([texture(seed) for seed in range(4)])
+    query = zoom_in(candidates[2], centre, 4.0)[None]
+    placement = search_positions(query, candidates, torch.full((1, 4), 4.0), PositionSearchConfig(work_width=128))
+    (score, runner_up), (best, _) = placement.score[0].topk(2)
+    assert int(best) == 2 and float(score) > 0.9 and float(runner_up) < float(score) - 0.2
+    assert np.allclose(placement.centre[0, 2].numpy(), centre, atol=2.0)
+    assert float(placement.zoom[0, 2]) == pytest.approx(4.0, rel=0.06)
+
+
+def test_absorbs_dial_error_with_the_scale_search():
+    candidates = torch.stack([texture(seed) for seed in range(3)])
+    query = zoom_in(candidates[1], (50.0, 40.0), 4.0 * 1.1)[None]  # the dial says 4, the truth is 4.4
+    placement = search_positions(query, candidates, torch.full((1, 3), 4.0), PositionSearchConfig(work_width=128))
+    assert int(placement.score[0].argmax()) == 1
+    assert float(placement.zoom[0, 1]) == pytest.approx(4.4, rel=0.06)
+
+
+def test_too_deep_zoom_is_not_placed_directly():
+    candidates = texture(0)[None]
+    query = zoom_in(candidates[0], (64.0, 48.0), 32.0)[None]
+    placement = search_positions(query, candidates, torch.full((1, 1), 32.0), PositionSearchConfig(work_width=128))
+    assert float(placement.score[0, 0]) == -1.0  # footprint below min_template: hierarchical matching's job

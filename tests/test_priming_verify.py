@@ -1,0 +1,157 @@
+"""Verifying placements by the camera model: rotation + zoom fits, and what they decide."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mzen_ns.priming.plan import PrimingConfig, Views, plan_priming
+from mzen_ns.priming.verify import WindowFitConfig, axis_pixel, fit_windows, window_rotation
+from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
+from tests.helpers import texture
+
+HEIGHT, WIDTH, FOCAL = 96, 128, 150.0
+PRINCIPAL = torch.tensor([WIDTH / 2, HEIGHT / 2])
+
+
+def _rotation(axis, degrees: float) -> torch.Tensor:
+    axis = torch.tensor(axis, dtype=torch.float64)
+    axis = axis / axis.norm() * math.radians(degrees)
+    x, y, z = axis.tolist()
+    return torch.linalg.matrix_exp(torch.tensor([[0, -z, y], [z, 0, -x], [-y, x, 0]], dtype=torch.float64)).float()
+
+
+def _turned_zoom_in(wide: torch.Tensor, rotation: torch.Tensor, zoom: float) -> torch.Tensor:
+    """What a camera at the wide view's optical centre, turned by ``rotation`` and ``zoom``× longer, sees."""
+    ys, xs = torch.meshgrid(torch.arange(HEIGHT) + 0.5, torch.arange(WIDTH) + 0.5, indexing="ij")
+    rays = torch.stack(
+        [(xs - WIDTH / 2) / (FOCAL * zoom), -(ys - HEIGHT / 2) / (FOCAL * zoom), -torch.ones_like(xs)], -1
+    )
+    local = rays @ rotation.T
+    u = WIDTH / 2 + FOCAL * local[..., 0] / -local[..., 2]
+    v = HEIGHT / 2 - FOCAL * local[..., 1] / -local[..., 2]
+    grid = torch.stack([u / WIDTH * 2 - 1, v / HEIGHT * 2 - 1], -1)[None]
+    return F.grid_sample(wide.permute(2, 0, 1)[None], grid, mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
+
+
+def _angle_deg(a: torch.Tensor, b: torch.Tensor) -> float:
+    cosine = ((a.T @ b).trace() - 1) / 2
+    return math.degrees(math.acos(float(cosine.clamp(-1, 1))))
+
+
+def _start(pixel, count: int = 1) -> torch.Tensor:
+    return window_rotation(torch.tensor([pixel]), PRINCIPAL[None], torch.tensor([FOCAL]), torch.tensor([FOCAL])).expand(
+        count, 3, 3
+    )
+
+
+def _fit(query, candidates, start, zoom, config=WindowFitConfig()):
+    count = len(candidates)
+    return fit_windows(
+        query,
+        candidates,
+        torch.full((count,), FOCAL),
+        1.0,
+        PRINCIPAL,
+        PRINCIPAL[None].expand(count, 2),
+        start,
+        torch.full((count,), zoom),
+        4.0,
+        config,
+    )
+
+
+def _turned_query():
+    wide = texture(0)
+    truth = _rotation([0.0, 1.0, 0.0], 8.0) @ _rotation([1.0, 0.0, 0.0], -5.0) @ _rotation([0.0, 0.0, 1.0], 3.0)
+    centre = axis_pixel(truth[None], torch.tensor([FOCAL]), 1.0, PRINCIPAL[None])[0]
+    start = _start((float(centre[0]) + 2.0, float(centre[1]) - 2.0))  # a sliding-window guess: no roll, 2 px off
+    return wide, _turned_zoom_in(wide, truth, 4.1), truth, centre, start
+
+
+def test_fit_recovers_the_turn_roll_included_and_the_zoom():
+    wide, query, truth, _, start = _turned_query()
+    assert _angle_deg(start[0], truth) > 3.0
+    fixed = _fit(query, wide[None], start, 4.0, WindowFitConfig(free_focal=False))[0]
+    assert _angle_deg(fixed.rotation, truth) < 0.05
+    assert fixed.relative_zoom == pytest.approx(4.1, rel=0.002)
+    assert fixed.score > 0.97  # the query is an upsampled copy: no detail finer than the wide view
+    free = _fit(query, wide[None], start, 4.0)[0]  # the focal free as well: weaker, still close
+    assert _angle_deg(free.rotation, truth) < 0.3
+    assert free.relative_zoom == pytest.approx(4.1, rel=0.01)
+
+
+def test_a_free_focal_absorbs_a_wrong_focal_and_keeps_the_window_centre():
+    wide, query, truth, centre, _ = _turned_query()
+    short = FOCAL * 0.83  # phase A often leaves the focal ~15% short
+    start = window_rotation(
+        centre[None] + torch.tensor([[2.0, -2.0]]), PRINCIPAL[None], torch.tensor([short]), torch.tensor([short])
+    )  # the search's guess, at the cameras' focal
+    args = (query, wide[None], torch.tensor([short]), 1.0, PRINCIPAL, PRINCIPAL[None], start, torch.tensor([4.0]), 4.0)
+    fixed = fit_windows(*args, WindowFitConfig(free_focal=False))[0]
+    free = fit_windows(*args, WindowFitConfig())[0]
+    assert free.score > fixed.score
+    found = axis_pixel(free.rotation[None], torch.tensor([short]), 1.0, PRINCIPAL[None])[0]
+    assert torch.allclose(found, centre, atol=0.5)  # the same pixel, under the cameras' focal
+
+
+def test_fits_side_by_side_are_independent():
+    wide, other = texture(0), texture(1)
+    truth = _rotation([0.0, 1.0, 0.0], -6.0)
+    query = _turned_zoom_in(wide, truth, 4.0)
+    centre = axis_pixel(truth[None], torch.tensor([FOCAL]), 1.0, PRINCIPAL[None])[0]
+    start = _start((float(centre[0]) + 1.5, float(centre[1])), 2)
+    alone = _fit(query, wide[None], start[:1], 4.0)[0]
+    both = _fit(query, torch.stack([wide, other]), start, 4.0)
+    # the same fit up to floating point (a batch takes other BLAS paths, which can move a stopping decision)
+    assert both[0].score == pytest.approx(alone.score, abs=1e-4)
+    assert torch.allclose(both[0].rotation, alone.rotation, atol=1e-3)
+    assert both[1].score < both[0].score - 0.3  # the unrelated view does not fit
+
+
+def test_a_window_outside_the_candidate_scores_minus_one():
+    wide = texture(0)
+    query = _turned_zoom_in(wide, torch.eye(3), 4.0)
+    outside = _rotation([0.0, 1.0, 0.0], 40.0)[None]  # 40° away: beyond the 46° field of view's edge
+    assert _fit(query, wide[None], outside, 4.0)[0].score == -1.0
+
+
+@pytest.fixture(scope="module")
+def off_axis_scene(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("off-axis")
+    make_scene(SceneMakerConfig(output=folder, seed=5, n_zoom=6, n_test=0, off_axis=0.5, nested=True))
+    manifest = json.loads((folder / "transforms.json").read_text())
+    frames = manifest["frames"]
+    images = torch.stack(
+        [
+            torch.from_numpy(np.asarray(Image.open(folder / f["file_path"]).convert("RGB")).copy()).float() / 255
+            for f in frames
+        ]
+    )
+    dials = torch.tensor([float(f["zoom"]) for f in frames])
+    c2w = torch.tensor([f["gt_transform_matrix"] for f in frames])[:, :3]
+    names = [f["file_path"] for f in frames]
+    return images, dials, c2w, names, [f.get("gt_parent") for f in frames], float(manifest["gt_focal"])
+
+
+def test_priming_finds_the_view_each_off_axis_zoom_in_was_taken_from(off_axis_scene):
+    """Scene maker, zoom-ins aimed up to 50 % of the half field of view off-axis, 16× inside 4×; the
+    wide views at their true poses overlap, so every zoom-in's patch is seen by several of them."""
+    images, dials, c2w, names, parents, focal = off_axis_scene
+    count, (height, width) = len(dials), images.shape[1:3]
+    views = Views(
+        images, dials, torch.tensor([[width / 2, height / 2]]).expand(count, 2), torch.full((count,), focal), 1.0
+    )
+    plan = plan_priming(views, dials == 1, torch.arange(count), PrimingConfig(method="hierarchical"))
+    assert [names[int(r)] for r in plan.root] == [parents[int(q)] for q in plan.query]
+    primed = {int(q): c2w[int(s), :, :3] @ rotation for q, s, rotation in zip(plan.query, plan.source, plan.rotation)}
+    for q in sorted(primed):  # chains: compose through the source's primed pose
+        source = int(plan.source[plan.query == q][0])
+        if source in primed:
+            primed[q] = primed[source] @ plan.rotation[plan.query == q][0]
+    errors = [_angle_deg(primed[q], c2w[q, :, :3]) for q in primed]
+    assert max(errors) < 1.5 and float(np.mean(errors)) < 0.6
