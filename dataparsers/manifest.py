@@ -176,7 +176,7 @@ def _zoom_value(value: Any, where: str, key: str = "zoom") -> float:
 
 def _zoom_from_file(path: Path, where: str) -> float:
     if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
-        from dataparsers.tiff_metadata import tiff_magnification
+        from .tiff_metadata import tiff_magnification
 
         magnification = tiff_magnification(path)
         if magnification is not None:

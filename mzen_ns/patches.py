@@ -9,7 +9,7 @@
    building a model never downloads anything.
 
 The FF-MZN parser also replaces ``sys.excepthook`` when it runs (not on import), so that a scene
-error prints one line naming the file; see :func:`dataparsers.errors.install_clean_error_report`.
+error prints one line naming the file; see :func:`mzen_dataparsers.errors.install_clean_error_report`.
 """
 
 from __future__ import annotations

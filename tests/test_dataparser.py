@@ -440,7 +440,7 @@ def test_unknown_keys_are_ignored(make_manifest_scene):
 
 def test_uncaught_scene_error_prints_one_clear_line(tmp_path):
     script = (
-        "from dataparsers.ffmzn_dataparser import FFMZNDataParserConfig\n"
+        "from mzen_dataparsers.ffmzn_dataparser import FFMZNDataParserConfig\n"
         f"FFMZNDataParserConfig(data={str(tmp_path)!r}).setup().get_dataparser_outputs()\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -61,6 +61,14 @@ def within(name: str, prefixes) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
+def test_the_parser_is_imported_by_its_installed_name():
+    """The folder is ``dataparsers/``; an import by that name would only work from the repository root."""
+    wrong = {
+        name: sorted(m for m in imports(path, name) if within(m, ["dataparsers"])) for name, path in modules().items()
+    }
+    assert {name: found for name, found in wrong.items() if found} == {}
+
+
 def test_nothing_imports_the_command_line_modules():
     edges = [
         (a, b)
