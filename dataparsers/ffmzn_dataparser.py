@@ -104,6 +104,7 @@ class FFMZNDataParser(DataParser):
         """Read and validate the whole scene once (both splits come from the same reading)."""
         if self._scene is None or self._images is None or self._splits is None:
             scene = read_scene(self.config.data)
+            _report_readings(scene)
             cache_dir = self.config.cache_dir if self.config.cache_dir is not None else default_cache_dir()
             crop = self.config.crop_bottom_rows
             float_range = self.config.float_range
@@ -121,7 +122,7 @@ class FFMZNDataParser(DataParser):
     def _outputs(self, scene: SceneRecord, images: List[FrameImage], indices: List[int]) -> DataparserOutputs:
         frames = [scene.frames[i] for i in indices]
         width, height = images[0].width, images[0].height
-        fx, fy = scene.focal_guess(width)
+        fx, fy = scene.focal_guess(width, height)
         dial = torch.tensor([frame.dial for frame in frames], dtype=torch.float32)
         priors, transform, scale = self._pose_priors(scene, indices)
         c2w = priors[:, :3, :] if self.config.use_pose_prior else torch.eye(4)[:3].expand(len(frames), 3, 4).clone()
@@ -174,6 +175,24 @@ class FFMZNDataParser(DataParser):
         normalised = poses[list(indices)].clone()
         normalised[:, :3, 3] = (normalised[:, :3, 3] + transform[:, 3]) * scale
         return normalised, transform, scale
+
+
+def _report_readings(scene: SceneRecord) -> None:
+    """Say which frames took their zoom reading (and the focal guess) from their files."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    from_files = [frame for frame in scene.frames if frame.zoom_source not in ("manifest", "folder name")]
+    for frame in from_files[:20]:
+        CONSOLE.print(f"zoom reading of {frame.file_path}: {frame.reading:g} from {frame.zoom_source}")
+    if len(from_files) > 20:
+        CONSOLE.print(f"… and {len(from_files) - 20} more frames read their zoom from their files")
+    for frame in from_files:
+        if "disagrees" in frame.zoom_source:
+            CONSOLE.print(
+                f"[bold yellow]SEM metadata of {frame.file_path} disagrees with itself:[/] {frame.zoom_source}"
+            )
+    if scene.focal_35mm is not None:
+        CONSOLE.print(f"focal guess from the EXIF 35 mm-equivalent focal length {scene.focal_35mm:g} mm")
 
 
 def _split_name(split: str) -> str:

@@ -6,16 +6,19 @@ passed through untouched, and every other frame (16-bit, float, grayscale+alpha,
 RGBA) is decoded here, normalised to [0, 1], made RGB, and written once as an 8-bit RGB PNG in a
 cache folder, which is what the dataset then reads. The original path stays in the metadata.
 
-Conventions (documented in README):
+Conventions (``docs/format.md``):
 - integer images are scaled by their type's maximum (65535 for 16-bit), floats must lie in [0, 1];
 - grayscale is replicated to three channels;
-- alpha is composited over a background colour (white by default) or dropped.
+- alpha is composited over a background colour (white by default) or dropped;
+- an EXIF orientation is applied (the image as a viewer shows it), so such frames are converted;
+- an image declaring more pixels than Pillow's decompression-bomb limit is refused before decoding.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Tuple
@@ -32,6 +35,12 @@ AlphaHandling = Literal["white", "black", "drop"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _PASS_THROUGH_MODES = ("RGB", "L")
 TIFF_SUFFIXES = (".tif", ".tiff")
+ORIENTATION = 0x0112
+"""EXIF tag: how the stored pixels must be turned to show the image upright (1: as stored)."""
+EXIF_IFD = 0x8769
+"""EXIF sub-directory holding the camera settings."""
+FOCAL_LENGTH, FOCAL_LENGTH_35MM = 0x920A, 0xA405
+"""EXIF tags: lens focal length (mm) and its 35 mm film equivalent (mm)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ def read_float_image(path: Path, float_range: Optional[Tuple[float, float]] = No
     raw = _decode(path)
     if raw.ndim == 2:
         raw = raw[:, :, None]
+    raw = upright(raw, image_info(path).orientation)
     if raw.ndim != 3 or raw.shape[2] not in (1, 2, 3, 4):
         raise SceneFormatError(path, f"unsupported image layout with shape {raw.shape}")
     return _to_unit_range(path, raw, float_range)
@@ -74,9 +84,16 @@ def read_float_image(path: Path, float_range: Optional[Tuple[float, float]] = No
 def _decode(path: Path) -> np.ndarray:
     if path.suffix.lower() in TIFF_SUFFIXES:
         import tifffile
+        from PIL import Image
 
         try:
-            return np.asarray(tifffile.imread(path, key=0))
+            with tifffile.TiffFile(path) as tiff:
+                shape = tiff.pages.first.shape
+                if int(np.prod(shape[:2])) > (Image.MAX_IMAGE_PIXELS or np.inf):
+                    raise SceneFormatError(path, f"image declares {shape[1]}x{shape[0]} pixels, more than mzen reads")
+                return np.asarray(tiff.asarray(key=0))
+        except SceneFormatError:
+            raise
         except Exception as error:  # tifffile raises many types for corrupt files
             raise SceneFormatError(path, f"cannot read TIFF image ({error})") from error
     import cv2
@@ -150,22 +167,90 @@ def load_frame(
     return FrameImage(path, _write_cached_png(path, rgb, recipe, cache_dir), width, height)
 
 
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a frame's header says, read without decoding its pixels."""
+
+    mode: Optional[str] = None
+    """Pillow's pixel mode (None when Pillow cannot read the file)."""
+    orientation: int = 1
+    """EXIF orientation (1: upright as stored)."""
+    focal_length: Optional[float] = None
+    """EXIF focal length in mm."""
+    focal_length_35mm: Optional[float] = None
+    """EXIF 35 mm-equivalent focal length in mm."""
+
+
+def image_info(path: Path) -> ImageInfo:
+    """The frame's Pillow mode and EXIF orientation and focal lengths, from its header.
+
+    Raises:
+        SceneFormatError: the header declares more pixels than Pillow's decompression-bomb limit.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                exif = image.getexif()
+                camera = exif.get_ifd(EXIF_IFD)
+                return ImageInfo(
+                    image.mode,
+                    _orientation(exif.get(ORIENTATION)),
+                    _positive_number(camera.get(FOCAL_LENGTH)),
+                    _positive_number(camera.get(FOCAL_LENGTH_35MM)),
+                )
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise SceneFormatError(path, f"image is too large to read safely ({error})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, KeyError):
+        return ImageInfo()  # Pillow cannot read it (or its EXIF): the full decoder decides
+
+
+def _orientation(value: object) -> int:
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _positive_number(value: object) -> Optional[float]:
+    try:
+        number = float(value)  # type: ignore[arg-type]  # EXIF rationals convert
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``image`` (H, W, ...) turned as its EXIF ``orientation`` says (Pillow's ``exif_transpose``)."""
+    if orientation == 1:
+        return image
+    turned = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }[orientation](image)
+    return np.ascontiguousarray(turned)
+
+
 def _probe(path: Path, float_range: Optional[Tuple[float, float]] = None) -> Tuple[int, int, bool]:
-    """Size of the image and whether nerfstudio's PIL-based loader reads it as it is."""
+    """Size of the image (upright) and whether nerfstudio's PIL-based loader reads it as it is."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
         raise SceneFormatError(path, "image file not found")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise SceneFormatError(path, f"unsupported image type {path.suffix!r}; use PNG, JPEG or TIFF")
-    try:
-        with Image.open(path) as image:
-            mode, size = image.mode, image.size
-            if mode in _PASS_THROUGH_MODES:
+    info = image_info(path)
+    if info.mode in _PASS_THROUGH_MODES and info.orientation == 1:
+        try:
+            with Image.open(path) as image:
                 image.load()  # decodes fully: a truncated file fails here, not mid-training
-                return size[0], size[1], True
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        pass  # PIL cannot read it: the full decoder below decides whether anything can
+                return image.size[0], image.size[1], True
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            pass  # PIL cannot read it: the full decoder below decides whether anything can
     image = read_float_image(path, float_range)
     return image.shape[1], image.shape[0], False
 

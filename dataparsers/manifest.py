@@ -11,14 +11,14 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from jaxtyping import Float
 
 from .errors import SceneFormatError
-from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES
+from .images import IMAGE_SUFFIXES, TIFF_SUFFIXES, image_info
 
 MANIFEST_NAME = "transforms.json"
 DEFAULT_FOV_X_DEG = 2.0 * math.degrees(math.atan(0.5))
@@ -26,7 +26,17 @@ DEFAULT_FOV_X_DEG = 2.0 * math.degrees(math.atan(0.5))
 (about 53.1°, NeRF--'s initialisation). The focal is learned either way."""
 WIDE_RTOL = 1e-6
 """Readings within this relative tolerance of each other are the same zoom level."""
-_ZOOM_FOLDER = re.compile(r"^(?P<zoom>\d+(?:\.\d+)?)x$")
+MAX_ZOOM_RATIO = 1e4
+"""Largest ratio of a frame's reading to the smallest (an SEM's 100× to 1 000 000×)."""
+FOV_RANGE_DEG = (0.01, 175.0)
+"""Horizontal fields of view a focal guess may give (a focal in pixels is checked through it)."""
+MAX_IMAGE_SIDE = 100_000
+"""Largest ``w`` or ``h``."""
+MAX_POSE_VALUE = 1e8
+"""Largest magnitude of a pose matrix entry (beyond it float32 arithmetic is meaningless)."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of a manifest (a scene needs 4)."""
+_ZOOM_FOLDER = re.compile(r"^(?P<zoom>\d+(?:\.\d+)?)x$", re.IGNORECASE)
 
 
 @dataclass
@@ -49,6 +59,8 @@ class FrameRecord:
     """``gt_transform_matrix``: ground truth for evaluation only."""
     gt_zoom: Optional[float] = None
     """``gt_zoom`` normalised like the dial: ground truth for evaluation only."""
+    zoom_source: str = "manifest"
+    """Where the reading came from: ``manifest``, ``folder name``, or the file's metadata entry."""
 
 
 @dataclass
@@ -75,13 +87,19 @@ class SceneRecord:
     """True base focal in pixels, evaluation only."""
     frames: List[FrameRecord] = field(default_factory=list)
     """The frames, in manifest (or sorted folder) order."""
+    focal_35mm: Optional[float] = None
+    """A widest frame's EXIF 35 mm-equivalent focal length (mm), used when no focal is given."""
 
-    def focal_guess(self, width: int) -> Tuple[float, float]:
-        """(fx, fy) guess at the widest level: manifest focal, else its FoV, else the default FoV."""
+    def focal_guess(self, width: int, height: int) -> Tuple[float, float]:
+        """(fx, fy) guess at the widest level: manifest focal, else its FoV, else the EXIF 35 mm
+        equivalent (over the image diagonal, as CIPA defines it), else the default FoV."""
         if self.fl_x is not None or self.fl_y is not None:
             fx = self.fl_x if self.fl_x is not None else self.fl_y
             fy = self.fl_y if self.fl_y is not None else self.fl_x
             return float(fx), float(fy)  # type: ignore[arg-type]
+        if self.fov_x_deg is None and self.focal_35mm is not None:
+            focal = self.focal_35mm * math.hypot(width, height) / math.hypot(36.0, 24.0)
+            return focal, focal
         fov = self.fov_x_deg if self.fov_x_deg is not None else DEFAULT_FOV_X_DEG
         focal = 0.5 * width / math.tan(math.radians(fov) / 2.0)
         return focal, focal
@@ -102,7 +120,19 @@ def read_scene(root: Path) -> SceneRecord:
             manifest, "manifest missing (and no <Z>x/ zoom folders such as 1x/, 4x/ for the folder layout)"
         )
     _check_unique_paths(scene.frames)
-    return _normalise_dials(scene)
+    scene = _normalise_dials(scene)
+    if scene.fl_x is None and scene.fl_y is None and scene.fov_x_deg is None:
+        scene.focal_35mm = next(
+            (
+                f35
+                for frame in scene.frames
+                if frame.dial == 1.0
+                for f35 in [image_info(root / frame.file_path).focal_length_35mm]
+                if f35
+            ),
+            None,
+        )
+    return scene
 
 
 # ----------------------------------------------------------------------------- manifest layout
@@ -113,22 +143,25 @@ def _read_manifest(manifest: Path) -> SceneRecord:
         data = json.loads(manifest.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise SceneFormatError(manifest, f"not valid JSON ({error})") from error
+    except RecursionError:
+        raise SceneFormatError(manifest, "nested too deeply to be a manifest") from None
     if not isinstance(data, dict):
         raise SceneFormatError(manifest, "top level must be a JSON object")
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise SceneFormatError(manifest, f"nested more than {MAX_JSON_DEPTH} levels deep; a manifest needs four")
     name = manifest.name
+    width, height = _size(data, "w", name), _size(data, "h", name)
     scene = SceneRecord(
         root=manifest.parent,
-        width=_size(data, "w", name),
-        height=_size(data, "h", name),
-        fl_x=_optional_positive(data, "fl_x", name),
-        fl_y=_optional_positive(data, "fl_y", name),
-        fov_x_deg=_optional_positive(data, "fov_x_deg", name),
-        cx=_optional_number(data, "cx", name),
-        cy=_optional_number(data, "cy", name),
-        gt_focal=_optional_positive(data, "gt_focal", name),
+        width=width,
+        height=height,
+        fl_x=_optional_focal(data, "fl_x", width, name),
+        fl_y=_optional_focal(data, "fl_y", height, name),
+        fov_x_deg=_optional_in_range(data, "fov_x_deg", FOV_RANGE_DEG, name),
+        cx=_optional_in_range(data, "cx", (-width, 2.0 * width), name),
+        cy=_optional_in_range(data, "cy", (-height, 2.0 * height), name),
+        gt_focal=_optional_focal(data, "gt_focal", width, name),
     )
-    if scene.fov_x_deg is not None and scene.fov_x_deg >= 180.0:
-        raise SceneFormatError(f"{name}: 'fov_x_deg'", f"must be below 180, got {scene.fov_x_deg}")
     frames = data.get("frames")
     if not isinstance(frames, list) or not frames:
         raise SceneFormatError(manifest, "no frames (the 'frames' list is missing or empty)")
@@ -145,10 +178,16 @@ def _read_frame(manifest: Path, entry: Any, index: int) -> FrameRecord:
     if not isinstance(file_path, str) or not file_path:
         raise SceneFormatError(where, "'file_path' is missing or not a string")
     where = f"{where} ({file_path})"
+    if (
+        PurePosixPath(file_path).is_absolute()
+        or PureWindowsPath(file_path).is_absolute()
+        or ".." in Path(file_path).parts
+    ):
+        raise SceneFormatError(where, "'file_path' must be relative to the scene folder and stay inside it")
     if "zoom" in entry:
-        reading = _zoom_value(entry["zoom"], where)
+        reading, source = _zoom_value(entry["zoom"], where), "manifest"
     else:
-        reading = _zoom_from_file(root / file_path, where)
+        reading, source = _zoom_from_file(root / file_path, where)
     split = entry.get("split")
     if split is not None and split not in ("train", "test"):
         raise SceneFormatError(where, f'\'split\' must be "train" or "test", got {split!r}')
@@ -157,6 +196,7 @@ def _read_frame(manifest: Path, entry: Any, index: int) -> FrameRecord:
         file_path=file_path,
         where=where,
         reading=reading,
+        zoom_source=source,
         split=split,
         pose_prior=_optional_matrix(entry, "transform_matrix", where),
         gt_c2w=_optional_matrix(entry, "gt_transform_matrix", where),
@@ -174,20 +214,58 @@ def _zoom_value(value: Any, where: str, key: str = "zoom") -> float:
     return float(value)
 
 
-def _zoom_from_file(path: Path, where: str) -> float:
+def _zoom_from_file(path: Path, where: str) -> Tuple[float, str]:
+    """A frame's reading from its file: SEM TIFF metadata, else its EXIF focal length; and the source."""
     if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
         from .tiff_metadata import tiff_magnification
 
-        magnification = tiff_magnification(path)
-        if magnification is not None:
-            return magnification
-    raise SceneFormatError(where, "'zoom' is missing (and the image file records no magnification)")
+        reading = tiff_magnification(path)
+        if reading is not None:
+            source = reading.source
+            if reading.disagreements:
+                source += f" (disagrees with {'; '.join(reading.disagreements)})"
+            return reading.value, source
+    focal = image_info(path).focal_length if path.is_file() else None
+    if focal is not None:
+        return focal, f"EXIF FocalLength = {focal:g} mm"
+    raise SceneFormatError(where, "'zoom' is missing (and the image file records no magnification or focal length)")
+
+
+def _depth(value: Any, limit: int = MAX_JSON_DEPTH + 1) -> int:
+    """Nesting depth of a JSON value, counted up to ``limit``."""
+    if limit <= 0 or not isinstance(value, (dict, list)):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
 
 
 def _size(data: Dict[str, Any], key: str, where: str) -> int:
     value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SceneFormatError(f"{where}: '{key}'", f"must be a positive integer (image size), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_IMAGE_SIDE:
+        raise SceneFormatError(
+            f"{where}: '{key}'", f"must be a positive integer up to {MAX_IMAGE_SIDE} (image size), got {value!r}"
+        )
+    return value
+
+
+def _optional_in_range(data: Dict[str, Any], key: str, bounds: Tuple[float, float], where: str) -> Optional[float]:
+    value = _optional_number(data, key, where)
+    if value is not None and not bounds[0] <= value <= bounds[1]:
+        raise SceneFormatError(f"{where}: '{key}'", f"must lie in [{bounds[0]:g}, {bounds[1]:g}], got {value:g}")
+    return value
+
+
+def _optional_focal(data: Dict[str, Any], key: str, size: int, where: str) -> Optional[float]:
+    """A focal in pixels whose field of view over ``size`` pixels lies in :data:`FOV_RANGE_DEG`."""
+    value = _optional_positive(data, key, where)
+    if value is not None:
+        fov = math.degrees(2.0 * math.atan(0.5 * size / value))
+        if not FOV_RANGE_DEG[0] <= fov <= FOV_RANGE_DEG[1]:
+            raise SceneFormatError(
+                f"{where}: '{key}'",
+                f"{value:g} px gives a {fov:.3g}° field of view over {size} px; expected "
+                f"{FOV_RANGE_DEG[0]:g}° to {FOV_RANGE_DEG[1]:g}°",
+            )
     return value
 
 
@@ -219,6 +297,8 @@ def _optional_matrix(entry: Dict[str, Any], key: str, where: str) -> Optional[Fl
         matrix = np.concatenate([matrix, [[0.0, 0.0, 0.0, 1.0]]], axis=0)
     if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
         raise SceneFormatError(where, f"'{key}' must be a finite 4x4 matrix, got shape {matrix.shape}")
+    if np.abs(matrix).max() > MAX_POSE_VALUE:
+        raise SceneFormatError(where, f"'{key}' has entries beyond ±{MAX_POSE_VALUE:g}")
     return matrix
 
 
@@ -234,7 +314,24 @@ def _zoom_folders(root: Path) -> List[Tuple[float, Path]]:
     return found
 
 
+def _check_no_stray_images(root: Path) -> None:
+    """Images the folder layout would not read: in the scene folder itself, or in a folder whose
+    name is not a zoom level."""
+    zoom_folders = {folder for _, folder in _zoom_folders(root)}
+    for child in sorted(root.iterdir()):
+        if child.name.startswith(".") or child in zoom_folders:
+            continue
+        if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
+            raise SceneFormatError(child, "an image outside the <Z>x/ zoom folders; move it into one (e.g. 1x/)")
+        if child.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in child.iterdir() if p.is_file()):
+            raise SceneFormatError(
+                child,
+                "holds images but its name is not a zoom level such as 1x/, 4x/ or 2.5x/; rename it or move it out",
+            )
+
+
 def _read_folder_layout(root: Path) -> SceneRecord:
+    _check_no_stray_images(root)
     frames: List[FrameRecord] = []
     for reading, folder in _zoom_folders(root):
         if reading <= 0:
@@ -247,7 +344,7 @@ def _read_folder_layout(root: Path) -> SceneRecord:
                 raise SceneFormatError(
                     path, f"not an image; a <Z>x/ folder may hold only {', '.join(IMAGE_SUFFIXES)} files"
                 )
-            frames.append(FrameRecord(file_path=relative, where=relative, reading=reading))
+            frames.append(FrameRecord(file_path=relative, where=relative, reading=reading, zoom_source="folder name"))
     if not frames:
         raise SceneFormatError(root, "no frames (the zoom folders hold no images)")
     return SceneRecord(root=root, width=None, height=None, frames=frames)
@@ -266,7 +363,20 @@ def _check_unique_paths(frames: Sequence[FrameRecord]) -> None:
 
 
 def _normalise_dials(scene: SceneRecord) -> SceneRecord:
-    smallest = min(frame.reading for frame in scene.frames)
+    smallest = min(scene.frames, key=lambda frame: frame.reading)
+    largest = max(scene.frames, key=lambda frame: frame.reading)
+    if largest.reading > MAX_ZOOM_RATIO * smallest.reading:
+        raise SceneFormatError(
+            largest.where,
+            f"zoom reading {largest.reading:g} is {largest.reading / smallest.reading:.3g}× the smallest "
+            f"({smallest.reading:g}, {smallest.where}); readings may differ by at most {MAX_ZOOM_RATIO:g}×",
+        )
+    for frame in scene.frames:
+        if frame.gt_zoom is not None and not frame.gt_zoom <= MAX_ZOOM_RATIO * smallest.reading:
+            raise SceneFormatError(
+                frame.where, f"'gt_zoom' {frame.gt_zoom:g} is over {MAX_ZOOM_RATIO:g}× the smallest zoom"
+            )
+    smallest = smallest.reading
     frames = []
     for frame in scene.frames:
         dial = frame.reading / smallest

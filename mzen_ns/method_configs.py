@@ -31,12 +31,17 @@ from nerfstudio.plugins.types import MethodSpecification
 from typing_extensions import assert_never
 
 from mzen_dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
+from mzen_ns import patches
 from mzen_ns.datamanager import MZENDataManagerConfig
 from mzen_ns.model import MZENModelConfig
 from mzen_ns.phases import PhaseDecaySchedulerConfig
 from mzen_ns.pipeline import MZENPipelineConfig
 from mzen_ns.synthetic.demo import DEMO_DATA
 from mzen_ns.trainer import MZENTrainerConfig
+
+# nerfstudio imports this module when it loads its method list, before any command reads a run:
+# from here on its commands read run configs and checkpoints with mzen's safe loaders.
+patches.protect_run_loading()
 
 Preset = Literal["auto", "cpu", "full", "smoke"]
 """``cpu`` and ``full`` (CUDA) are the registered presets, ``smoke`` a set-up check, ``auto`` picks by the machine."""

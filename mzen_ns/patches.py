@@ -7,20 +7,34 @@
 2. :func:`lpips_only_if_cached` (while the model is built, then undone): torchmetrics' LPIPS is
    swapped for :class:`UnavailableLPIPS` unless torchvision's AlexNet weights are cached, so
    building a model never downloads anything.
-
-The FF-MZN parser also replaces ``sys.excepthook`` when it runs (not on import), so that a scene
-error prints one line naming the file; see :func:`mzen_dataparsers.errors.install_clean_error_report`.
+3. :func:`protect_run_loading` (when nerfstudio loads its method list, which imports mzen's
+   presets, and in every mzen command): nerfstudio reads a run's ``config.yml`` with PyYAML's full
+   loader, which calls any Python function the file names. The ``yaml`` that
+   ``nerfstudio.utils.eval_utils`` (``ns-eval``, ``ns-viewer``, ``ns-render``, ``ns-export``) and
+   ``nerfstudio.scripts.train`` (``ns-train --load-config``) use is replaced by one whose ``load``
+   is mzen's restricted loader (:class:`mzen_ns.run_files.ConfigLoader`), and ``eval_utils``'s
+   checkpoint loading by :func:`mzen_ns.run_files.newest_readable_checkpoint` (damaged checkpoints
+   named, the newest readable one used). Errors about files print one line naming the file
+   (:func:`mzen_dataparsers.errors.install_clean_error_report`, which the FF-MZN parser also
+   installs when it runs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
+import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
+import yaml
 from torch import Tensor, nn
+
+from mzen_dataparsers.errors import install_clean_error_report
+from mzen_ns import run_files
 
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 """The AlexNet weights torchmetrics' LPIPS loads through torchvision."""
@@ -65,3 +79,71 @@ def lpips_only_if_cached() -> Iterator[bool]:
         yield False
     finally:
         lpip.LearnedPerceptualImagePatchSimilarity = original  # type: ignore[misc]
+
+
+RUN_LOADING_MODULES = ("nerfstudio.utils.eval_utils", "nerfstudio.scripts.train")
+"""nerfstudio modules that read a run's config.yml with ``yaml.load(..., Loader=yaml.Loader)``."""
+
+
+class _SafeYaml:
+    """Stands in for the ``yaml`` module inside nerfstudio's run-loading modules: ``load`` builds
+    run configs with :class:`mzen_ns.run_files.ConfigLoader`; everything else is PyYAML's."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(yaml, name)
+
+    def load(self, stream: Any, Loader: Any = None) -> Any:  # noqa: N803 - PyYAML's signature
+        _replace_checkpoint_loading()  # nerfstudio's module is fully imported by the time it loads a config
+        text = stream if isinstance(stream, str) else stream.read()
+        return run_files.parse_config(text, run_files.caller_config_path() or "the run's config.yml")
+
+
+def protect_run_loading() -> None:
+    """Point nerfstudio's run-loading modules at mzen's safe loaders: those imported so far now,
+    the others as soon as they are imported (idempotent)."""
+    install_clean_error_report()
+    for name in RUN_LOADING_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "yaml", None) is yaml:
+            module.yaml = _SafeYaml()
+    _replace_checkpoint_loading()
+    if not any(isinstance(finder, _ProtectOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _ProtectOnImport())
+
+
+class _ProtectOnImport(importlib.abc.MetaPathFinder):
+    """Runs :func:`protect_run_loading` right after a run-loading module of nerfstudio is imported."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Optional[importlib.machinery.ModuleSpec]:
+        if fullname not in RUN_LOADING_MODULES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        execute = spec.loader.exec_module
+
+        def exec_then_protect(module: Any) -> None:
+            execute(module)
+            protect_run_loading()
+
+        spec.loader.exec_module = exec_then_protect  # type: ignore[method-assign]
+        return spec
+
+
+def _replace_checkpoint_loading() -> None:
+    module = sys.modules.get("nerfstudio.utils.eval_utils")
+    if module is not None and hasattr(module, "eval_load_checkpoint"):
+        module.eval_load_checkpoint = eval_load_checkpoint
+
+
+def eval_load_checkpoint(config: Any, pipeline: Any) -> Tuple[Path, int]:
+    """nerfstudio's ``eval_load_checkpoint``: the newest readable checkpoint of the run (or
+    ``load_step``'s), skipped ones and a checkpoint that does not fit named."""
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    path, state, skipped = run_files.newest_readable_checkpoint(config.load_dir, config.load_step)
+    for problem in skipped:
+        CONSOLE.print(f"[bold yellow]Skipped a checkpoint that does not read:[/] {problem}")
+    run_files.load_pipeline_state(pipeline, state, path)
+    CONSOLE.print(f":white_check_mark: Done loading checkpoint from {path}")
+    return path, int(state["step"])

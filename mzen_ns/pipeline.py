@@ -9,6 +9,7 @@ the model's buffers, so a run resumed mid-phase continues without re-priming.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from mzen_ns.evaluation.evaluate import evaluate
 from mzen_ns.evaluation.registration import RegistrationConfig
 from mzen_ns.model import MZENModel, MZENModelConfig
 from mzen_ns.phases import PHASES, POLICY, Phase, PhaseSchedule, allowed_images
-from mzen_ns.priming.plan import PrimingConfig, PrimingPlan, Views, apply_plan, plan_priming
+from mzen_ns.priming.plan import PrimingConfig, PrimingPlan, Views, apply_plan, plan_priming, score_kind
 from mzen_ns.priming.report import flagged_names, plan_rows, plan_table, save_plan_picture
 from mzen_ns.solved_cameras import cameras_manifest
 from mzen_ns.viewer import CameraPanel
@@ -97,6 +98,9 @@ class MZENPipeline(VanillaPipeline):
         callbacks = super().get_training_callbacks(training_callback_attributes)
         trainer = training_callback_attributes.trainer
         self.run_dir = Path(trainer.base_dir) if trainer is not None else None
+        if self.loaded_step is not None and bool((self.mzen_model.cameras.match.source >= 0).any()):
+            CONSOLE.print("priming, as recorded in the checkpoint:")  # a resumed run's folder is complete too
+            self._report_plan(self.recorded_plan())
         callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.enter_phase_of))
         callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._maybe_final_summary))
         callbacks.append(
@@ -162,10 +166,36 @@ class MZENPipeline(VanillaPipeline):
         )
         cameras.match.record(plan.query, **{name: getattr(plan, name) for name in cameras.match.FIELDS})
         self._copy_appearance(plan.query.to(device), plan.root.to(device))
-        self._report_plan(plan, views.images, [str(p) for p in dataset.metadata["mzen_file_paths"]], views.dials)
+        self._report_plan(plan, views.images)
         return plan
 
-    def _report_plan(self, plan: PrimingPlan, images: torch.Tensor, names: List[str], dials: torch.Tensor) -> None:
+    def recorded_plan(self) -> PrimingPlan:
+        """The priming of the training images as the cameras recorded it (rotations not kept)."""
+        cameras = self.mzen_model.cameras
+        record = cameras.match
+        dials = cameras.dials.cpu()
+        query = torch.nonzero(record.source.cpu() >= 0).squeeze(-1)
+        query = query[torch.argsort(dials[query], stable=True)]  # shallowest first, as planned
+        runner_up = torch.where(record.has_runner_up, record.runner_up, torch.full_like(record.runner_up, -math.inf))
+        return PrimingPlan(
+            query=query,
+            source=record.source.cpu()[query],
+            root=cameras.matched_wide.cpu()[query],
+            centre=record.centre.cpu()[query],
+            relative_zoom=record.relative_zoom.cpu()[query],
+            rotation=torch.eye(3).expand(query.numel(), 3, 3),
+            score=record.score.cpu()[query],
+            runner_up=runner_up.cpu()[query],
+            flagged=record.flagged.cpu()[query],
+            score_kind=score_kind(self.config.priming.method),
+        )
+
+    def _report_plan(self, plan: PrimingPlan, images: Optional[torch.Tensor] = None) -> None:
+        """The priming table and flagged zoom-ins on the console; picture and JSON in the run folder
+        (``images``: the training images, when already stacked)."""
+        dataset = self.datamanager.train_dataset
+        names = [str(p) for p in dataset.metadata["mzen_file_paths"]]
+        dials = self.mzen_model.cameras.dials.cpu()
         CONSOLE.print(plan_table(plan, names, dials))
         flagged = flagged_names(plan, names)
         if flagged:
@@ -175,6 +205,7 @@ class MZENPipeline(VanillaPipeline):
                 f"the best anyway, check them: {', '.join(flagged)}"
             )
         if self.run_dir is not None and is_main_process():
+            images = images if images is not None else stack_images(dataset)
             picture = save_plan_picture(plan, images, self.run_dir / "crop_and_match.png", names)
             (self.run_dir / "crop_and_match.json").write_text(json.dumps(plan_rows(plan, names, dials), indent=2))
             CONSOLE.print(f"priming picture: {picture}")

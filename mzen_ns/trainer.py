@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import resource
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
@@ -16,9 +18,10 @@ import tyro
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.field_components.encodings import HashEncoding
+from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from mzen_ns import patches
+from mzen_ns import patches, run_files
 from mzen_ns.encoding import LevelCurriculum
 from mzen_ns.phases import POLICY, PhaseDecaySchedulerConfig, check_sanity
 from mzen_ns.pipeline import MZENPipeline, MZENPipelineConfig
@@ -101,7 +104,8 @@ class MZENTrainerConfig(TrainerConfig):
 
 class MZENTrainer(Trainer):
     """Trainer with :class:`PhasedOptimizers`, phase-aligned learning-rate schedules, a
-    non-finite guard, and a checkpoint written when training dies."""
+    non-finite guard, checkpoints written atomically (also when training dies), and resume from
+    the newest checkpoint that reads."""
 
     config: MZENTrainerConfig
     pipeline: MZENPipeline
@@ -136,6 +140,43 @@ class MZENTrainer(Trainer):
             if name in optimizers.optimizers:
                 self.curriculum.attach(optimizers.optimizers[name])
         return optimizers
+
+    @check_main_thread
+    def save_checkpoint(self, step: int) -> None:
+        """nerfstudio's checkpoint, written in a staging folder and renamed into the checkpoint
+        folder in one step: a kill mid-save leaves the previous checkpoint and no partial one."""
+        final, staging = self.checkpoint_dir, Path(self.base_dir) / ".saving-checkpoint"
+        self.checkpoint_dir = staging
+        try:
+            super().save_checkpoint(step)
+        finally:
+            self.checkpoint_dir = final
+        run_files.commit_checkpoint(staging / f"step-{step:09d}.ckpt", final, self.config.save_only_latest_checkpoint)
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def _load_checkpoint(self) -> None:
+        """Resume from ``--load-dir``'s newest checkpoint that reads (newer damaged ones are named
+        and skipped) or from ``--load-checkpoint``; a missing, damaged or foreign file is an error
+        naming it."""
+        config = self.config
+        if config.load_dir is None and config.load_checkpoint is None:
+            super()._load_checkpoint()
+            return
+        if config.load_dir is not None:
+            path, _, skipped = run_files.newest_readable_checkpoint(config.load_dir, config.load_step)
+            for problem in skipped:
+                CONSOLE.print(f"[bold yellow]Skipped a checkpoint that does not read:[/] {problem}")
+        else:
+            path = Path(config.load_checkpoint)
+            run_files.read_checkpoint(path)
+        chosen = (config.load_dir, config.load_checkpoint)
+        config.load_dir, config.load_checkpoint = None, path  # nerfstudio loads exactly this file
+        try:
+            super()._load_checkpoint()
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise run_files.RunFileError(path, f"does not fit this run ({run_files.first_line(error)})") from None
+        finally:
+            config.load_dir, config.load_checkpoint = chosen
 
     def _pose_phase_window(self, step: int) -> Optional[Tuple[int, int]]:
         """(start, end) of the phase holding ``step`` when it learns poses and the field (A, C)."""

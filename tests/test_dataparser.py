@@ -447,3 +447,188 @@ def test_uncaught_scene_error_prints_one_clear_line(tmp_path):
     assert result.returncode == 1
     assert "FF-MZN scene error:" in result.stderr and "manifest missing" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- inputs nobody should trust
+
+
+def _png_header_claiming(path: Path, width: int, height: int) -> None:
+    """A PNG whose header declares ``width`` x ``height`` pixels (and holds almost nothing)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+
+
+def _tiff_header_claiming(path: Path, width: int, height: int) -> None:
+    """A few-hundred-byte TIFF whose header declares ``width`` x ``height`` 8-bit pixels."""
+    import struct
+
+    entries = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8),
+        (277, 3, 1, 1),
+        (278, 4, 1, height),
+        (279, 4, 1, min(width * height, 2**32 - 1)),
+    ]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + struct.pack("<I", 0)
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + b"\x00" * 64)
+
+
+@pytest.mark.parametrize("kind", ["png", "tif"])
+def test_decompression_bomb_headers_are_refused_before_decoding(make_manifest_scene, kind):
+    root = make_manifest_scene(zooms=[1, 1, 4], frames=[{}, {}, {"file_path": f"images/bomb.{kind}"}])
+    writer = _png_header_claiming if kind == "png" else _tiff_header_claiming
+    writer(root / f"images/bomb.{kind}", 100_000, 100_000)
+    with pytest.raises(SceneFormatError, match=rf"bomb\.{kind}: image is too large to read safely"):
+        parse(root)
+
+
+def test_capital_x_zoom_folders_count_and_stray_image_folders_are_errors(make_folder_scene):
+    root = make_folder_scene({"1x": 2, "16X": 1})
+    assert sorted(parse(root, test_every=0).metadata["mzen_dial"].tolist()) == [1.0, 1.0, 16.0]
+    write_png(root / "zoomed" / "a.png", random_rgb(7))
+    with pytest.raises(SceneFormatError, match=r"zoomed: holds images but its name is not a zoom level"):
+        parse(root)
+    (root / "zoomed" / "a.png").unlink()
+    write_png(root / "loose.png", random_rgb(8))
+    with pytest.raises(SceneFormatError, match=r"loose\.png: an image outside the <Z>x/ zoom folders"):
+        parse(root)
+
+
+@pytest.mark.parametrize(
+    "frames, top, message",
+    [
+        ([{}, {}, {"zoom": 1e308}], {}, r"frame 2 .*zoom reading 1e\+308 is .* the smallest"),
+        ([{}, {}, {"zoom": 1e30}], {}, r"frame 2 .*readings may differ by at most 10000"),
+        ([{}, {}, {"gt_zoom": 1e38}], {}, r"frame 2 .*'gt_zoom'"),
+        ([{}, {}, {}], {"fl_x": 1e-300}, r"'fl_x'.*field of view"),
+        ([{}, {}, {}], {"fl_x": 1e300}, r"'fl_x'.*field of view"),
+        ([{}, {}, {}], {"cx": 1e300}, r"'cx': must lie in"),
+        ([{}, {}, {}], {"fov_x_deg": 1e-12}, r"'fov_x_deg': must lie in"),
+        ([{}, {}, {}], {"w": 10**9}, r"'w': must be a positive integer up to"),
+        (
+            [{}, {}, {"transform_matrix": [[1e300, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]}],
+            {},
+            r"frame 2 .*'transform_matrix' has entries beyond",
+        ),
+    ],
+)
+def test_absurd_numbers_are_refused_at_parse_time(make_manifest_scene, frames, top, message):
+    root = make_manifest_scene(zooms=[1, 1, 4], frames=frames, top=top)
+    with pytest.raises(SceneFormatError, match=message):
+        parse(root)
+
+
+@pytest.mark.parametrize("depth", [100, 100_000])
+def test_a_deeply_nested_manifest_is_refused(tmp_path, depth):
+    (tmp_path / "transforms.json").write_text('{"w": 16, "h": 12, "frames": ' + "[" * depth + "]" * depth + "}")
+    with pytest.raises(SceneFormatError, match=r"transforms\.json: nested"):
+        parse(tmp_path)
+
+
+@pytest.mark.parametrize("file_path", ["/etc/hostname", "../outside.png", "images/../../outside.png"])
+def test_file_paths_must_stay_inside_the_scene(make_manifest_scene, file_path):
+    root = make_manifest_scene(zooms=[1, 1, 4], frames=[{}, {}, {"file_path": file_path}], images=False)
+    with pytest.raises(SceneFormatError, match=r"frame 2 .*'file_path' must be relative to the scene folder"):
+        parse(root)
+
+
+def _with_exif(path: Path, array: np.ndarray, **tags) -> None:
+    """Save ``array`` with EXIF ``orientation``, ``focal`` and ``focal_35mm`` (PNG or JPEG by suffix)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    if "orientation" in tags:
+        exif[0x0112] = tags["orientation"]
+    camera = {}
+    if "focal" in tags:
+        camera[0x920A] = tags["focal"]
+    if "focal_35mm" in tags:
+        camera[0xA405] = tags["focal_35mm"]
+    if camera:
+        exif[0x8769] = camera
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, exif=exif)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied(make_manifest_scene, orientation):
+    from PIL import Image, ImageOps
+
+    stored = random_rgb(5, width=H, height=W) if orientation in (6, 8) else random_rgb(5)
+    root = make_manifest_scene(zooms=[1, 1, 4])
+    _with_exif(root / "images/f02.png", stored, orientation=orientation)
+    outputs = parse(root, test_every=0)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(root / "images/f02.png")).convert("RGB"))
+    assert expected.shape == (H, W, 3)
+    assert np.allclose(read_back(outputs, 2), expected / 255.0, atol=1 / 255)
+
+
+def test_zoom_and_focal_guess_from_exif(make_manifest_scene, capsys):
+    root = make_manifest_scene(zooms=[1, 1, 4], frames=[{}, {}, {}])
+    for index, focal in enumerate([6.0, 6.0, 24.0]):
+        _with_exif(root / f"images/f{index:02d}.png", random_rgb(index), focal=focal, focal_35mm=focal * 5)
+    manifest = json.loads((root / "transforms.json").read_text())
+    for frame in manifest["frames"]:
+        del frame["zoom"]
+    (root / "transforms.json").write_text(json.dumps(manifest))
+    outputs = parse(root, test_every=0)
+    assert outputs.metadata["mzen_dial"].tolist() == [1.0, 1.0, 4.0]
+    fx, _ = outputs.metadata["mzen_focal_guess"]
+    assert fx == pytest.approx(30.0 * math.hypot(W, H) / math.hypot(36, 24))
+    printed = capsys.readouterr().out
+    assert "images/f02.png: 24 from EXIF FocalLength" in printed and "35 mm-equivalent focal length 30" in printed
+
+
+def _fei_tiff(path: Path, text: str, width: int = W) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, random_rgb(0, width=width)[..., 0], extratags=[(34682, "s", 0, text, True)])
+
+
+def _zeiss_tiff(path: Path, text: str) -> None:
+    """Zeiss writes its CZ_SEM block as bytes in Windows-1252 (µ is 0xB5)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("cp1252")
+    tifffile.imwrite(path, random_rgb(0)[..., 0], extratags=[(34118, "B", len(data), data, True)])
+
+
+@pytest.mark.parametrize(
+    "writer, text, reading, source",
+    [
+        (_fei_tiff, "[EBeam]\nHFW=2e-05\n", 5e4, "[EBeam] HFW"),
+        (_fei_tiff, "[Beam]\nBeam=IBeam\n[IBeam]\nHFW=4e-05\n[EBeam]\nHFW=1e-05\n", 2.5e4, "[IBeam] HFW"),
+        (_fei_tiff, f"[Scan]\nPixelWidth={1e-6}\n", 1e6 / W, "[Scan] PixelWidth"),
+        (_zeiss_tiff, "AP_WIDTH\nWidth = 125.0 µm\nAP_MAG\nMag = 2.00 K X\n", 8000.0, "CZ_SEM AP_WIDTH"),
+        (_zeiss_tiff, "AP_MAG\nMag = 2.00 K X\n", 2000.0, "CZ_SEM AP_MAG"),
+    ],
+)
+def test_sem_magnification_as_instruments_write_it(tmp_path, writer, text, reading, source):
+    from mzen_dataparsers.tiff_metadata import tiff_magnification
+
+    writer(tmp_path / "sem.tif", text)
+    found = tiff_magnification(tmp_path / "sem.tif")
+    assert found.value == pytest.approx(reading, rel=1e-9) and found.source.startswith(source)
+    assert not found.disagreements  # the other column of a dual-beam FIB is not a rival source
+
+
+def test_sem_sources_that_disagree_are_reported(make_manifest_scene, capsys):
+    root = make_manifest_scene(zooms=[1, 1, 4], frames=[{}, {}, {"file_path": "images/sem.tif"}])
+    _fei_tiff(root / "images/sem.tif", f"[EBeam]\nHFW=1e-05\n[Scan]\nPixelWidth={2e-5 / W}\n")
+    for index in range(2):
+        _fei_tiff(root / f"images/f0{index}.tif", "[EBeam]\nHFW=4e-05\n")
+    manifest = json.loads((root / "transforms.json").read_text())
+    manifest["frames"] = [{"file_path": f"images/f0{i}.tif"} for i in range(2)] + [{"file_path": "images/sem.tif"}]
+    (root / "transforms.json").write_text(json.dumps(manifest))
+    assert parse(root, test_every=0).metadata["mzen_dial"].tolist() == pytest.approx([1.0, 1.0, 4.0])
+    assert "SEM metadata of images/sem.tif disagrees with itself" in capsys.readouterr().out

@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
 def test_eval_keys_and_independent_recomputation(trained):
     pipeline = trained.pipeline
     renders = []
-    results = evaluate(pipeline, RegistrationConfig(steps=5, rays_per_step=64), pipeline.priming_config, renders)
+    results = evaluate(pipeline, RegistrationConfig(steps=5, rays_per_step=64), pipeline.config.priming, renders)
     for name in ("psnr", "ssim", "gss", "lss"):
         assert {name, f"{name}_1x", f"{name}_4x"} <= set(results)
         assert results[name] == pytest.approx((results[f"{name}_1x"] + results[f"{name}_4x"]) / 2)
@@ -54,8 +54,8 @@ def test_eval_keys_and_independent_recomputation(trained):
 
 def test_registration_does_not_worsen_the_fit(trained):
     pipeline = trained.pipeline
-    before = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.priming_config)
-    after = evaluate(pipeline, RegistrationConfig(steps=60, rays_per_step=256, lr=5e-3), pipeline.priming_config)
+    before = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
+    after = evaluate(pipeline, RegistrationConfig(steps=60, rays_per_step=256, lr=5e-3), pipeline.config.priming)
     assert after["psnr"] >= before["psnr"] - 0.05
 
 

@@ -285,7 +285,7 @@ def test_command_line_writes_scene(tmp_path):
         [
             sys.executable,
             "-m",
-            "mzen_ns.scene_maker",
+            "mzen_ns.scripts.make_scene",
             str(tmp_path / "cli"),
             "--width",
             "32",
@@ -311,7 +311,7 @@ def test_command_line_writes_scene(tmp_path):
 @pytest.mark.parametrize("option", [["--zooms", "0", "4"], ["--n-wide", "1"]])
 def test_command_line_rejects_bad_options(tmp_path, option):
     result = subprocess.run(
-        [sys.executable, "-m", "mzen_ns.scene_maker", str(tmp_path / "bad"), *option],
+        [sys.executable, "-m", "mzen_ns.scripts.make_scene", str(tmp_path / "bad"), *option],
         capture_output=True,
         text=True,
         timeout=300,

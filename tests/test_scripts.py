@@ -226,3 +226,36 @@ def test_mzen_render_cli_registers_a_held_out_view(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "test view" in result.stdout
     assert np.asarray(Image.open(output)).shape == (24, 32, 3)
+
+
+def test_mzen_make_scene_onto_a_file_says_so(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("a file")
+    result = subprocess.run(["mzen-make-scene", str(target)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "exists and is not a folder" in result.stderr and "Traceback" not in result.stderr
+    assert target.read_text() == "a file"
+
+
+def test_mzen_render_checks_its_arguments_before_loading_the_run(trained_run, monkeypatch):
+    from mzen_ns.scripts import render
+
+    _, trainer = trained_run
+    config = trainer.base_dir / "config.yml"
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the run was loaded before the arguments were checked")
+
+    monkeypatch.setattr(render, "load_run", no_loading)
+    with pytest.raises(ValueError, match="--magnification must be positive"):
+        render.RenderView(load_config=config, view="train_000", magnification=0.0).main()
+    with pytest.raises(ValueError, match=r"no view 'nope' in the run's scene; its views are: images/1x/"):
+        render.RenderView(load_config=config, view="nope").main()
+
+
+@pytest.mark.parametrize("command", ["mzen-render", "mzen-export-cameras"])
+def test_a_missing_config_is_one_line(command, tmp_path):
+    args = [command, "--load-config", str(tmp_path / "nowhere.yml")]
+    args += ["--view", "a"] if command == "mzen-render" else ["--output-path", str(tmp_path / "t.json")]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "nowhere.yml: config file not found" in result.stderr
+    assert "Traceback" not in result.stderr

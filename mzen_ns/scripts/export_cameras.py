@@ -10,6 +10,8 @@ from pathlib import Path
 import tyro
 from rich.console import Console
 
+from mzen_ns.scripts._common import load_run, run_command
+
 CONSOLE = Console()
 
 
@@ -24,13 +26,11 @@ class ExportCameras:
 
     def main(self) -> Path:
         """Load the run, write the file, return its path."""
-        from nerfstudio.utils.eval_utils import eval_setup
-
         from mzen_ns.pipeline import MZENPipeline
 
-        _, pipeline, _, step = eval_setup(self.load_config, test_mode="inference")
+        _, pipeline, step = load_run(self.load_config, test_mode="inference")
         if not isinstance(pipeline, MZENPipeline):
-            raise SystemExit(f"{self.load_config}: not an mzen run (its pipeline is {type(pipeline).__name__})")
+            raise ValueError(f"{self.load_config}: not an mzen run (its pipeline is {type(pipeline).__name__})")
         self.output_path.parent.mkdir(parents=True, exist_ok=True)
         manifest = pipeline.solved_cameras(self.output_path.parent)
         self.output_path.write_text(json.dumps(manifest, indent=2))
@@ -42,7 +42,7 @@ class ExportCameras:
 
 def entrypoint() -> None:
     """Console script ``mzen-export-cameras``."""
-    tyro.cli(ExportCameras).main()
+    run_command("mzen-export-cameras", tyro.cli(ExportCameras).main)
 
 
 if __name__ == "__main__":

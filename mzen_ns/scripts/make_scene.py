@@ -8,6 +8,7 @@ import time
 import tyro
 from rich.console import Console
 
+from mzen_ns.scripts._common import run_command
 from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
 
 
@@ -15,11 +16,7 @@ def entrypoint() -> None:
     """Console script ``mzen-make-scene``."""
     config = tyro.cli(SceneMakerConfig)
     start = time.perf_counter()
-    try:
-        manifest = make_scene(config)
-    except ValueError as error:
-        Console(stderr=True).print(f"[bold red]mzen-make-scene:[/] {error}")
-        raise SystemExit(2) from None
+    manifest = run_command("mzen-make-scene", lambda: make_scene(config))
     count = config.n_wide + config.n_test + (len(config.zooms) - 1) * (config.n_zoom + config.n_test)
     zooms = ", ".join(f"{z:g}" for z in sorted(config.zooms))
     Console().print(

@@ -15,6 +15,8 @@ import numpy as np
 import tyro
 from rich.console import Console
 
+from mzen_ns.scripts._common import load_run, run_command
+
 CONSOLE = Console()
 
 
@@ -31,15 +33,29 @@ class RenderView:
     magnification: float = 1.0
     """Focal multiplier about the principal point (16: the central 1/16 of the field)."""
 
+    def check(self) -> None:
+        """Refuse a bad magnification, or a view the run's scene does not have, before loading the run."""
+        from mzen_dataparsers.manifest import read_scene
+        from mzen_ns.evaluation.registration import find_view
+        from mzen_ns.run_files import load_config
+
+        if not self.magnification > 0:
+            raise ValueError(f"--magnification must be positive, got {self.magnification}")
+        datamanager = load_config(self.load_config).pipeline.datamanager
+        scene = read_scene(datamanager.data if datamanager.data is not None else datamanager.dataparser.data)
+        names = [frame.file_path for frame in scene.frames]
+        if find_view(names, self.view) is None:
+            raise ValueError(f"no view {self.view!r} in the run's scene; its views are: {', '.join(names)}")
+
     def main(self) -> Path:
         """Load the run, render, write the PNG; its path."""
-        from nerfstudio.utils.eval_utils import eval_setup
         from PIL import Image
 
         from mzen_ns.evaluation.evaluate import render_view
         from mzen_ns.evaluation.registration import camera_for_view
 
-        _, pipeline, _, step = eval_setup(self.load_config, test_mode="test")
+        self.check()
+        _, pipeline, step = load_run(self.load_config, test_mode="test")
         cameras, index, split = camera_for_view(pipeline, self.view)
         rgb = render_view(pipeline.mzen_model, cameras, index, self.magnification)
         self.output.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +70,7 @@ class RenderView:
 
 def entrypoint() -> None:
     """Console script ``mzen-render``."""
-    tyro.cli(RenderView).main()
+    run_command("mzen-render", tyro.cli(RenderView).main)
 
 
 if __name__ == "__main__":

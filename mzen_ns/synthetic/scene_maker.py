@@ -155,6 +155,8 @@ def scene_surface(config: SceneMakerConfig) -> Surface:
 
 
 def _check(config: SceneMakerConfig) -> None:
+    if config.output.exists() and not config.output.is_dir():
+        raise ValueError(f"{config.output} exists and is not a folder; give a folder for the scene")
     if len(config.zooms) < 1 or min(config.zooms) <= 0:
         raise ValueError(f"--zooms must be positive numbers, got {config.zooms}")
     if config.n_wide < 2:

@@ -1,0 +1,203 @@
+"""A run's files from people you do not trust: configs that would run code, damaged checkpoints,
+kills during a save, stray files; and the resumed run's folder complete on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mzen_ns.run_files import (
+    RunFileError,
+    checkpoint_files,
+    load_config,
+    newest_readable_checkpoint,
+    parse_config,
+    read_checkpoint,
+)
+from tests.helpers import build, tiny_scene, tiny_trainer_config, train
+
+HOSTILE = "!!python/object/apply:os.system ['touch {marker}']\n"
+"""A one-line config that runs a shell command under PyYAML's full loader."""
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    return tiny_scene(tmp_path_factory.mktemp("run-files") / "scene")
+
+
+@pytest.fixture(scope="module")
+def finished_run(scene, tmp_path_factory):
+    """A tiny run trained to the end, its config.yml saved, checkpoints at steps 2, 4 and 5 (all kept)."""
+    config = tiny_trainer_config(
+        scene, tmp_path_factory.mktemp("runs"), steps=6, steps_per_save=2, save_only_latest_checkpoint=False
+    )
+    config.save_config()
+    return train(config)
+
+
+def hostile_config(folder: Path) -> tuple:
+    marker = folder / "pwned"
+    path = folder / "config.yml"
+    path.write_text(HOSTILE.format(marker=marker))
+    return path, marker
+
+
+def test_the_config_loader_runs_no_code_and_names_the_file(tmp_path):
+    path, marker = hostile_config(tmp_path)
+    with pytest.raises(RunFileError, match=rf"{path}: not a run configuration.*os\.system"):
+        load_config(path)
+    assert not marker.exists()
+    for text in (
+        "!!python/name:os.system ''\n",
+        "!!python/object:subprocess.Popen {args: [ls]}\n",
+        "!!python/object/apply:nerfstudio.utils.io.load_from_json [/etc/passwd]\n",
+        "!!python/object/new:pathlib.Path {state: {x: 1}}\n",
+        "!!python/module:os ''\n",
+    ):
+        with pytest.raises(RunFileError, match="not a run configuration"):
+            parse_config(text, "x.yml")
+    with pytest.raises(RunFileError, match="config file not found"):
+        load_config(tmp_path / "missing.yml")
+
+
+def test_real_configs_load_as_they_were_saved(scene, tmp_path):
+    from nerfstudio.configs.method_configs import method_configs
+
+    ours = tiny_trainer_config(scene, tmp_path, steps=4)
+    for config in (ours, method_configs["nerfacto"], method_configs["splatfacto"]):
+        text = yaml.dump(config)
+        assert yaml.dump(parse_config(text, "config.yml")) == text
+
+
+def test_a_field_the_class_does_not_have_is_refused(scene, tmp_path):
+    text = yaml.dump(tiny_trainer_config(scene, tmp_path, steps=4))
+    text = text.replace(
+        "\nmax_num_iterations:", "\nsetup: !!python/name:mzen_ns.run_files.load_config ''\nmax_num_iterations:"
+    )
+    with pytest.raises(RunFileError, match="has no field.*setup"):
+        parse_config(text, "config.yml")
+
+
+COMMANDS = {
+    "mzen-export-cameras": ["mzen-export-cameras", "--load-config", "{config}", "--output-path", "{out}/t.json"],
+    "mzen-render": ["mzen-render", "--load-config", "{config}", "--view", "a", "--output", "{out}/r.png"],
+    "ns-eval": ["ns-eval", "--load-config", "{config}", "--output-path", "{out}/e.json"],
+    "ns-train": ["ns-train", "mzen", "--load-config", "{config}"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_command_runs_a_hostile_config(command, tmp_path):
+    path, marker = hostile_config(tmp_path)
+    args = [a.format(config=path, out=tmp_path) for a in COMMANDS[command]]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert not marker.exists()
+    assert str(path) in result.stderr + result.stdout and "Traceback" not in result.stderr
+
+
+def test_damaged_checkpoints_are_named_and_skipped(finished_run, capsys):
+    folder = finished_run.checkpoint_dir
+    steps = [step for step, _ in checkpoint_files(folder)]
+    assert steps == [2, 4, 5]
+    (folder / "README").write_text("not a checkpoint")
+    (folder / "step-000000008.ckpt").write_bytes(b"")
+    (folder / "step-000000009.ckpt").write_bytes(os.urandom(4096))
+    good = folder / "step-000000005.ckpt"
+    (folder / "step-000000007.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    try:
+        path, state, skipped = newest_readable_checkpoint(folder)
+        assert path == good and state["step"] == 5
+        assert [line.split(":")[0] for line in skipped] == [str(folder / f"step-00000000{s}.ckpt") for s in (9, 8, 7)]
+        assert not any("weights_only" in line for line in skipped)  # never the advice to load unsafely
+        with pytest.raises(RunFileError, match="checkpoint is empty"):
+            read_checkpoint(folder / "step-000000008.ckpt")
+    finally:
+        for name in ("README", "step-000000007.ckpt", "step-000000008.ckpt", "step-000000009.ckpt"):
+            (folder / name).unlink()
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = tmp_path / "step-000000001.ckpt"
+    torch.save({"step": 1, "pipeline": {"x": Evil()}}, path)
+    with pytest.raises(RunFileError, match=r"step-000000001\.ckpt: damaged or not a checkpoint") as error:
+        read_checkpoint(path)
+    assert "weights_only" not in str(error.value) and not (tmp_path / "pwned").exists()
+
+
+def test_resume_uses_the_newest_readable_checkpoint_and_completes_the_new_folder(finished_run, scene, tmp_path, capsys):
+    folder = finished_run.checkpoint_dir
+    (folder / "step-000000009.ckpt").write_bytes(b"\x00" * 100)
+    try:
+        resumed = build(tiny_trainer_config(scene, tmp_path, steps=8, load_dir=folder))
+    finally:
+        (folder / "step-000000009.ckpt").unlink()
+    printed = capsys.readouterr().out
+    assert "step-000000009.ckpt" in printed and "Skipped" in printed
+    assert resumed._start_step == 6
+    original = json.loads((finished_run.base_dir / "crop_and_match.json").read_text())
+    assert json.loads((resumed.base_dir / "crop_and_match.json").read_text()) == original
+    assert (resumed.base_dir / "crop_and_match.png").is_file()
+
+
+def test_resume_from_a_folder_without_checkpoints_names_it(scene, tmp_path):
+    with pytest.raises(RunFileError, match=r"missing-folder: checkpoint folder not found"):
+        build(tiny_trainer_config(scene, tmp_path, steps=4, load_dir=tmp_path / "missing-folder"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunFileError, match=r"empty: no checkpoint"):
+        build(tiny_trainer_config(scene, tmp_path, steps=4, load_dir=tmp_path / "empty"))
+
+
+_KILLED_DURING_SAVE = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    from pathlib import Path
+    from tests.helpers import build, tiny_trainer_config
+
+    saves = []
+    real_save = torch.save
+
+    def save_then_die(obj, f, *args, **kwargs):  # the third save is killed half-way through writing
+        saves.append(f)
+        if len(saves) == 3:
+            data = Path(f)
+            real_save(obj, data)
+            data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(obj, f, *args, **kwargs)
+
+    torch.save = save_then_die
+    build(tiny_trainer_config(Path(sys.argv[1]), Path(sys.argv[2]), steps=10, steps_per_save=2)).train()
+    """
+)
+
+
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint(scene, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", _KILLED_DURING_SAVE, str(scene), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    folder = tmp_path / "tiny" / "mzen" / "run" / "nerfstudio_models"
+    # saved at steps 2 and 4, killed while writing step 6: step 4 is whole, nothing partial is there
+    assert [path.name for _, path in checkpoint_files(folder)] == ["step-000000004.ckpt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["step-000000004.ckpt"]
+    assert read_checkpoint(folder / "step-000000004.ckpt")["step"] == 4
+    resumed = build(tiny_trainer_config(scene, tmp_path / "resumed", steps=10, load_dir=folder))
+    assert resumed._start_step == 5
