@@ -92,6 +92,7 @@ COMMANDS = {
     "mzen-render": ["mzen-render", "--load-config", "{config}", "--view", "a", "--output", "{out}/r.png"],
     "ns-eval": ["ns-eval", "--load-config", "{config}", "--output-path", "{out}/e.json"],
     "ns-train": ["ns-train", "mzen", "--load-config", "{config}"],
+    "ns-viewer": ["ns-viewer", "--load-config", "{config}"],
 }
 
 
@@ -201,3 +202,33 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint(scene, tmp_path):
     assert read_checkpoint(folder / "step-000000004.ckpt")["step"] == 4
     resumed = build(tiny_trainer_config(scene, tmp_path / "resumed", steps=10, load_dir=folder))
     assert resumed._start_step == 5
+
+
+def test_commands_use_the_newest_readable_checkpoint_and_name_the_damaged(finished_run, tmp_path):
+    folder, config = finished_run.checkpoint_dir, finished_run.base_dir / "config.yml"
+    damaged = folder / "step-000000009.ckpt"
+    damaged.write_bytes(os.urandom(2048))
+    try:
+        export = subprocess.run(
+            ["mzen-export-cameras", "--load-config", str(config), "--output-path", str(tmp_path / "t.json")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert export.returncode == 0, export.stderr[-2000:]
+        assert "step-000000009.ckpt" in export.stdout and "(step 5)" in export.stdout
+        hidden = [path.rename(path.with_suffix(".hidden")) for _, path in checkpoint_files(folder) if path != damaged]
+        try:
+            evaluation = subprocess.run(
+                ["ns-eval", "--load-config", str(config), "--output-path", str(tmp_path / "e.json")],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+        finally:
+            for path in hidden:
+                path.rename(path.with_suffix(".ckpt"))
+        assert evaluation.returncode != 0 and "Traceback" not in evaluation.stderr
+        assert f"{damaged}: damaged or not a checkpoint" in evaluation.stderr.replace("\n", "")
+    finally:
+        damaged.unlink()
