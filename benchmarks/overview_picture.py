@@ -7,7 +7,7 @@ field renders at its camera beside what the wide view alone holds there.
 Panels: the wide view with the chain's windows drawn (the shallower zoom-in's, and inside it the
 deep one's), the shallower zoom-in with the deep window, the deep zoom-in as photographed, the
 field rendered at the deep zoom-in's learned camera (``mzen-render``), and the wide view's own pixels
-of that window enlarged (bicubic).
+of that window enlarged (bicubic). ``--priming-only`` keeps the first three.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def main() -> None:
         "--zoom-in", default=None, help="deep zoom-in (default: the deepest one primed through another)"
     )
     parser.add_argument("--output", type=Path, default=Path("docs/images/overview.png"))
+    parser.add_argument("--priming-only", action="store_true", help="only the first three panels (no rendering)")
     parser.add_argument("--scale", type=int, default=3, help="nearest-neighbour enlargement of every panel")
     args = parser.parse_args()
 
@@ -53,6 +54,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         render = Path(folder) / "render.png"
+        if args.priming_only:
+            Image.new("RGB", size).save(render)
         command = [
             "mzen-render",
             "--load-config",
@@ -62,7 +65,8 @@ def main() -> None:
             "--output",
             str(render),
         ]
-        subprocess.run(command, check=True, stdout=sys.stderr)
+        if not args.priming_only:
+            subprocess.run(command, check=True, stdout=sys.stderr)
         rendered = Image.open(render).convert("RGB")
 
     outer = _window(middle, size)  # the shallower zoom-in's window in the wide view
@@ -76,7 +80,7 @@ def main() -> None:
     )
     crop = wide_image.crop(tuple(round(v) for v in inner)).resize(size, Image.BICUBIC)
 
-    panels = [wide_image, middle_image, deep_image, rendered, crop]
+    panels = [wide_image, middle_image, deep_image] + ([] if args.priming_only else [rendered, crop])
     titles = [
         f"wide {Path(middle['primed_from']).stem}",
         f"{middle['dial']:g}x {Path(deep['primed_from']).stem}",
@@ -87,6 +91,7 @@ def main() -> None:
     s, gap, label = args.scale, 6, 14
     sheet = Image.new("RGB", (len(panels) * (size[0] * s + gap) - gap, size[1] * s + label), "white")
     draw = ImageDraw.Draw(sheet)
+    titles = titles[: len(panels)]
     for k, (panel, title) in enumerate(zip(panels, titles)):
         left = k * (size[0] * s + gap)
         sheet.paste(panel.resize((size[0] * s, size[1] * s), Image.NEAREST), (left, label))
