@@ -7,7 +7,6 @@ import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -113,6 +112,32 @@ _NS_TRAIN = textwrap.dedent(
 )
 
 
-def run_stock_ns_train(args: Sequence[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    """``ns-train ARGS`` for a stock method, offline (LPIPS stubbed in that process)."""
+def run_stock_ns_train(
+    method: str, data: Path, output_dir: Path, parser: str, rays: int = 128, timeout: int = 600, *extra: str
+) -> subprocess.CompletedProcess:
+    """A few CPU steps of ``ns-train METHOD --data DATA ... PARSER`` for a stock method, offline
+    (LPIPS stubbed in that process), ``rays`` per batch, no periodic evaluation."""
+    args = [
+        method,
+        "--data",
+        str(data),
+        "--output-dir",
+        str(output_dir),
+        "--machine.device-type",
+        "cpu",
+        "--vis",
+        "tensorboard",
+        "--pipeline.datamanager.train-num-rays-per-batch",
+        str(rays),
+        "--pipeline.datamanager.eval-num-rays-per-batch",
+        str(rays),
+        "--steps-per-eval-image",
+        "1000",
+        "--steps-per-eval-batch",
+        "1000",
+        "--steps-per-eval-all-images",
+        "1000",
+        *extra,
+        parser,
+    ]
     return subprocess.run([sys.executable, "-c", _NS_TRAIN, *args], capture_output=True, text=True, timeout=timeout)

@@ -62,39 +62,19 @@ def test_stock_nerfacto_trains_on_ff_mzn_scene(tmp_path: Path, layout: str):
     if layout == "folders":  # the same images, zoom from <Z>x/ folder names, no manifest
         (scene / "transforms.json").unlink()
         scene = scene / "images"
-    args = [
-        "nerfacto",
-        "--data",
-        str(scene),
-        "--output-dir",
-        str(tmp_path / "runs"),
+    quick = [
         "--experiment-name",
         "x",
-        "--machine.device-type",
-        "cpu",
         "--max-num-iterations",
         "3",
         "--steps-per-save",
         "2",
-        "--vis",
-        "tensorboard",
         "--viewer.quit-on-train-completion",
         "True",
-        "--pipeline.datamanager.train-num-rays-per-batch",
-        "128",
-        "--pipeline.datamanager.eval-num-rays-per-batch",
-        "128",
         "--pipeline.model.eval-num-rays-per-chunk",
         "256",
-        "--steps-per-eval-image",
-        "1000",
-        "--steps-per-eval-batch",
-        "1000",
-        "--steps-per-eval-all-images",
-        "1000",
-        "ffmzn-data",
     ]
-    result = run_stock_ns_train(args)
+    result = run_stock_ns_train("nerfacto", scene, tmp_path / "runs", "ffmzn-data", 128, 600, *quick)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     checkpoints = list((tmp_path / "runs").rglob("*.ckpt"))
     assert checkpoints, "training left no checkpoint"
@@ -105,18 +85,6 @@ def test_stock_nerfacto_trains_on_ff_mzn_scene(tmp_path: Path, layout: str):
 def test_ns_train_reports_bad_scene_clearly(tmp_path: Path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "transforms.json").write_text('{"w": 4, "h": 3, "frames": []}')
-    args = [
-        "nerfacto",
-        "--data",
-        str(tmp_path / "bad"),
-        "--machine.device-type",
-        "cpu",
-        "--vis",
-        "tensorboard",
-        "--output-dir",
-        str(tmp_path / "runs"),
-        "ffmzn-data",
-    ]
-    result = run_stock_ns_train(args, timeout=300)
+    result = run_stock_ns_train("nerfacto", tmp_path / "bad", tmp_path / "runs", "ffmzn-data", 128, 300)
     assert result.returncode != 0
     assert "transforms.json: no frames" in result.stderr

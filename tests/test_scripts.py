@@ -100,31 +100,9 @@ def test_stock_nerfacto_trains_on_exported_cameras(trained_run, tmp_path):
             capture_output=True,
             timeout=300,
         )
-    args = [
-        "nerfacto",
-        "--data",
-        str(output.parent),
-        "--output-dir",
-        str(tmp_path / "runs"),
-        "--machine.device-type",
-        "cpu",
-        "--max-num-iterations",
-        "2",
-        "--vis",
-        "tensorboard",
-        "--pipeline.datamanager.train-num-rays-per-batch",
-        "64",
-        "--pipeline.datamanager.eval-num-rays-per-batch",
-        "64",
-        "--steps-per-eval-image",
-        "1000",
-        "--steps-per-eval-batch",
-        "1000",
-        "--steps-per-eval-all-images",
-        "1000",
-        "nerfstudio-data",
-    ]
-    result = run_stock_ns_train(args)
+    result = run_stock_ns_train(
+        "nerfacto", output.parent, tmp_path / "runs", "nerfstudio-data", 64, 600, "--max-num-iterations", "2"
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert list((tmp_path / "runs").rglob("*.ckpt"))
 
