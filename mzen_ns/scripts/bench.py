@@ -205,15 +205,23 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
 def report(records: Sequence[RunRecord], config: BenchConfig) -> str:
     """The markdown report: per scene × configuration × level, pose errors and cost, means."""
     lpips = any("lpips" in r.results for r in records)
-    metrics = [m for m in IMAGE_METRICS if m != "lpips" or lpips]
+    budget = f", {config.steps} steps" if config.steps else ", preset budget"
     lines = [
         "# mzen-bench report",
         "",
-        f"Preset `{config.preset}`"
-        + (f", {config.steps} steps" if config.steps else ", preset budget")
-        + f"; {len(records)} finished runs. Held-out views registered (NeRF-- protocol) before scoring.",
+        f"Preset `{config.preset}`{budget}; {len(records)} finished runs. "
+        "Held-out views registered (NeRF-- protocol) before scoring.",
         "" if lpips else "LPIPS: unavailable (AlexNet weights not cached), omitted.",
         "",
+    ]
+    lines += _quality_section(records, [m for m in IMAGE_METRICS if m != "lpips" or lpips])
+    lines += _means_section(records)
+    lines += _cameras_section(records)
+    return "\n".join(lines)
+
+
+def _quality_section(records: Sequence[RunRecord], metrics: List[str]) -> List[str]:
+    lines = [
         "## Image quality per zoom level (held-out views)",
         "",
         "| scene | config | level | " + " | ".join(m.upper() for m in metrics) + " |",
@@ -223,7 +231,11 @@ def report(records: Sequence[RunRecord], config: BenchConfig) -> str:
         for dial in r.dials:
             values = [_fmt(r.results.get(level_key(m, dial)), 2 if m == "psnr" else 3) for m in metrics]
             lines.append(f"| {r.scene} | {r.configuration} | {dial:g}x | " + " | ".join(values) + " |")
-    lines += [
+    return lines
+
+
+def _means_section(records: Sequence[RunRecord]) -> List[str]:
+    lines = [
         "",
         "## Mean over scenes (worst scene in brackets)",
         "",
@@ -241,7 +253,11 @@ def report(records: Sequence[RunRecord], config: BenchConfig) -> str:
                     f"{_fmt(float(np.mean(values)), digits)} ({_fmt(float(np.min(values)), digits)})" if values else "–"
                 )
             lines.append(f"| {configuration} | {dial:g}x | " + " | ".join(cells) + " |")
-    lines += [
+    return lines
+
+
+def _cameras_section(records: Sequence[RunRecord]) -> List[str]:
+    lines = [
         "",
         "## Cameras and cost",
         "",
@@ -261,14 +277,13 @@ def report(records: Sequence[RunRecord], config: BenchConfig) -> str:
             _fmt(s.get("peak_gpu_memory_mib"), 0),
         ]
         lines.append(f"| {r.scene} | {r.configuration} | " + " | ".join(cells) + " |")
-    lines += [
+    return lines + [
         "",
         "Pose errors: training cameras the run trained on, after a Sim(3) alignment to ground truth "
         "(`trans err` in ground-truth units); `wide pair rot. err` is gauge-free; `test_` = registered "
         "held-out views. Plots: `psnr_per_zoom.png`, `pose_error.png`.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _configurations(records: Sequence[RunRecord]) -> List[str]:
