@@ -10,7 +10,8 @@ Metadata keys (tensors indexed like the split's images):
   ``mzen_levels``: the scene's distinct dials, ascending; ``mzen_frame_index`` (N,): position in
   the manifest; ``mzen_file_paths``: the manifest's relative paths; ``mzen_source_filenames``:
   the original image files (``image_filenames`` may point at normalised 8-bit copies);
-  ``mzen_focal_guess`` (fx, fy) at the widest level; ``mzen_image_size`` (w, h);
+  ``mzen_focal_guess`` (fx, fy) at the widest level; ``mzen_focal_known`` (the guess came from the data);
+  ``mzen_image_size`` (w, h);
   ``mzen_principal_point`` (cx, cy); ``mzen_pose_prior`` (N, 4, 4) in the normalised frame, or ``None``;
   ``mzen_scene_train_counts`` (wide, all): the scene's training frames, whatever ``train_levels`` keeps.
 - ``mzen_ground_truth`` (evaluation only): ``c2w`` (N, 4, 4), ``zoom`` (N,) — NaN where the
@@ -145,6 +146,7 @@ class FFMZNDataParser(DataParser):
             "mzen_file_paths": [frame.file_path for frame in frames],
             "mzen_source_filenames": [images[i].source for i in indices],
             "mzen_focal_guess": (fx, fy),
+            "mzen_focal_known": scene.focal_is_known(),
             "mzen_image_size": (width, height),
             "mzen_principal_point": (float(cameras.cx[0, 0]), float(cameras.cy[0, 0])),
             "mzen_pose_prior": priors if _all_have_priors(scene.frames) else None,

@@ -90,6 +90,10 @@ class SceneRecord:
     focal_35mm: Optional[float] = None
     """A widest frame's EXIF 35 mm-equivalent focal length (mm), used when no focal is given."""
 
+    def focal_is_known(self) -> bool:
+        """Whether the scene says its focal (manifest focal or FoV, or EXIF), rather than the default FoV."""
+        return any(value is not None for value in (self.fl_x, self.fl_y, self.fov_x_deg, self.focal_35mm))
+
     def focal_guess(self, width: int, height: int) -> Tuple[float, float]:
         """(fx, fy) guess at the widest level: manifest focal, else its FoV, else the EXIF 35 mm
         equivalent (over the image diagonal, as CIPA defines it), else the default FoV."""

@@ -27,6 +27,8 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 from typing_extensions import assert_never
 
+from mzen_ns.geometry.solution import Init
+
 PIXELS_KEY = "mzen_pixels"
 """Ray-bundle metadata key holding each ray's (row, column) pixel indices."""
 
@@ -69,14 +71,20 @@ class ZoomCamerasConfig(InstantiateConfig):
     _target: Type = field(default_factory=lambda: ZoomCameras)
     """Class this config instantiates."""
 
+    init: Init = "auto"
+    """Wide cameras' start: ``sfm`` (COLMAP), ``rotation`` (one optical centre), ``identity`` or ``auto``."""
     use_pose_prior: bool = False
-    """Start poses at the dataparser's cameras (its pose priors) instead of identity."""
+    """Start poses at the dataparser's cameras (its pose priors) instead of ``init``."""
     learn_wide_zoom: bool = False
     """Let wide zooms move in phase C too (they are the gauge of the focal; off by default)."""
     zoom_model: Literal["dial", "none"] = "dial"
     """``dial``: a learnable zoom per image from its dial reading; ``none``: every zoom fixed at 1 (zoom-unaware)."""
     ground_truth: bool = False
     """Oracle: fix poses, zooms and focal at the scene's ground truth (synthetic scenes; every frame needs it)."""
+
+
+_GIVEN = {"start": "given", "reason": "poses given (pose priors or the oracle's ground truth)"}
+_IDENTITY = {"start": "identity", "reason": "asked for (pose-free photometric start)"}
 
 
 class ZoomCameras(nn.Module):
@@ -127,8 +135,29 @@ class ZoomCameras(nn.Module):
         """Images whose camera has been trained on (their pixels were sampled)."""
         self.match = MatchRecord(count)
         """How each zoom-in was primed (source, window, zoom, scores, flag), for viewer and export."""
+        given = config.ground_truth or (config.use_pose_prior and initial_c2w is not None)
+        self.start: Optional[Dict[str, str]] = _GIVEN if given else _IDENTITY if config.init == "identity" else None
+        """Where the wide cameras started (``start``, ``reason``); ``None`` until the initialiser has run."""
         for name, param in self.named_parameters():
             param.requires_grad_(name in self.learnable_names())
+
+    def get_extra_state(self) -> Dict[str, Optional[Dict[str, str]]]:
+        return {"start": self.start}
+
+    def set_extra_state(self, state: Dict[str, Optional[Dict[str, str]]]) -> None:
+        self.start = state["start"]
+
+    @torch.no_grad()
+    def start_wides(
+        self, start: str, reason: str, c2w: Optional[Float[Tensor, "K 3 4"]] = None, focal: Optional[float] = None
+    ) -> None:
+        """Record where the wide cameras start; a geometric start sets their poses (in wide order) and the focal."""
+        if c2w is not None:
+            self.base_c2w[self.wide_index] = c2w.to(self.base_c2w)
+            self.wide_pose.zero_()
+        if focal is not None:
+            self.log_focal.fill_(math.log(focal))
+        self.start = {"start": start, "reason": reason}
 
     def initial_zoom(self, initial_zoom: Optional[Float[Tensor, " N"]] = None) -> Float[Tensor, " N"]:
         """Zooms before training: ``initial_zoom`` (the oracle's truth) or the dials; 1 if zoom-unaware."""

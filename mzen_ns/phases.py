@@ -59,9 +59,25 @@ POLICY: Dict[Phase, PhasePolicy] = {
 """What each phase trains."""
 
 
+HELD_AFTER_GEOMETRY: Dict[Phase, FrozenSet[str]] = {
+    "A": frozenset({"wide_poses", "focal"}),
+    "B": frozenset(),
+    "C": frozenset(),
+}
+"""Groups a phase leaves alone when the wide cameras started from geometry (and the schedule holds
+them): phase A fits the field to those cameras instead of re-learning them from a blank field;
+phase C refines them."""
+
+
 def trains(phase: Phase, group: str) -> bool:
-    """Whether ``phase`` steps optimizer group ``group``."""
+    """Whether ``phase`` trains optimizer group ``group`` (its schedule starts with the first such phase)."""
     return group in POLICY[phase].groups
+
+
+def steps(phase: Phase, group: str, hold_geometric_start: bool = False) -> bool:
+    """Whether ``phase`` steps ``group`` now; ``hold_geometric_start``: the wide cameras started from
+    geometry and :data:`HELD_AFTER_GEOMETRY` applies."""
+    return trains(phase, group) and not (hold_geometric_start and group in HELD_AFTER_GEOMETRY[phase])
 
 
 def allowed_images(phase: Phase, is_wide: Bool[Tensor, " N"]) -> Bool[Tensor, " N"]:
@@ -103,6 +119,8 @@ class PhaseScheduleConfig:
     """Last phase to run (``A``: stop where phase B would start, with the full run's learning-rate schedules)."""
     prime: bool = True
     """Prime the zoom-ins when leaving phase A (off for baselines that train every camera from its start)."""
+    hold_geometric_start: bool = True
+    """Hold wide cameras that started from geometry (SfM, rotation-only) through phase A; phase C refines them."""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from mzen_ns.datamanager import MZENDataManager, MZENDataManagerConfig, stack_im
 from mzen_ns.distributed import is_main_process, share_decision
 from mzen_ns.evaluation.evaluate import evaluate
 from mzen_ns.evaluation.registration import RegistrationConfig
+from mzen_ns.geometry.solution import GEOMETRIC
 from mzen_ns.model import MZENModel, MZENModelConfig
 from mzen_ns.phases import PHASES, POLICY, Phase, PhaseSchedule, allowed_images
 from mzen_ns.priming.plan import PrimingConfig, PrimingPlan, Views, apply_plan, plan_priming, score_kind
@@ -115,10 +116,19 @@ class MZENPipeline(VanillaPipeline):
     def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
         super().load_pipeline(loaded_state, step)
         self.loaded_step = step
+        cameras = self.mzen_model.cameras
+        if cameras.start is None:  # a checkpoint's cameras are trained: never solved again on resume
+            cameras.start = {"start": "given", "reason": "loaded from a checkpoint that records no start"}
 
     def _refresh_viewer(self, step: int) -> None:
         if self.viewer_panel.control.viewer is not None:
             self.viewer_panel.refresh(step)
+
+    @property
+    def holds_geometric_start(self) -> bool:
+        """Whether the wide cameras started from geometry and the schedule holds them through phase A."""
+        start = self.mzen_model.cameras.start
+        return self.config.model.phases.hold_geometric_start and start is not None and start["start"] in GEOMETRIC
 
     def enter_phase_of(self, step: int) -> Phase:
         """Apply the phase of ``step`` (no-op when it is the current one)."""
@@ -128,18 +138,48 @@ class MZENPipeline(VanillaPipeline):
         if self.phase is not None:
             self._summarise(self.phase, step)
         cameras = self.mzen_model.cameras
+        if cameras.start is None:
+            self.start_cameras()
         if phase != "A" and not cameras.primed and self.config.model.phases.prime:
             self.prime_zoom_ins()
         allowed = allowed_images(phase, cameras.is_wide)
         self.datamanager.set_allowed_images(allowed)
         cameras.solved |= allowed
-        self.mzen_model.set_phase(phase)
+        self.mzen_model.set_phase(phase, self.holds_geometric_start)
         self.phase = phase
         self._phase_started = time.perf_counter()
         end = self.phase_schedule.end_of(phase)
         CONSOLE.print(Panel(f"{POLICY[phase].title}\nsteps {step} → {end - 1}", style="bold cyan", expand=False))
         self._refresh_viewer(step)
         return phase
+
+    def start_cameras(self) -> None:
+        """Start the wide cameras where the initialiser's ladder says (``cameras.init``), in the world
+        frame chosen from the recovered geometry; say which rung won and why (console and
+        ``initialiser.json``). Runs once: a resumed run keeps the start its checkpoint recorded."""
+        from mzen_ns.geometry.ladder import (  # OpenCV and pycolmap only when solving
+            choose,
+            decision_record,
+            world_frame,
+        )
+
+        cameras = self.mzen_model.cameras
+        outputs = self.datamanager.train_dataparser_outputs
+        metadata = outputs.metadata
+        paths = [Path(outputs.image_filenames[i]) for i in cameras.wide_index.tolist()]
+        focal_prior = float(metadata["mzen_focal_guess"][0]) if metadata.get("mzen_focal_known") else None
+        decision = choose(cameras.config.init, paths, cameras.width, focal_prior, metadata["mzen_principal_point"])
+        if decision.solution is None:
+            cameras.start_wides(decision.start, decision.reason)
+        else:
+            frame = "camera" if self.config.model.parameterisation == "ndc" else "content"
+            c2w, _, _ = world_frame(decision.solution, frame, self.config.model.contraction_radius)
+            focal = decision.solution.focal
+            cameras.start_wides(decision.start, decision.reason, torch.from_numpy(c2w).float(), focal)
+        CONSOLE.print(f"[bold]wide cameras start from {decision.start}:[/] {decision.reason}")
+        if self.run_dir is not None and is_main_process():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "initialiser.json").write_text(json.dumps(decision_record(decision), indent=2))
 
     def prime_zoom_ins(self) -> PrimingPlan:
         """Plan every zoom-in's start (``pipeline.priming``), prime it there, and say where and how
@@ -249,6 +289,9 @@ class MZENPipeline(VanillaPipeline):
             mean = float(total) / max(self._loss_count, 1)
             table.add_row(f"mean {name}", f"{mean:.5f}")
             writer.put_scalar(name=f"phase_summary/{phase}/{name}", scalar=mean, step=step)
+        start = self.mzen_model.cameras.start
+        if start is not None:
+            table.add_row("wide cameras started from", start["start"])
         table.add_row("learned focal (px)", f"{float(cameras['focal']):.2f}")
         if "zoom_over_dial_min" in cameras:
             spread = f"{float(cameras['zoom_over_dial_min']):.4f}, {float(cameras['zoom_over_dial_max']):.4f}"

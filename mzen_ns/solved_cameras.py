@@ -5,8 +5,9 @@ Per frame: ``file_path`` (relative to the file's folder), ``transform_matrix`` (
 camera-to-world, OpenGL), ``fl_x``/``fl_y`` (learned zoom × focal), ``cx``, ``cy``, ``w``, ``h``,
 ``zoom`` (learned), ``dial`` (recorded, normalised) and, for zoom-ins, ``matched_wide`` (the wide
 view's ``file_path``) and ``mzen_match`` (how it was primed). Top level: ``focal`` (learned base
-focal) and ``camera_model``; frames the run never trained on (e.g. the zoom-ins of
-``mzen-phase-a``) are left out and listed in ``unsolved_frames``.
+focal), ``camera_model`` and ``mzen_initialiser`` (where the wide cameras started, and why); frames
+the run never trained on (e.g. the zoom-ins of ``mzen-phase-a``) are left out and listed in
+``unsolved_frames``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def cameras_manifest(
                 frame["mzen_match"] = match
         frames.append(frame)
     manifest: Dict[str, Any] = {"camera_model": "OPENCV", "focal": float(cameras.focal), "frames": frames}
+    if cameras.start is not None:
+        manifest["mzen_initialiser"] = dict(cameras.start)
     unsolved = [path for path, solved in zip(paths, cameras.solved.tolist()) if not solved]
     if unsolved:
         manifest["unsolved_frames"] = unsolved

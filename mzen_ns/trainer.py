@@ -23,7 +23,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from mzen_ns import patches, run_files
 from mzen_ns.encoding import LevelCurriculum
-from mzen_ns.phases import POLICY, PhaseDecaySchedulerConfig, check_sanity
+from mzen_ns.phases import POLICY, PhaseDecaySchedulerConfig, check_sanity, steps
 from mzen_ns.pipeline import MZENPipeline, MZENPipelineConfig
 
 patches.allow_checkpoint_types()  # loading any mzen run imports this module: its checkpoints load safely
@@ -47,7 +47,8 @@ class PhasedOptimizers(Optimizers):
 
     def active(self) -> frozenset:
         """Names of the groups stepped in the current phase."""
-        return POLICY[self.pipeline.phase or "A"].groups
+        phase, hold = self.pipeline.phase or "A", self.pipeline.holds_geometric_start
+        return frozenset(group for group in POLICY[phase].groups if steps(phase, group, hold))
 
     def optimizer_scaler_step_some(self, grad_scaler: torch.cuda.amp.GradScaler, param_groups: List[str]) -> None:
         active = [name for name in param_groups if name in self.active()]
@@ -225,6 +226,7 @@ class MZENTrainer(Trainer):
             "peak_host_memory_mib": peak_rss / (1024.0**2 if sys.platform == "darwin" else 1024.0),
             "peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 1024.0**2 if torch.cuda.is_available() else None,
             "device": str(self.device),
+            "initialiser": self.pipeline.mzen_model.cameras.start,
         }
         (self.base_dir / "mzen_run_summary.json").write_text(json.dumps(summary, indent=2))
 

@@ -11,7 +11,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"mzen_ns": ROOT / "mzen_ns", "mzen_dataparsers": ROOT / "dataparsers"}
-LEAVES = ("mzen_ns.priming", "mzen_ns.synthetic", "mzen_ns.evaluation.metrics", "mzen_ns.evaluation.keys")
+LEAVES = (
+    "mzen_ns.priming",
+    "mzen_ns.geometry",
+    "mzen_ns.synthetic",
+    "mzen_ns.evaluation.metrics",
+    "mzen_ns.evaluation.keys",
+)
 """Libraries the method uses that import neither nerfstudio nor anything of mzen outside themselves."""
 PARSER_CORE = (
     "mzen_dataparsers.manifest",

@@ -38,6 +38,8 @@ def test_import_is_cheap_and_needs_no_cuda():
         import mzen_ns, mzen_dataparsers.registry
         print(f"{time.perf_counter() - start:.2f}")
         assert "tinycudann" not in sys.modules, "importing the plugin pulled in tinycudann"
+        import mzen_ns.method_configs
+        assert "pycolmap" not in sys.modules, "loading mzen's methods pulled in pycolmap"
         import torch
         assert not torch.cuda.is_initialized(), "importing the plugin initialised CUDA"
         """

@@ -4,7 +4,7 @@ rotation and centre errors, and the gauge-free pairwise rotation error."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from jaxtyping import Float
@@ -57,13 +57,20 @@ def per_camera_errors(
 def pairwise_rotation_error(learned_c2w: np.ndarray, true_c2w: np.ndarray) -> float:
     """Mean over camera pairs of the angle (deg) between learned and true relative rotations —
     gauge-free, so it needs no alignment (the check the developers' guide recommends)."""
+    count = len(learned_c2w)
+    pairs = [(i, j) for i in range(count) for j in range(i + 1, count)]
+    return relative_rotation_error(learned_c2w, true_c2w, pairs)
+
+
+def relative_rotation_error(learned_c2w: np.ndarray, true_c2w: np.ndarray, pairs: Sequence[Tuple[int, int]]) -> float:
+    """Mean over ``pairs`` (i, j) of the angle (deg) between the learned and true rotation from
+    camera i to camera j; NaN without pairs."""
     errors = []
-    for i in range(len(learned_c2w)):
-        for j in range(i + 1, len(learned_c2w)):
-            rel_learned = learned_c2w[i, :3, :3].T @ learned_c2w[j, :3, :3]
-            rel_true = true_c2w[i, :3, :3].T @ true_c2w[j, :3, :3]
-            cosine = (np.trace(rel_learned.T @ rel_true) - 1.0) / 2.0
-            errors.append(math.degrees(math.acos(float(np.clip(cosine, -1.0, 1.0)))))
+    for i, j in pairs:
+        rel_learned = learned_c2w[i, :3, :3].T @ learned_c2w[j, :3, :3]
+        rel_true = true_c2w[i, :3, :3].T @ true_c2w[j, :3, :3]
+        cosine = (np.trace(rel_learned.T @ rel_true) - 1.0) / 2.0
+        errors.append(math.degrees(math.acos(float(np.clip(cosine, -1.0, 1.0)))))
     return float(np.mean(errors)) if errors else float("nan")
 
 

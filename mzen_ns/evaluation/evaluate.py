@@ -8,7 +8,8 @@ weights) as the mean over zoom levels of the per-level means; per level ``psnr_<
 training cameras the run trained on), ``zoom_err_rel``, ``focal_err_rel`` for the training cameras
 and the same with a ``test_`` prefix for the registered held-out cameras; also
 ``wide_pair_rot_err_deg``, the gauge-free mean pairwise relative-rotation error of the training
-wide views; ``rot_err_deg_<z>x`` (and ``test_rot_err_deg_<z>x``) per zoom level.
+wide views; ``zoom_source_rot_err_deg``, the same for each primed zoom-in against the wide view
+it was primed from; ``rot_err_deg_<z>x`` (and ``test_rot_err_deg_<z>x``) per zoom level.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mzen_ns.datamanager import stack_images
-from mzen_ns.evaluation.alignment import ground_truth_errors, pairwise_rotation_error
+from mzen_ns.evaluation.alignment import ground_truth_errors, pairwise_rotation_error, relative_rotation_error
 from mzen_ns.evaluation.keys import level_key
 from mzen_ns.evaluation.metrics import image_metrics
 from mzen_ns.evaluation.registration import RegistrationConfig, prime_views, register
@@ -102,6 +103,10 @@ def evaluate(
     if have.sum() >= 2:
         learned = trained.c2w().detach().cpu().numpy()
         results["wide_pair_rot_err_deg"] = pairwise_rotation_error(learned[have], true_c2w[have])
+        pairs = [(int(m), int(i)) for i, m in enumerate(trained.matched_wide.tolist()) if m >= 0 and solved[i]]
+        pairs = [(m, i) for m, i in pairs if have[m] and not np.isnan(true_c2w[i]).any()]
+        if pairs:
+            results["zoom_source_rot_err_deg"] = relative_rotation_error(learned, true_c2w, pairs)
     if train_truth.get("focal"):
         results["focal_err_rel"] = abs(float(trained.focal) - train_truth["focal"]) / train_truth["focal"]
     test_errors, _ = ground_truth_errors(

@@ -1,0 +1,135 @@
+"""The wide-camera initialiser against the scene maker's ground truth: which rung ``auto`` picks,
+and how far each rung's cameras are from the truth, before any photometric training.
+
+Scenes: the default scene at 512×384 and 128×96, and a stage-drift variant (tiny baseline, SEM
+look, 256×192), each over several seeds, plus any extra scene-maker arguments. Columns: rung
+chosen by ``auto``, wide pairwise rotation error, rotation error after a Sim(3) alignment, focal
+error and the solver's seconds, for ``auto`` and each rung forced (``—`` where a rung refused,
+with its reason below the table).
+
+    python benchmarks/initialiser.py --seeds 0 1 2
+    python benchmarks/initialiser.py --seeds 0 --cost 100 --cost-size 1024 768   # time for 100 wides
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from mzen_ns.evaluation.alignment import camera_errors, pairwise_rotation_error, sim3_alignment
+from mzen_ns.geometry.ladder import choose, judge
+from mzen_ns.geometry.rotation import solve_rotation
+from mzen_ns.geometry.sfm import solve_sfm
+
+VARIANTS: Dict[str, List[str]] = {
+    "512x384": ["--width", "512", "--height", "384"],
+    "128x96": [],
+    "drift-256x192": ["--baseline", "0.001", "--variant", "sem", "--width", "256", "--height", "192"],
+}
+"""Scene-maker arguments of each scene family."""
+
+
+def make(folder: Path, arguments: Sequence[str], seed: int) -> Path:
+    subprocess.run(
+        [sys.executable, "-m", "mzen_ns.scripts.make_scene", str(folder), "--seed", str(seed), *arguments],
+        check=True,
+        capture_output=True,
+    )
+    return folder
+
+
+def wide_truth(scene: Path):
+    """Native paths, true c2w (K×3×4), true focal and width of the wide training views."""
+    manifest = json.loads((scene / "transforms.json").read_text())
+    dial = min(frame["zoom"] for frame in manifest["frames"])
+    wides = [f for f in manifest["frames"] if f["zoom"] == dial and f.get("split", "train") == "train"]
+    paths = [scene / f["file_path"] for f in wides]
+    true = np.array([f["gt_transform_matrix"] for f in wides])[:, :3]
+    return paths, true, float(manifest["gt_focal"]), int(manifest["w"])
+
+
+def errors(c2w: Optional[np.ndarray], focal: float, true: np.ndarray, true_focal: float) -> Dict[str, float]:
+    if c2w is None or np.isnan(c2w).any():
+        return {}
+    alignment = sim3_alignment(c2w, true)
+    return {
+        "pairwise": pairwise_rotation_error(c2w, true),
+        "sim3": camera_errors(c2w, true, alignment)[0],
+        "focal": 100.0 * abs(focal / true_focal - 1.0),
+    }
+
+
+def row(scene: Path) -> Dict[str, object]:
+    paths, true, true_focal, width = wide_truth(scene)
+    decision = choose("auto", paths, width)
+    out: Dict[str, object] = {"auto": decision.start, "reason": decision.reason}
+    solution = decision.solution
+    out["auto_errors"] = errors(
+        None if solution is None else solution.c2w, getattr(solution, "focal", 0), true, true_focal
+    )
+    out["auto_seconds"] = sum(s.seconds for s, _ in decision.verdicts)
+    for name, solver in (("sfm", lambda: solve_sfm(paths)), ("rotation", lambda: solve_rotation(paths))):
+        forced = solver()
+        out[name] = errors(forced.c2w, forced.focal, true, true_focal)
+        out[name + "_refused"] = judge(forced, width)
+        out[name + "_seconds"] = forced.seconds
+    return out
+
+
+def fmt(values: Dict[str, float], key: str) -> str:
+    return f"{values[key]:.3f}" if key in values else "—"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--cost", type=int, default=0, help="also time the ladder on this many wide views")
+    parser.add_argument("--cost-size", type=int, nargs=2, default=[1024, 768])
+    args = parser.parse_args()
+    header = (
+        "| scene | seed | auto | auto pairwise ° | auto Sim3 ° | auto focal % | auto s | SfM pairwise ° | SfM focal % "
+        "| SfM s | rotation pairwise ° | rotation focal % | rotation s |"
+    )
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    notes = []
+    with tempfile.TemporaryDirectory() as folder:
+        for variant in args.variants:
+            for seed in args.seeds:
+                scene = make(Path(folder) / f"{variant}-{seed}", VARIANTS[variant], seed)
+                r = row(scene)
+                a, s, t = r["auto_errors"], r["sfm"], r["rotation"]
+                print(
+                    f"| {variant} | {seed} | {r['auto']} | {fmt(a, 'pairwise')} | {fmt(a, 'sim3')} "
+                    f"| {fmt(a, 'focal')} | "
+                    f"{r['auto_seconds']:.1f} | {fmt(s, 'pairwise')} | {fmt(s, 'focal')} | {r['sfm_seconds']:.1f} | "
+                    f"{fmt(t, 'pairwise')} | {fmt(t, 'focal')} | {r['rotation_seconds']:.1f} |",
+                    flush=True,
+                )
+                notes.append(f"{variant} seed {seed}: {r['reason']}")
+        if args.cost:
+            w, h = args.cost_size
+            scene = make(
+                Path(folder) / "cost",
+                ["--width", str(w), "--height", str(h), "--n-wide", str(args.cost), "--zooms", "1"],
+                0,
+            )
+            paths, true, true_focal, width = wide_truth(scene)
+            decision = choose("auto", paths, width)
+            print(
+                f"\ncost: {len(paths)} wide views at {w}×{h}: "
+                + "; ".join(f"{s.rung} {s.seconds:.1f} s" for s, _ in decision.verdicts)
+            )
+    print("\n" + "\n".join(notes))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The rotation-only model: every wide view turns about one optical centre (stage drift, a tripod).
+
+Two views of any scene taken from one centre are related by the homography ``K R_jᵀ R_i K⁻¹``, so
+rotations and the focal follow from feature matches alone, with no triangulation angle needed —
+the regime where structure from motion fails. OpenCV's stitching module finds the matches (SIFT,
+best-of-2-nearest with RANSAC homographies) and a first estimate (per-view focals from the
+homographies, then its ray bundle adjuster). The shared focal is the median of OpenCV's per-view
+focals: a shared-focal adjustment of our own was measured worse on stage-drift scenes (it fits the
+small axial drift with the focal). The residual of the matches under the shared-focal model says
+whether the model holds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from jaxtyping import Float
+
+from .solution import WideSolution, cv_pose_to_gl
+
+MIN_INLIERS = 20
+"""Pairs with fewer RANSAC inliers do not enter the adjustment."""
+
+
+def solve_rotation(
+    paths: Sequence[Path], principal_point: Optional[Tuple[float, float]] = None, match_conf: float = 0.3
+) -> WideSolution:
+    """Rotations (camera-to-world, nerfstudio axes, all centres at the origin) and the shared focal
+    of the images ``paths``, with the adjustment's residual as evidence."""
+    started = time.perf_counter()
+    images = [_read(path) for path in paths]
+    height, width = images[0].shape[:2]
+    centre = np.array(principal_point if principal_point is not None else (width / 2.0, height / 2.0))
+    cv2.setRNGSeed(0)  # RANSAC draws from OpenCV's global generator: the same scene, the same answer
+    features = [cv2.detail.computeImageFeatures2(cv2.SIFT_create(), image) for image in images]
+    pairwise = cv2.detail_BestOf2NearestMatcher(False, match_conf).apply2(features)
+    pairs = _inlier_pairs(features, pairwise, len(images))
+    reached = _connected(len(images), pairs)
+    if reached < len(images):
+        return _failed(f"matches connect {reached} of {len(images)} views", started)
+    start = _opencv_estimate(features, pairwise)
+    if start is None:
+        return _failed("OpenCV's homography estimator found no focal", started)
+    rotations, focal = start
+    residuals = _residuals(rotations, focal, centre, pairs)
+    c2w = np.zeros((len(images), 3, 4))
+    c2w[:, :, :3] = rotations
+    evidence = {
+        "registered": float(len(images)),
+        "views": float(len(images)),
+        "residual_px": float(np.sqrt(np.mean(residuals**2))),
+        "median_residual_px": float(np.median(np.abs(residuals))),
+        "pairs": float(len(pairs)),
+    }
+    solution = WideSolution("rotation", cv_pose_to_gl(c2w), focal, evidence=evidence)
+    solution.seconds = time.perf_counter() - started
+    return solution
+
+
+def _read(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: OpenCV cannot read this image")
+    return image
+
+
+def _failed(why: str, started: float) -> WideSolution:
+    return WideSolution("rotation", None, math.nan, failure=why, seconds=time.perf_counter() - started)
+
+
+def _inlier_pairs(features, pairwise, count: int) -> List[Tuple[int, int, np.ndarray, np.ndarray]]:
+    """(i, j, points in i, points in j) for every ordered-once pair with enough RANSAC inliers."""
+    pairs = []
+    for info in pairwise:
+        i, j = info.src_img_idx, info.dst_img_idx
+        if i < 0 or j < 0 or i >= j or info.num_inliers < MIN_INLIERS:
+            continue
+        mask = np.asarray(info.inliers_mask, dtype=bool).reshape(-1)
+        matches = [m for m, keep in zip(info.matches, mask) if keep]
+        src = np.array([features[i].keypoints[m.queryIdx].pt for m in matches])
+        dst = np.array([features[j].keypoints[m.trainIdx].pt for m in matches])
+        pairs.append((i, j, src, dst))
+    return pairs
+
+
+def _connected(count: int, pairs) -> int:
+    """How many views the pairs connect to view 0."""
+    reached, frontier = {0}, [0]
+    while frontier:
+        view = frontier.pop()
+        for i, j, _, _ in pairs:
+            for a, b in ((i, j), (j, i)):
+                if a == view and b not in reached:
+                    reached.add(b)
+                    frontier.append(b)
+    return len(reached)
+
+
+def _opencv_estimate(features, pairwise) -> Optional[Tuple[Float[np.ndarray, "K 3 3"], float]]:
+    """OpenCV's estimate: rotations (camera-to-world, OpenCV axes) and the median of its per-view focals."""
+    ok, cameras = cv2.detail_HomographyBasedEstimator().apply(features, pairwise, None)
+    if not ok:
+        return None
+    for camera in cameras:
+        camera.R = camera.R.astype(np.float32)
+    adjuster = cv2.detail_BundleAdjusterRay()
+    adjuster.setConfThresh(0.5)
+    adjusted, refined = adjuster.apply(features, pairwise, cameras)
+    cameras = refined if adjusted else cameras
+    rotations = np.array([camera.R for camera in cameras], dtype=np.float64)
+    return rotations, float(np.median([camera.focal for camera in cameras]))
+
+
+def _residuals(rotations, focal: float, centre, pairs) -> np.ndarray:
+    """Symmetric transfer errors of every inlier under the rotation-only model, in pixels."""
+    out = []
+    for i, j, src, dst in pairs:
+        out.append(_transfer(src, rotations[i], rotations[j], focal, centre) - dst)
+        out.append(_transfer(dst, rotations[j], rotations[i], focal, centre) - src)
+    return np.concatenate(out).reshape(-1)
+
+
+def _transfer(points, rotation_from, rotation_to, focal: float, centre) -> np.ndarray:
+    """Pixels of view ``from`` moved into view ``to`` through their shared optical centre."""
+    rays = np.column_stack([(points - centre) / focal, np.ones(len(points))])
+    seen = rays @ rotation_from.T @ rotation_to  # world = R_from · ray; in ``to``: R_toᵀ · world
+    return seen[:, :2] / seen[:, 2:3] * focal + centre

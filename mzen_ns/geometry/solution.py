@@ -1,0 +1,49 @@
+"""What a wide-view solver returns, and the one conversion from OpenCV/COLMAP camera axes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Literal, Optional
+
+import numpy as np
+from jaxtyping import Float
+
+Rung = Literal["sfm", "rotation"]
+"""A geometric solver of the ladder (``identity`` is the photometric fallback, not a solver)."""
+
+Init = Literal["auto", "sfm", "rotation", "identity"]
+"""The initialiser asked for: a solver, the photometric ``identity`` start, or ``auto`` (best by evidence)."""
+Start = Literal["sfm", "rotation", "identity"]
+"""Where wide cameras started."""
+GEOMETRIC = ("sfm", "rotation")
+"""The starts that come from image geometry."""
+
+CV_TO_GL = np.diag([1.0, -1.0, -1.0])
+"""OpenCV/COLMAP camera axes (``y`` down, looking down ``+z``) to nerfstudio's (``y`` up, ``-z``)."""
+
+
+@dataclass
+class WideSolution:
+    """One solver's answer for the wide views, with the evidence to judge it by."""
+
+    rung: Rung
+    """The solver that produced it."""
+    c2w: Optional[Float[np.ndarray, "K 3 4"]]
+    """Camera-to-world per wide view, nerfstudio axes; ``None`` when the solver failed outright."""
+    focal: float
+    """Shared focal length in pixels of the native images; NaN when failed."""
+    points: Float[np.ndarray, "P 3"] = field(default_factory=lambda: np.zeros((0, 3)))
+    """Sparse 3D points in the solution's frame (none for the rotation-only model)."""
+    evidence: Dict[str, float] = field(default_factory=dict)
+    """Numbers the choice reads: registered views, residuals, point count, triangulation angle."""
+    failure: Optional[str] = None
+    """Why the solver produced nothing (an exception's message), else ``None``."""
+    seconds: float = 0.0
+    """Wall time of the solver."""
+
+
+def cv_pose_to_gl(c2w_cv: Float[np.ndarray, "*b 3 4"]) -> Float[np.ndarray, "*b 3 4"]:
+    """A camera-to-world pose with OpenCV camera axes, in nerfstudio's camera axes."""
+    out = np.array(c2w_cv, dtype=np.float64, copy=True)
+    out[..., :3, :3] = out[..., :3, :3] @ CV_TO_GL
+    return out

@@ -1,0 +1,253 @@
+"""The wide-camera initialiser: each rung recovers a known rig, ``auto`` refuses degenerate answers
+and says why, the world frame puts the content inside the field's box, and the start is recorded
+in the cameras (and survives a checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from mzen_ns.evaluation.alignment import pairwise_rotation_error
+from mzen_ns.geometry.ladder import CONTENT_FILL, InitialiserError, choose, judge, world_frame
+from mzen_ns.geometry.rotation import solve_rotation
+from mzen_ns.geometry.sfm import solve_sfm
+from mzen_ns.geometry.solution import WideSolution, cv_pose_to_gl
+
+
+@pytest.fixture(scope="module")
+def parallax_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Nine wide views of the scene maker's relief at 128×96, spread over a real baseline."""
+    from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
+
+    root = tmp_path_factory.mktemp("parallax")
+    make_scene(SceneMakerConfig(output=root, zooms=(1.0,), n_wide=9, n_zoom=0, n_test=0, seed=3))
+    return root
+
+
+def wide_truth(scene: Path):
+    manifest = json.loads((scene / "transforms.json").read_text())
+    frames = manifest["frames"]
+    paths = [scene / frame["file_path"] for frame in frames]
+    return paths, np.array([frame["gt_transform_matrix"] for frame in frames])[:, :3], manifest["gt_focal"]
+
+
+@pytest.fixture(scope="module")
+def rotation_scene(tmp_path_factory: pytest.TempPathFactory):
+    """Seven 256×192 views turned by a few degrees about one optical centre (a photograph as the
+    far content), with their true camera-to-world rotations (nerfstudio axes) and focal."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("rotation")
+    panorama = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (768, 576), interpolation=cv2.INTER_AREA)
+    focal, width, height = 240.0, 256, 192
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    paths, rotations = [], []
+    for index in range(7):
+        angles = [0.0, 0.0, 0.0] if index == 0 else rng.uniform(-4.0, 4.0, 3) * [1, 1, 0.5]
+        rotation = Rotation.from_euler("yxz", angles, degrees=True).as_matrix()  # camera-to-world, OpenCV axes
+        rays = np.stack([(cols - width / 2 + 0.5) / focal, (rows - height / 2 + 0.5) / focal, np.ones_like(cols)], -1)
+        world = rays @ rotation.T
+        map_x = (world[..., 0] / world[..., 2] * 2 * focal + 384 - 0.5).astype(np.float32)
+        map_y = (world[..., 1] / world[..., 2] * 2 * focal + 288 - 0.5).astype(np.float32)
+        path = root / f"view_{index}.png"
+        cv2.imwrite(str(path), cv2.remap(panorama, map_x, map_y, cv2.INTER_CUBIC))
+        paths.append(path)
+        pose = np.zeros((3, 4))
+        pose[:, :3] = rotation
+        rotations.append(cv_pose_to_gl(pose))
+    return paths, np.array(rotations), focal
+
+
+def test_sfm_recovers_a_known_rig(parallax_scene: Path) -> None:
+    paths, true, true_focal = wide_truth(parallax_scene)
+    solution = solve_sfm(paths)
+    assert judge(solution, 128) is None
+    assert solution.evidence["registered"] == 9
+    assert pairwise_rotation_error(solution.c2w, true) < 0.5
+    assert abs(solution.focal / true_focal - 1.0) < 0.03
+    assert solution.points.shape[1] == 3 and len(solution.points) >= 50
+
+
+def test_rotation_only_recovers_a_known_rotation_and_focal(rotation_scene) -> None:
+    paths, true, true_focal = rotation_scene
+    solution = solve_rotation(paths)
+    assert judge(solution, 256) is None
+    assert pairwise_rotation_error(solution.c2w, true) < 0.1
+    assert abs(solution.focal / true_focal - 1.0) < 0.01
+    assert np.allclose(solution.c2w[:, :, 3], 0.0)  # one optical centre
+
+
+def test_auto_refuses_a_degenerate_sfm_answer_and_falls_through_saying_why(rotation_scene) -> None:
+    paths, true, _ = rotation_scene
+    decision = choose("auto", paths, 256)
+    assert decision.start == "rotation"
+    assert "sfm refused" in decision.reason
+    sfm, refusal = decision.verdicts[0]
+    assert sfm.rung == "sfm" and refusal is not None and refusal in decision.reason
+    assert pairwise_rotation_error(decision.solution.c2w, true) < 0.1
+
+
+def test_auto_prefers_sfm_where_there_is_parallax(parallax_scene: Path) -> None:
+    paths, _, _ = wide_truth(parallax_scene)
+    decision = choose("auto", paths, 128)
+    assert decision.start == "sfm" and len(decision.verdicts) == 1  # rotation-only never needed
+
+
+def test_a_rung_asked_for_by_name_that_fails_is_an_error(rotation_scene) -> None:
+    paths, _, _ = rotation_scene
+    with pytest.raises(InitialiserError, match="init 'sfm' failed: sfm refused"):
+        choose("sfm", paths, 256)
+
+
+def _solution(**evidence) -> WideSolution:
+    base = {"registered": 9.0, "views": 9.0, "reprojection_px": 0.2, "points": 500.0, "triangulation_deg": 10.0}
+    base.update(evidence)
+    return WideSolution("sfm", np.zeros((9, 3, 4)), 150.0, evidence=base)
+
+
+@pytest.mark.parametrize(
+    "evidence, focal, expected",
+    [
+        ({"registered": 4.0}, 150.0, "registered 4 of 9"),
+        ({}, 1000.0, "focal 1000.0 px is degenerate"),
+        ({}, 20.0, "focal 20.0 px is degenerate"),
+        ({"reprojection_px": 2.5}, 150.0, "reprojection error 2.50"),
+        ({"points": 12.0}, 150.0, "only 12 points"),
+        ({"triangulation_deg": 0.3}, 150.0, "triangulation angle 0.30"),
+        ({}, 150.0, None),
+    ],
+)
+def test_judge_names_what_is_degenerate(evidence, focal, expected) -> None:
+    solution = _solution(**evidence)
+    solution.focal = focal
+    refusal = judge(solution, 128)
+    assert refusal is None if expected is None else expected in refusal
+
+
+def _random_similarity(rng: np.random.Generator):
+    rotation = Rotation.random(random_state=7).as_matrix()
+    return rotation, rng.normal(size=3) * 5.0, 3.7
+
+
+def test_world_frame_puts_the_content_inside_the_field_box() -> None:
+    rng = np.random.default_rng(1)
+    points = rng.uniform([-0.5, -0.4, -1.2], [0.5, 0.4, -0.8], (400, 3))  # content ~1 in front of the rig
+    c2w = np.tile(np.eye(4)[:3], (5, 1, 1))
+    c2w[:, :3, :3] = Rotation.from_euler("xyz", rng.uniform(-5, 5, (5, 3)), degrees=True).as_matrix()
+    c2w[:, :, 3] = rng.uniform(-0.1, 0.1, (5, 3))
+    rotation, shift, scale = _random_similarity(rng)
+    moved = c2w.copy()
+    moved[:, :, :3] = rotation @ c2w[:, :, :3]
+    moved[:, :, 3] = (c2w[:, :, 3] @ rotation.T) * scale + shift
+    solution = WideSolution("sfm", moved, 150.0, points=(points @ rotation.T) * scale + shift)
+
+    cameras, content, applied = world_frame(solution, "content", contraction_radius=2.0)
+    spread = np.abs(content).max(axis=1)
+    assert np.percentile(spread, 95) == pytest.approx(CONTENT_FILL * 2.0)
+    assert np.allclose(np.median(content, axis=0), 0.0, atol=1e-9)
+    assert np.allclose(cameras[0, :, :3], np.eye(3), atol=1e-9)  # the reference view's axes
+    assert pairwise_rotation_error(cameras, c2w) < 1e-6
+    distances = np.linalg.norm(cameras[:, None, :, 3] - cameras[None, :, :, 3], axis=-1)
+    true_distances = np.linalg.norm(c2w[:, None, :, 3] - c2w[None, :, :, 3], axis=-1)
+    assert np.allclose(distances, true_distances * scale * applied)
+
+    cameras, content, _ = world_frame(solution, "camera")
+    assert np.allclose(cameras[0], np.eye(4)[:3], atol=1e-9)
+    assert float(np.median(-content[:, 2])) == pytest.approx(1.0)
+
+
+def test_world_frame_of_a_rotation_only_answer_keeps_the_centres_at_the_origin() -> None:
+    c2w = np.tile(np.eye(4)[:3], (3, 1, 1))
+    c2w[:, :3, :3] = Rotation.from_euler("y", [[10.0], [12.0], [15.0]], degrees=True).as_matrix()
+    cameras, _, scale = world_frame(WideSolution("rotation", c2w, 150.0), "content")
+    assert scale == 1.0 and np.allclose(cameras[:, :, 3], 0.0)
+    assert np.allclose(cameras[0, :, :3], np.eye(3), atol=1e-9)
+    assert math.isclose(pairwise_rotation_error(cameras, c2w), 0.0, abs_tol=1e-6)
+
+
+def test_one_wide_view_has_nothing_to_solve(parallax_scene: Path) -> None:
+    paths, _, _ = wide_truth(parallax_scene)
+    assert choose("auto", paths[:1], 128).start == "identity"
+    with pytest.raises(InitialiserError, match="at least two wide views"):
+        choose("rotation", paths[:1], 128)
+
+
+def test_training_starts_from_geometry_and_records_it(parallax_scene: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mzen_ns.cameras import ZoomCameras
+    from tests.helpers import build, tiny_trainer_config
+
+    config = tiny_trainer_config(parallax_scene, tmp_path, steps=4)
+    model = config.pipeline.model
+    model = replace(model, phases=replace(model.phases, stop_after="A"))
+    config = replace(config, pipeline=replace(config.pipeline, model=model))
+    trainer = build(config)
+    pipeline = trainer.pipeline
+    cameras = pipeline.mzen_model.cameras
+    assert cameras.start is None  # decided when training starts, not when a run is loaded
+    trainer.train()
+    assert cameras.start["start"] == "sfm" and "triangulation_deg" in cameras.start["reason"]
+    assert pipeline.holds_geometric_start
+    assert not cameras.wide_pose.any()  # held through phase A: the field is fitted to them
+    record_focal = json.loads((Path(trainer.base_dir) / "initialiser.json").read_text())["tried"][0]["focal"]
+    assert float(cameras.focal) == pytest.approx(record_focal, rel=1e-6)
+    record = json.loads((Path(trainer.base_dir) / "initialiser.json").read_text())
+    assert record["start"] == "sfm" and record["tried"][0]["accepted"]
+    paths, true, true_focal = wide_truth(parallax_scene)
+    learned = cameras.c2w(cameras.wide_index).detach().numpy()
+    assert pairwise_rotation_error(learned, true) < 0.6
+    assert abs(float(cameras.focal) / true_focal - 1.0) < 0.03
+
+    fresh = replace(config.pipeline.model.cameras).setup(
+        dials=cameras.dials,
+        is_wide=cameras.is_wide,
+        focal_guess=100.0,
+        aspect=1.0,
+        cx=cameras.cx,
+        cy=cameras.cy,
+        width=cameras.width,
+        height=cameras.height,
+    )
+    assert isinstance(fresh, ZoomCameras) and fresh.start is None
+    fresh.load_state_dict(cameras.state_dict())
+    assert fresh.start == cameras.start  # a resumed run keeps its start and never solves again
+    assert torch.equal(fresh.base_c2w, cameras.base_c2w)
+
+
+def test_phase_a_holds_geometric_cameras_and_phase_c_refines_them() -> None:
+    from mzen_ns.phases import steps
+
+    assert not steps("A", "wide_poses", True) and not steps("A", "focal", True)
+    assert steps("A", "fields", True) and steps("A", "wide_poses", False) and steps("A", "focal", False)
+    assert steps("C", "wide_poses", True) and steps("C", "focal", True)
+    assert not steps("B", "wide_poses", True) and steps("B", "zoom_poses", True)
+
+
+def test_init_identity_never_runs_a_solver(parallax_scene: Path, tmp_path: Path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    import mzen_ns.geometry.ladder as ladder
+    from tests.helpers import tiny_trainer_config, train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("init identity must not run the ladder")
+
+    monkeypatch.setattr(ladder, "choose", refuse)
+    config = tiny_trainer_config(parallax_scene, tmp_path, steps=3)
+    model = config.pipeline.model
+    model = replace(model, cameras=replace(model.cameras, init="identity"))
+    config = replace(config, pipeline=replace(config.pipeline, model=model))
+    trainer = train(config)
+    cameras = trainer.pipeline.mzen_model.cameras
+    assert cameras.start["start"] == "identity"
+    assert torch.equal(cameras.base_c2w[cameras.wide_index], torch.eye(4)[:3].expand(9, 3, 4))
+    assert not (Path(trainer.base_dir) / "initialiser.json").exists()
