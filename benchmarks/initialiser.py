@@ -71,9 +71,7 @@ def row(scene: Path) -> Dict[str, object]:
     decision = choose("auto", paths, width)
     out: Dict[str, object] = {"auto": decision.start, "reason": decision.reason}
     solution = decision.solution
-    out["auto_errors"] = errors(
-        None if solution is None else solution.c2w, getattr(solution, "focal", 0), true, true_focal
-    )
+    out["auto_errors"] = {} if solution is None else errors(solution.c2w, solution.focal, true, true_focal)
     out["auto_seconds"] = sum(s.seconds for s, _ in decision.verdicts)
     for name, solver in (("sfm", lambda: solve_sfm(paths)), ("rotation", lambda: solve_rotation(paths))):
         forced = solver()

@@ -27,7 +27,7 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 from typing_extensions import assert_never
 
-from mzen_ns.geometry.solution import Init
+from mzen_ns.geometry.solution import IDENTITY_ASKED, Init
 
 PIXELS_KEY = "mzen_pixels"
 """Ray-bundle metadata key holding each ray's (row, column) pixel indices."""
@@ -84,7 +84,7 @@ class ZoomCamerasConfig(InstantiateConfig):
 
 
 _GIVEN = {"start": "given", "reason": "poses given (pose priors or the oracle's ground truth)"}
-_IDENTITY = {"start": "identity", "reason": "asked for (pose-free photometric start)"}
+_IDENTITY = {"start": "identity", "reason": IDENTITY_ASKED}
 
 
 class ZoomCameras(nn.Module):

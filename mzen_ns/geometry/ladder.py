@@ -20,7 +20,7 @@ from typing_extensions import assert_never
 
 from .rotation import solve_rotation
 from .sfm import solve_sfm
-from .solution import Init, Start, WideSolution
+from .solution import IDENTITY_ASKED, Init, Start, WideSolution
 
 Frame = Literal["content", "camera"]
 
@@ -99,7 +99,7 @@ def choose(
 ) -> Decision:
     """Run the ladder on the wide images ``paths`` (native size) for the ``init`` asked for."""
     if init == "identity":
-        return Decision("identity", "asked for (pose-free photometric start)")
+        return Decision("identity", IDENTITY_ASKED)
     if len(paths) < 2:
         if init != "auto":
             raise InitialiserError(f"init '{init}' needs at least two wide views, got {len(paths)}")

@@ -15,6 +15,8 @@ Init = Literal["auto", "sfm", "rotation", "identity"]
 """The initialiser asked for: a solver, the photometric ``identity`` start, or ``auto`` (best by evidence)."""
 Start = Literal["sfm", "rotation", "identity"]
 """Where wide cameras started."""
+IDENTITY_ASKED = "asked for (pose-free photometric start)"
+"""Why the cameras start at identity when ``init`` is ``identity``."""
 GEOMETRIC = ("sfm", "rotation")
 """The starts that come from image geometry."""
 
