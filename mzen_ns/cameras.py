@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Type
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.cameras.lie_groups import exp_map_SO3xR3
 from nerfstudio.cameras.rays import RayBundle
@@ -27,7 +27,7 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 from typing_extensions import assert_never
 
-from mzen_ns.geometry.solution import IDENTITY_ASKED, Init
+from mzen_ns.geometry.solution import GIVEN, IDENTITY_ASKED, Init
 
 PIXELS_KEY = "mzen_pixels"
 """Ray-bundle metadata key holding each ray's (row, column) pixel indices."""
@@ -36,7 +36,7 @@ PIXELS_KEY = "mzen_pixels"
 class MatchRecord(nn.Module):
     """How each image was primed, kept with the checkpoint for the viewer and the export."""
 
-    FIELDS = ("source", "centre", "relative_zoom", "score", "runner_up", "flagged")
+    FIELDS = ("source", "centre", "relative_zoom", "score", "runner_up", "flagged", "geometric")
     """What :meth:`record` stores per image (the image's wide view is the cameras' ``matched_wide``)."""
 
     def __init__(self, count: int) -> None:
@@ -48,6 +48,13 @@ class MatchRecord(nn.Module):
         self.register_buffer("runner_up", torch.zeros(count))
         self.register_buffer("has_runner_up", torch.zeros(count, dtype=torch.bool))
         self.register_buffer("flagged", torch.zeros(count, dtype=torch.bool))
+        self.register_buffer("geometric", torch.zeros(count, dtype=torch.bool))
+        """Placed by 2D–3D registration (its ``score``: the correspondences), not by the window search."""
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Checkpoints written before zoom-ins could be placed by geometry have none so placed."""
+        state_dict.setdefault(prefix + "geometric", torch.zeros_like(self.geometric))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def record(self, index: Int[Tensor, " Q"], **values: Tensor) -> None:
@@ -83,7 +90,6 @@ class ZoomCamerasConfig(InstantiateConfig):
     """Oracle: fix poses, zooms and focal at the scene's ground truth (synthetic scenes; every frame needs it)."""
 
 
-_GIVEN = {"start": "given", "reason": "poses given (pose priors or the oracle's ground truth)"}
 _IDENTITY = {"start": "identity", "reason": IDENTITY_ASKED}
 
 
@@ -136,10 +142,29 @@ class ZoomCameras(nn.Module):
         self.match = MatchRecord(count)
         """How each zoom-in was primed (source, window, zoom, scores, flag), for viewer and export."""
         given = config.ground_truth or (config.use_pose_prior and initial_c2w is not None)
-        self.start: Optional[Dict[str, str]] = _GIVEN if given else _IDENTITY if config.init == "identity" else None
+        self.start: Optional[Dict[str, str]] = (
+            dict(GIVEN) if given else _IDENTITY if config.init == "identity" else None
+        )
         """Where the wide cameras started (``start``, ``reason``); ``None`` until the initialiser has run."""
         for name, param in self.named_parameters():
             param.requires_grad_(name in self.learnable_names())
+        self.held: Optional[Tensor] = None
+        """Images whose pose and zoom training leaves alone (:meth:`hold`); ``None``: none."""
+
+    def hold(self, images: Optional[Bool[Tensor, " N"]]) -> None:
+        """Keep the pose and zoom of ``images`` where they are: their gradients are zeroed, so Adam
+        never moves them (``None``: hold none)."""
+        self.held = None if images is None or not bool(images.any()) else images.to(self.dials.device).bool()
+
+    @torch.no_grad()
+    def drop_held_gradients(self) -> None:
+        """Zero the held images' rows of the zoom-in pose and zoom gradients (before an optimizer step)."""
+        if self.held is None:
+            return
+        if self.zoom_pose.grad is not None:
+            self.zoom_pose.grad[self.held[self.zoom_index]] = 0.0
+        if self.log_zoom.grad is not None:
+            self.log_zoom.grad[self.held] = 0.0
 
     def get_extra_state(self) -> Dict[str, Optional[Dict[str, str]]]:
         return {"start": self.start}

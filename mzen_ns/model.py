@@ -18,7 +18,7 @@ from mzen_ns.cameras import PIXELS_KEY, ZoomCameras, ZoomCamerasConfig
 from mzen_ns.encoding import LevelCurriculumConfig, STEMode, use_smooth_gradient_encodings
 from mzen_ns.evaluation.metrics import gss, lss
 from mzen_ns.patches import alexnet_weights_path, lpips_only_if_cached
-from mzen_ns.phases import Phase, PhaseScheduleConfig, steps
+from mzen_ns.phases import Hold, Phase, PhaseScheduleConfig, steps
 from mzen_ns.scene_space import Parameterisation, make_scene_space, use_scene_space
 
 
@@ -132,12 +132,12 @@ class MZENModel(NerfactoModel):
         groups.update(self.cameras.param_groups())
         return groups
 
-    def set_phase(self, phase: Phase, hold_geometric_start: bool = False) -> None:
+    def set_phase(self, phase: Phase, hold: Hold = "none") -> None:
         """Freeze (``requires_grad = False``) every group the phase does not step
         (:func:`~mzen_ns.phases.steps`)."""
         for group, params in self.get_param_groups().items():
             for param in params:
-                param.requires_grad_(steps(phase, group, hold_geometric_start))
+                param.requires_grad_(steps(phase, group, hold))
 
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
         if self.training and ray_bundle.metadata is not None and PIXELS_KEY in ray_bundle.metadata:

@@ -59,14 +59,20 @@ POLICY: Dict[Phase, PhasePolicy] = {
 """What each phase trains."""
 
 
-HELD_AFTER_GEOMETRY: Dict[Phase, FrozenSet[str]] = {
-    "A": frozenset({"wide_poses", "focal"}),
-    "B": frozenset(),
-    "C": frozenset(),
+Hold = Literal["none", "phase-a", "always"]
+"""What is held of cameras from geometry: nothing, the wide cameras through phase A, or every camera
+placed by geometry in every phase (the field is fitted to them, never they to the field)."""
+
+GEOMETRIC_GROUPS = frozenset({"wide_poses", "focal"})
+"""Groups that hold the wide cameras a geometric start set."""
+HELD_AFTER_GEOMETRY: Dict[Hold, Dict[Phase, FrozenSet[str]]] = {
+    "none": {"A": frozenset(), "B": frozenset(), "C": frozenset()},
+    "phase-a": {"A": GEOMETRIC_GROUPS, "B": frozenset(), "C": frozenset()},
+    "always": {"A": GEOMETRIC_GROUPS, "B": GEOMETRIC_GROUPS, "C": GEOMETRIC_GROUPS},
 }
-"""Groups a phase leaves alone when the wide cameras started from geometry (and the schedule holds
-them): phase A fits the field to those cameras instead of re-learning them from a blank field;
-phase C refines them."""
+"""Groups each phase leaves alone, per :data:`Hold`: phase A fits the field to geometric cameras
+instead of re-learning them from a blank field; with ``always`` phase C does not move them either
+(zoom-ins placed by geometry are held per image, :meth:`~mzen_ns.cameras.ZoomCameras.hold`)."""
 
 
 def trains(phase: Phase, group: str) -> bool:
@@ -74,10 +80,9 @@ def trains(phase: Phase, group: str) -> bool:
     return group in POLICY[phase].groups
 
 
-def steps(phase: Phase, group: str, hold_geometric_start: bool = False) -> bool:
-    """Whether ``phase`` steps ``group`` now; ``hold_geometric_start``: the wide cameras started from
-    geometry and :data:`HELD_AFTER_GEOMETRY` applies."""
-    return trains(phase, group) and not (hold_geometric_start and group in HELD_AFTER_GEOMETRY[phase])
+def steps(phase: Phase, group: str, hold: Hold = "none") -> bool:
+    """Whether ``phase`` steps ``group`` now, with cameras from geometry held as ``hold`` says."""
+    return trains(phase, group) and group not in HELD_AFTER_GEOMETRY[hold][phase]
 
 
 def allowed_images(phase: Phase, is_wide: Bool[Tensor, " N"]) -> Bool[Tensor, " N"]:
@@ -120,7 +125,17 @@ class PhaseScheduleConfig:
     prime: bool = True
     """Prime the zoom-ins when leaving phase A (off for baselines that train every camera from its start)."""
     hold_geometric_start: bool = True
-    """Hold wide cameras that started from geometry (SfM, rotation-only) through phase A; phase C refines them."""
+    """Hold wide cameras that started from geometry (SfM, rotation-only) through phase A."""
+    refine_geometric: bool = False
+    """Let phases B and C move cameras from geometry (wide views after a geometric start, zoom-ins placed by 2D–3D)."""
+
+    def hold(self, geometric_start: bool) -> Hold:
+        """What the phases hold of cameras from geometry, for a run whose wide cameras did or did not start there."""
+        if not geometric_start:
+            return "none"
+        if not self.refine_geometric:
+            return "always"
+        return "phase-a" if self.hold_geometric_start else "none"
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,22 @@ from rich.panel import Panel
 from rich.table import Table
 
 from mzen_ns.datamanager import MZENDataManager, MZENDataManagerConfig, stack_images
-from mzen_ns.distributed import is_main_process, share_decision
+from mzen_ns.distributed import decided_once, is_main_process, share_decision
 from mzen_ns.evaluation.evaluate import evaluate
 from mzen_ns.evaluation.registration import RegistrationConfig
-from mzen_ns.geometry.solution import GEOMETRIC
+from mzen_ns.geometry.solution import GEOMETRIC, GIVEN_BY_CHECKPOINT
 from mzen_ns.model import MZENModel, MZENModelConfig
-from mzen_ns.phases import PHASES, POLICY, Phase, PhaseSchedule, allowed_images
-from mzen_ns.priming.plan import PrimingConfig, PrimingPlan, Views, apply_plan, plan_priming, score_kind
+from mzen_ns.phases import PHASES, POLICY, Hold, Phase, PhaseSchedule, allowed_images
+from mzen_ns.priming.plan import (
+    PrimingConfig,
+    PrimingPlan,
+    Views,
+    apply_plan,
+    empty_plan,
+    placed_plan,
+    plan_priming,
+    score_kind,
+)
 from mzen_ns.priming.report import flagged_names, plan_rows, plan_table, save_plan_picture
 from mzen_ns.solved_cameras import cameras_manifest
 from mzen_ns.viewer import CameraPanel
@@ -118,17 +127,17 @@ class MZENPipeline(VanillaPipeline):
         self.loaded_step = step
         cameras = self.mzen_model.cameras
         if cameras.start is None:  # a checkpoint's cameras are trained: never solved again on resume
-            cameras.start = {"start": "given", "reason": "loaded from a checkpoint that records no start"}
+            cameras.start = dict(GIVEN_BY_CHECKPOINT)
 
     def _refresh_viewer(self, step: int) -> None:
         if self.viewer_panel.control.viewer is not None:
             self.viewer_panel.refresh(step)
 
     @property
-    def holds_geometric_start(self) -> bool:
-        """Whether the wide cameras started from geometry and the schedule holds them through phase A."""
+    def geometric_hold(self) -> Hold:
+        """What the phases hold of the cameras from geometry (:meth:`PhaseScheduleConfig.hold`)."""
         start = self.mzen_model.cameras.start
-        return self.config.model.phases.hold_geometric_start and start is not None and start["start"] in GEOMETRIC
+        return self.config.model.phases.hold(start is not None and start["start"] in GEOMETRIC)
 
     def enter_phase_of(self, step: int) -> Phase:
         """Apply the phase of ``step`` (no-op when it is the current one)."""
@@ -145,7 +154,9 @@ class MZENPipeline(VanillaPipeline):
         allowed = allowed_images(phase, cameras.is_wide)
         self.datamanager.set_allowed_images(allowed)
         cameras.solved |= allowed
-        self.mzen_model.set_phase(phase, self.holds_geometric_start)
+        hold = self.geometric_hold
+        self.mzen_model.set_phase(phase, hold)
+        cameras.hold(cameras.match.geometric if hold == "always" else None)
         self.phase = phase
         self._phase_started = time.perf_counter()
         end = self.phase_schedule.end_of(phase)
@@ -168,7 +179,9 @@ class MZENPipeline(VanillaPipeline):
         metadata = outputs.metadata
         paths = [Path(outputs.image_filenames[i]) for i in cameras.wide_index.tolist()]
         focal_prior = float(metadata["mzen_focal_guess"][0]) if metadata.get("mzen_focal_known") else None
-        decision = choose(cameras.config.init, paths, cameras.width, focal_prior, metadata["mzen_principal_point"])
+        decision = decided_once(  # one answer for every process, solved on rank 0
+            lambda: choose(cameras.config.init, paths, cameras.width, focal_prior, metadata["mzen_principal_point"])
+        )
         if decision.solution is None:
             cameras.start_wides(decision.start, decision.reason)
         else:
@@ -182,11 +195,14 @@ class MZENPipeline(VanillaPipeline):
             (self.run_dir / "initialiser.json").write_text(json.dumps(decision_record(decision), indent=2))
 
     def prime_zoom_ins(self) -> PrimingPlan:
-        """Plan every zoom-in's start (``pipeline.priming``), prime it there, and say where and how
-        sure (console table, ``crop_and_match.png`` and ``crop_and_match.json``)."""
+        """Start every zoom-in: registered against the wide views' 3D points where the run started
+        from structure from motion (:meth:`place_zoom_ins`), the others where the window search
+        (``pipeline.priming``) places them; say where and how sure (console table,
+        ``crop_and_match.png`` and ``crop_and_match.json``)."""
         dataset = self.datamanager.train_dataset
         cameras = self.mzen_model.cameras
         device = cameras.dials.device
+        placed = self.place_zoom_ins()
         views = Views(
             stack_images(dataset),
             cameras.dials.cpu(),
@@ -194,8 +210,9 @@ class MZENPipeline(VanillaPipeline):
             cameras.fx().detach().cpu(),
             float(cameras.aspect),
         )
-        everything = torch.arange(len(views))
-        plan = plan_priming(views, cameras.is_wide.cpu(), everything, self.config.priming)
+        posed, roots = cameras.is_wide.cpu().clone(), torch.arange(len(views))
+        posed[placed.query], roots[placed.query] = True, placed.root
+        plan = plan_priming(views, posed, roots, self.config.priming)
         for name in ("source", "root", "centre", "relative_zoom", "rotation"):  # decided once, on rank 0
             setattr(plan, name, share_decision(getattr(plan, name), self.device))
         apply_plan(
@@ -204,10 +221,55 @@ class MZENPipeline(VanillaPipeline):
             lookup=lambda i: (cameras.c2w(i.to(device)), cameras.zoom(i.to(device))),
             assign=lambda i, c2w, zoom, wide: cameras.prime_from(i.to(device), c2w, zoom, wide),
         )
+        plan = placed.cat(plan)
         cameras.match.record(plan.query, **{name: getattr(plan, name) for name in cameras.match.FIELDS})
         self._copy_appearance(plan.query.to(device), plan.root.to(device))
         self._report_plan(plan, views.images)
         return plan
+
+    def place_zoom_ins(self) -> PrimingPlan:
+        """Zoom-ins registered against a structure-from-motion model of the wide views, started
+        there (:func:`~mzen_ns.geometry.locate.locate`): the rows of the priming plan they fill
+        (none when the run did not start from ``sfm`` or ``priming.geometry`` is off)."""
+        cameras = self.mzen_model.cameras
+        kind = score_kind(self.config.priming.method)
+        start = cameras.start["start"] if cameras.start is not None else None
+        if not self.config.priming.geometry or start != "sfm" or cameras.zoom_index.numel() == 0:
+            return empty_plan(kind)
+        from mzen_ns.geometry.locate import locate  # pycolmap only when solving
+
+        outputs = self.datamanager.train_dataparser_outputs
+        wide, zoom_ins = cameras.wide_index.cpu(), cameras.zoom_index.cpu()
+        located = decided_once(  # one answer for every process, solved on rank 0
+            lambda: locate(
+                "sfm",
+                [Path(outputs.image_filenames[i]) for i in wide.tolist()],
+                cameras.c2w(cameras.wide_index).detach().cpu().double().numpy(),
+                zoom_ins=[(Path(outputs.image_filenames[i]), float(cameras.dials[i])) for i in zoom_ins.tolist()],
+                principal_point=outputs.metadata["mzen_principal_point"],
+            )
+        )
+        CONSOLE.print(f"zoom-ins by geometry: {located.reason}")
+        c2w, zoom = torch.from_numpy(located.c2w).float(), torch.from_numpy(located.zoom).float()
+        source = torch.from_numpy(located.source).long()
+        found = torch.isfinite(c2w).all(dim=(1, 2))
+        query, source = zoom_ins[found], wide[source[found].clamp(min=0)]
+        c2w, zoom = c2w[found], zoom[found]
+        device = cameras.dials.device
+        source_c2w = cameras.c2w(source.to(device)).detach().cpu()
+        source_zoom = cameras.zoom(source.to(device)).detach().cpu()
+        cameras.prime_from(query.to(device), c2w, zoom, source)
+        return placed_plan(
+            query,
+            source_c2w[:, :, :3].transpose(1, 2) @ c2w[:, :, :3],
+            zoom / source_zoom,
+            source,
+            torch.from_numpy(located.inliers)[found],
+            cameras.fx(source.to(device)).detach().cpu(),
+            cameras.principal_points().cpu()[source],
+            float(cameras.aspect),
+            kind,
+        )
 
     def recorded_plan(self) -> PrimingPlan:
         """The priming of the training images as the cameras recorded it (rotations not kept)."""
@@ -228,6 +290,7 @@ class MZENPipeline(VanillaPipeline):
             runner_up=runner_up.cpu()[query],
             flagged=record.flagged.cpu()[query],
             score_kind=score_kind(self.config.priming.method),
+            geometric=record.geometric.cpu()[query],
         )
 
     def _report_plan(self, plan: PrimingPlan, images: Optional[torch.Tensor] = None) -> None:

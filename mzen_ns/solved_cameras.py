@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from mzen_ns.cameras import ZoomCameras
 from mzen_ns.priming.plan import PrimingMethod, score_kind
-from mzen_ns.priming.report import match_entry
+from mzen_ns.priming.report import GEOMETRIC_SCORE_KIND, match_entry
 
 
 def cameras_manifest(
@@ -74,7 +74,7 @@ def _match(cameras: ZoomCameras, index: int, paths: Sequence[str], kind: str) ->
         float(record.relative_zoom[index]),
         float(record.score[index]),
         runner_up,
-        kind,
+        GEOMETRIC_SCORE_KIND if bool(record.geometric[index]) else kind,
         bool(record.flagged[index]),
     )
 

@@ -47,11 +47,12 @@ class PhasedOptimizers(Optimizers):
 
     def active(self) -> frozenset:
         """Names of the groups stepped in the current phase."""
-        phase, hold = self.pipeline.phase or "A", self.pipeline.holds_geometric_start
+        phase, hold = self.pipeline.phase or "A", self.pipeline.geometric_hold
         return frozenset(group for group in POLICY[phase].groups if steps(phase, group, hold))
 
     def optimizer_scaler_step_some(self, grad_scaler: torch.cuda.amp.GradScaler, param_groups: List[str]) -> None:
         active = [name for name in param_groups if name in self.active()]
+        self.pipeline.mzen_model.cameras.drop_held_gradients()
         if not grad_scaler.is_enabled():  # with mixed precision the scaler skips non-finite steps itself
             self._check_finite_gradients(active)
         self.zero_grad_some([name for name in param_groups if name not in self.active()])
@@ -61,6 +62,7 @@ class PhasedOptimizers(Optimizers):
         self.optimizer_scaler_step_some(grad_scaler, list(self.optimizers))
 
     def optimizer_step_all(self) -> None:
+        self.pipeline.mzen_model.cameras.drop_held_gradients()
         self._check_finite_gradients(list(self.active()))
         for name in sorted(self.active() & set(self.optimizers)):
             self.optimizer_step(name)

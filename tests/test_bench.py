@@ -21,7 +21,7 @@ def test_bench_reports_every_run_and_does_not_redo_finished_ones(tmp_path):
         registration_steps=3,
     )
     records = run_bench(config)
-    assert [r.configuration for r in records] == ["phase-a", "oracle"]
+    assert [r.configuration for r in records] == ["phase-a", "oracle", "sfm-anchor"]
     report = (config.output / "report.md").read_text()
     for configuration in ("phase-a", "oracle"):
         for level in ("1x", "4x"):
@@ -36,13 +36,16 @@ def test_bench_reports_every_run_and_does_not_redo_finished_ones(tmp_path):
     kept_eval = runs / "mzen-phase-a" / "bench" / "eval.json"
     times = train_log.stat().st_mtime_ns, kept_eval.stat().st_mtime_ns
     (runs / "mzen-oracle" / "bench" / "eval.json").unlink()  # interrupted after training
+    anchor_eval = runs / "sfm-anchor" / "bench" / "eval.json"
+    anchor_time = anchor_eval.stat().st_mtime_ns
     again = run_bench(config)
-    assert len(again) == 2 and (runs / "mzen-oracle" / "bench" / "eval.json").is_file()
+    assert len(again) == 3 and (runs / "mzen-oracle" / "bench" / "eval.json").is_file()
+    assert anchor_eval.stat().st_mtime_ns == anchor_time  # the anchor is computed once
     assert (train_log.stat().st_mtime_ns, kept_eval.stat().st_mtime_ns) == times  # nothing redone but the eval
 
     (runs / "mzen-oracle" / "bench" / "eval.json").unlink()
     partial = run_bench(replace(config, report_only=True))  # reports what is finished, runs nothing
-    assert [r.configuration for r in partial] == ["phase-a"]
+    assert [r.configuration for r in partial] == ["phase-a", "sfm-anchor"]
     assert not (runs / "mzen-oracle" / "bench" / "eval.json").exists()
     assert "| tiny | oracle |" not in (config.output / "report.md").read_text()
 
@@ -59,3 +62,15 @@ def test_generated_scenes_hold_out_the_requested_views_per_level(tmp_path):
     held_out = Counter(f["zoom"] for f in frames if f.get("split") == "test")
     assert len(held_out) == 3 and set(held_out.values()) == {2}  # two per level, three levels
     assert scene_list(BenchConfig(output=tmp_path, seeds=(4,), test_views=2)) == [(name, folder)]  # made once
+
+
+def test_the_sfm_anchor_scores_colmaps_wide_cameras_against_the_truth(tmp_path):
+    from mzen_ns.scripts.bench import sfm_anchor
+    from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
+
+    scene = tmp_path / "parallax"
+    make_scene(SceneMakerConfig(output=scene, zooms=(1.0, 4.0), n_wide=9, n_zoom=2, n_test=0, seed=3))
+    results, summary = sfm_anchor(scene)
+    assert summary["initialiser"]["start"] == "sfm" and summary["train_seconds"] > 0
+    assert results["wide_pair_rot_err_deg"] < 0.5 and results["focal_err_rel"] < 0.03
+    assert results["rot_err_deg"] < 0.5 and "zoom_err_rel" not in results  # zoom-ins stay unregistered

@@ -196,7 +196,7 @@ def test_training_starts_from_geometry_and_records_it(parallax_scene: Path, tmp_
     assert cameras.start is None  # decided when training starts, not when a run is loaded
     trainer.train()
     assert cameras.start["start"] == "sfm" and "triangulation_deg" in cameras.start["reason"]
-    assert pipeline.holds_geometric_start
+    assert pipeline.geometric_hold == "always"  # the default: phases never move cameras from geometry
     assert not cameras.wide_pose.any()  # held through phase A: the field is fitted to them
     record_focal = json.loads((Path(trainer.base_dir) / "initialiser.json").read_text())["tried"][0]["focal"]
     assert float(cameras.focal) == pytest.approx(record_focal, rel=1e-6)
@@ -226,10 +226,40 @@ def test_training_starts_from_geometry_and_records_it(parallax_scene: Path, tmp_
 def test_phase_a_holds_geometric_cameras_and_phase_c_refines_them() -> None:
     from mzen_ns.phases import steps
 
-    assert not steps("A", "wide_poses", True) and not steps("A", "focal", True)
-    assert steps("A", "fields", True) and steps("A", "wide_poses", False) and steps("A", "focal", False)
-    assert steps("C", "wide_poses", True) and steps("C", "focal", True)
-    assert not steps("B", "wide_poses", True) and steps("B", "zoom_poses", True)
+    assert not steps("A", "wide_poses", "phase-a") and not steps("A", "focal", "phase-a")
+    assert steps("A", "fields", "phase-a") and steps("A", "wide_poses", "none") and steps("A", "focal", "none")
+    assert steps("C", "wide_poses", "phase-a") and steps("C", "focal", "phase-a")
+    assert not steps("B", "wide_poses", "phase-a") and steps("B", "zoom_poses", "phase-a")
+    assert not steps("C", "wide_poses", "always") and not steps("C", "focal", "always")
+    assert steps("C", "zoom_poses", "always") and steps("C", "fields", "always")  # held zoom-ins: per image
+
+
+def test_what_is_held_follows_the_start_and_the_schedule() -> None:
+    from mzen_ns.phases import PhaseScheduleConfig
+
+    assert PhaseScheduleConfig().hold(False) == "none"
+    assert PhaseScheduleConfig(hold_geometric_start=True, refine_geometric=True).hold(True) == "phase-a"
+    assert PhaseScheduleConfig(hold_geometric_start=False, refine_geometric=True).hold(True) == "none"
+    assert PhaseScheduleConfig(refine_geometric=False).hold(True) == "always"
+
+
+def test_held_images_lose_their_pose_and_zoom_gradients_only() -> None:
+    from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
+
+    dials = torch.tensor([1.0, 4.0, 4.0, 16.0])
+    cameras = ZoomCameras(
+        ZoomCamerasConfig(), dials, dials == 1.0, 100.0, 1.0, torch.full((4,), 16.0), torch.full((4,), 12.0), 32, 24
+    )
+    cameras.zoom_pose.grad = torch.ones_like(cameras.zoom_pose)
+    cameras.log_zoom.grad = torch.ones_like(cameras.log_zoom)
+    cameras.hold(torch.tensor([False, False, True, False]))
+    cameras.drop_held_gradients()
+    assert cameras.zoom_pose.grad[:, 0].tolist() == [1.0, 0.0, 1.0]  # zoom-ins 1, 2, 3: image 2 held
+    assert cameras.log_zoom.grad.tolist() == [1.0, 1.0, 0.0, 1.0]
+    cameras.hold(None)
+    cameras.zoom_pose.grad.fill_(1.0)
+    cameras.drop_held_gradients()
+    assert bool((cameras.zoom_pose.grad == 1.0).all())
 
 
 def test_init_identity_never_runs_a_solver(parallax_scene: Path, tmp_path: Path, monkeypatch) -> None:
@@ -251,3 +281,138 @@ def test_init_identity_never_runs_a_solver(parallax_scene: Path, tmp_path: Path,
     assert cameras.start["start"] == "identity"
     assert torch.equal(cameras.base_c2w[cameras.wide_index], torch.eye(4)[:3].expand(9, 3, 4))
     assert not (Path(trainer.base_dir) / "initialiser.json").exists()
+
+
+@pytest.fixture(scope="module")
+def zoom_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Nine wide views and three 4× zoom-ins (plus one held-out view per level) at 256×192."""
+    from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
+
+    root = tmp_path_factory.mktemp("zooms")
+    make_scene(
+        SceneMakerConfig(output=root, zooms=(1.0, 4.0), n_wide=9, n_zoom=3, n_test=1, width=256, height=192, seed=1)
+    )
+    return root
+
+
+def split_frames(scene: Path):
+    """(paths, true c2w, frames) of the training wide views, the training zoom-ins and the held-out views."""
+    frames = json.loads((scene / "transforms.json").read_text())["frames"]
+    groups = {
+        "wide": [f for f in frames if f["zoom"] == 1.0 and f["split"] == "train"],
+        "zoom": [f for f in frames if f["zoom"] != 1.0 and f["split"] == "train"],
+        "test": [f for f in frames if f["split"] == "test"],
+    }
+    return {
+        name: (
+            [scene / f["file_path"] for f in group],
+            np.array([f["gt_transform_matrix"] for f in group])[:, :3],
+            group,
+        )
+        for name, group in groups.items()
+    }
+
+
+def test_sfm_registers_zoom_ins_at_their_pose_zoom_and_source_view(zoom_scene: Path) -> None:
+    from mzen_ns.evaluation.alignment import relative_rotation_error
+
+    groups = split_frames(zoom_scene)
+    wide_paths, wide_true, wide_frames = groups["wide"]
+    zoom_paths, zoom_true, zoom_frames = groups["zoom"]
+    solution = solve_sfm(wide_paths, zoom_ins=[(path, 4.0) for path in zoom_paths])
+    poses = solution.zoom_ins
+    assert poses is not None and poses.found.all() and (poses.inliers >= 30).all()
+    parents = [[f["file_path"] for f in wide_frames].index(f["gt_parent"]) for f in zoom_frames]
+    assert poses.source.tolist() == parents  # the wide view each was taken from, by its optical centre
+    learned = np.concatenate([solution.c2w, poses.c2w])
+    true = np.concatenate([wide_true, zoom_true])
+    pairs = [(parent, len(wide_paths) + k) for k, parent in enumerate(parents)]
+    assert relative_rotation_error(learned, true, pairs) < 1.0  # a wrong source is ~5° off
+    true_zoom = np.array([f["gt_zoom"] for f in zoom_frames])
+    assert np.abs(poses.zoom / true_zoom - 1.0).max() < 0.02  # the dials are up to 3% off
+
+
+def test_locate_places_held_out_views_in_the_runs_frame(zoom_scene: Path) -> None:
+    from mzen_ns.geometry.locate import locate
+    from mzen_ns.geometry.similarity import apply_similarity
+
+    groups = split_frames(zoom_scene)
+    wide_paths, wide_true, _ = groups["wide"]
+    test_paths, test_true, test_frames = groups["test"]
+    run = (2.0, Rotation.from_euler("xyz", [10.0, -20.0, 5.0], degrees=True).as_matrix(), np.array([0.3, -0.1, 2.0]))
+    wide_index = [k for k, f in enumerate(test_frames) if f["zoom"] == 1.0]
+    zoom_index = [k for k, f in enumerate(test_frames) if f["zoom"] != 1.0]
+    located = locate(
+        "sfm",
+        wide_paths,
+        apply_similarity(run, wide_true),  # the run's cameras: the truth in another frame
+        [test_paths[k] for k in wide_index],
+        [(test_paths[k], 4.0) for k in zoom_index],
+    )
+    assert located.found.all(), located.reason
+    expected = apply_similarity(run, test_true[wide_index + zoom_index])
+    turned = np.einsum("kji,kjl->kil", located.c2w[:, :, :3], expected[:, :, :3])
+    angles = np.degrees(np.arccos(np.clip((np.trace(turned, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    assert angles[0] < 0.2 and angles[1] < 2.0  # a 4× at 256 px: rotation trades with sideways position
+    assert np.linalg.norm(located.c2w[0, :, 3] - expected[0, :, 3]) < 0.02 * run[0]  # a wide view's centre
+    assert located.source.tolist() == [len(wide_paths), len(wide_paths)]  # the zoom-in's wide view is the held-out one
+    assert located.zoom[0] == 1.0 and abs(located.zoom[1] / test_frames[zoom_index[0]]["gt_zoom"] - 1) < 0.02
+
+
+def test_locate_refuses_a_joint_answer_the_run_disagrees_with(zoom_scene: Path) -> None:
+    from mzen_ns.geometry.locate import locate
+
+    groups = split_frames(zoom_scene)
+    wide_paths, wide_true, _ = groups["wide"]
+    test_paths, _, test_frames = groups["test"]
+    moved = wide_true.copy()
+    moved[3, :, :3] = Rotation.from_euler("y", 5.0, degrees=True).as_matrix() @ moved[3, :, :3]
+    located = locate("sfm", wide_paths, moved, [p for p, f in zip(test_paths, test_frames) if f["zoom"] == 1.0])
+    assert not located.found.any()
+    assert "turn up to" in located.reason
+
+
+def test_after_an_sfm_start_zoom_ins_are_placed_by_geometry(zoom_scene: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tests.helpers import tiny_trainer_config, train
+
+    config = tiny_trainer_config(zoom_scene, tmp_path, steps=4, boundaries=(0.25, 0.5))
+    model = config.pipeline.model
+    config = replace(
+        config, pipeline=replace(config.pipeline, model=replace(model, phases=replace(model.phases, stop_after="B")))
+    )
+    trainer = train(config)
+    cameras = trainer.pipeline.mzen_model.cameras
+    assert cameras.start["start"] == "sfm"
+    zoom_ins = cameras.zoom_index
+    assert cameras.match.geometric[zoom_ins].all()
+    names = [Path(p).as_posix() for p in trainer.pipeline.datamanager.train_dataset.metadata["mzen_file_paths"]]
+    frames = {f["file_path"]: f for f in split_frames(zoom_scene)["zoom"][2]}
+    parents = [frames[next(k for k in frames if names[i].endswith(k))]["gt_parent"] for i in zoom_ins.tolist()]
+    assert [names[int(cameras.matched_wide[i])] for i in zoom_ins.tolist()] == [
+        next(n for n in names if n.endswith(parent)) for parent in parents
+    ]
+    rows = json.loads((Path(trainer.base_dir) / "crop_and_match.json").read_text())
+    assert {row["score_kind"] for row in rows} == {"2d3d_inliers"} and not any(row["flagged"] for row in rows)
+
+
+def test_cameras_from_geometry_stay_put_when_the_phases_may_not_refine_them(zoom_scene: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tests.helpers import tiny_trainer_config, train
+
+    config = tiny_trainer_config(zoom_scene, tmp_path, steps=6, boundaries=(0.34, 0.5))
+    model = config.pipeline.model
+    phases = replace(model.phases, refine_geometric=False)
+    config = replace(config, pipeline=replace(config.pipeline, model=replace(model, phases=phases)))
+    trainer = train(config)
+    pipeline = trainer.pipeline
+    cameras = pipeline.mzen_model.cameras
+    assert pipeline.phase == "C" and pipeline.geometric_hold == "always"
+    record = json.loads((Path(trainer.base_dir) / "initialiser.json").read_text())
+    assert float(cameras.focal) == pytest.approx(record["tried"][0]["focal"], rel=1e-6)
+    assert not cameras.wide_pose.any() and not cameras.zoom_pose.any()  # every zoom-in here was placed by geometry
+    zoom_ins = cameras.zoom_index
+    assert torch.allclose(cameras.zoom(zoom_ins), cameras.match.relative_zoom[zoom_ins])  # as placed (wide zoom 1)
+    assert any(p.grad is not None for p in pipeline.mzen_model.field.parameters())  # the field did train

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mzen_ns.distributed import share_decision
+from mzen_ns.distributed import decided_once, share_decision
 from mzen_ns.phases import (
     POLICY,
     PhaseDecaySchedulerConfig,
@@ -77,6 +77,7 @@ def _worker(rank: int, port: int, results) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     local = torch.tensor([3, 1, 4]) if rank == 0 else torch.tensor([2, 7, 1])  # ranks disagree locally
     results[rank] = share_decision(local, "cpu").tolist()
+    results[f"solved {rank}"] = decided_once(lambda: {"start": f"solved on rank {rank}"})
     dist.destroy_process_group()
 
 
@@ -86,6 +87,7 @@ def test_every_process_adopts_rank_zeros_match():
         results = manager.dict()
         mp.spawn(_worker, args=(port, results), nprocs=2, join=True)
         assert results[0] == results[1] == [3, 1, 4]
+        assert results["solved 0"] == results["solved 1"] == {"start": "solved on rank 0"}
 
 
 def test_single_process_decision_unchanged():

@@ -178,3 +178,55 @@ def test_match_record_round_trips_into_the_export(tmp_path):
     assert torch.equal(fresh.match.source, cameras.match.source) and torch.equal(
         fresh.match.flagged, cameras.match.flagged
     )
+
+
+def test_placed_rows_are_geometric_unflagged_and_their_window_is_where_the_axis_meets_the_source():
+    from mzen_ns.priming.plan import placed_plan
+
+    centre = torch.tensor([[80.0, 30.0], [64.0, 48.0]])
+    principal = torch.tensor([[64.0, 48.0], [64.0, 48.0]])
+    fx = torch.tensor([100.0, 100.0])
+    rotation = window_rotation(centre, principal, fx, fx)
+    plan = placed_plan(
+        torch.tensor([5, 6]),
+        rotation,
+        torch.tensor([4.0, 4.1]),
+        torch.tensor([0, 1]),
+        torch.tensor([120.0, 80.0]),
+        fx,
+        principal,
+        1.0,
+        "ncc",
+    )
+    assert torch.allclose(plan.centre, centre, atol=1e-3)
+    assert plan.geometric.all() and not plan.flagged.any() and torch.isinf(plan.runner_up).all()
+    assert torch.equal(plan.root, plan.source)
+    rows = plan_rows(plan, [f"v{i}" for i in range(7)], torch.tensor([1.0, 1, 1, 1, 1, 4, 4]))
+    assert rows[0]["score_kind"] == "2d3d_inliers" and rows[0]["score"] == 120.0
+
+
+def test_a_plan_with_nothing_left_to_place_is_empty_and_joins_placed_rows():
+    from mzen_ns.priming.plan import empty_plan, placed_plan
+
+    views = Views(
+        torch.rand(3, 24, 32, 3),
+        torch.tensor([1.0, 1.0, 4.0]),
+        torch.tensor([[16.0, 12.0]] * 3),
+        torch.full((3,), 30.0),
+        1.0,
+    )
+    plan = plan_priming(views, torch.ones(3, dtype=torch.bool), torch.tensor([0, 1, 0]), PrimingConfig())
+    assert plan.query.numel() == 0
+    placed = placed_plan(
+        torch.tensor([2]),
+        torch.eye(3)[None],
+        torch.tensor([4.0]),
+        torch.tensor([0]),
+        torch.tensor([50.0]),
+        torch.tensor([30.0]),
+        torch.tensor([[16.0, 12.0]]),
+        1.0,
+        "ncc",
+    )
+    joined = placed.cat(plan).cat(empty_plan("-mse"))
+    assert joined.query.tolist() == [2] and joined.geometric.tolist() == [True] and joined.score_kind == "ncc"

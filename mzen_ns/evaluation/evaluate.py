@@ -26,7 +26,13 @@ from mzen_ns.datamanager import stack_images
 from mzen_ns.evaluation.alignment import ground_truth_errors, pairwise_rotation_error, relative_rotation_error
 from mzen_ns.evaluation.keys import level_key
 from mzen_ns.evaluation.metrics import image_metrics
-from mzen_ns.evaluation.registration import RegistrationConfig, prime_views, register
+from mzen_ns.evaluation.registration import (
+    RegistrationConfig,
+    held_views,
+    locate_held_out,
+    prime_views,
+    register,
+)
 from mzen_ns.priming.plan import PrimingConfig
 
 
@@ -75,8 +81,9 @@ def evaluate(
     train, test = pipeline.datamanager.train_dataset, pipeline.datamanager.eval_dataset
     train_images, test_images = stack_images(train), stack_images(test)
     test_dials = test.metadata["mzen_dial"].float()
-    cameras, _ = prime_views(model, train_images, test_images, test_dials, priming)
-    register(model, cameras, test_images, registration)
+    located = locate_held_out(pipeline, test, registration)
+    cameras, _ = prime_views(model, train_images, test_images, test_dials, priming, located)
+    register(model, cameras, test_images, registration, held_views(located, registration))
     lpips = model.lpips if getattr(model, "lpips_available", False) else None
     per_image = []
     for i in range(len(test)):

@@ -1,21 +1,26 @@
-"""Registration of views the field was not trained on (the NeRF-- protocol): match against the
-training views and prime them (the run's :class:`~mzen_ns.priming.plan.PrimingConfig`, as in
-phase B), then optimise pose and zoom with the field frozen — the same camera model, matching and
-priming as training."""
+"""Registration of views the field was not trained on (the NeRF-- protocol). Held-out wide views
+are located by the geometry the run's wide cameras started from (:mod:`mzen_ns.geometry.locate`)
+when it started from geometry; the others are matched against the training views and primed (the
+run's :class:`~mzen_ns.priming.plan.PrimingConfig`, as in phase B, a held-out zoom-in also from the
+located held-out wide views); then pose and zoom are optimised with the field frozen — the same
+camera model, matching and priming as training."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
 from mzen_ns.datamanager import stack_images
+from mzen_ns.geometry.solution import GEOMETRIC
 from mzen_ns.model import MZENModel
 from mzen_ns.priming.plan import PrimingConfig, Views, apply_plan, plan_priming
 
@@ -32,6 +37,27 @@ class RegistrationConfig:
     """Adam learning rate of the poses and log-zooms."""
     seed: int = 0
     """Seed of the ray sampling (registration is deterministic)."""
+    geometry: bool = True
+    """Place held-out views by the solver the run's wide cameras started from (``sfm``; ``rotation``: wide views)."""
+    refine_located: bool = True
+    """Also optimise the views placed by geometry photometrically (else they keep the geometric pose)."""
+
+
+@dataclass
+class Placed:
+    """Held-out views placed by geometry before the others are primed."""
+
+    c2w: Float[Tensor, "T 3 4"]
+    """Camera-to-world per held-out view; NaN rows for views not placed."""
+    zoom: Float[Tensor, " T"]
+    """Zoom per held-out view (NaN where not placed)."""
+    root: Int[Tensor, " T"]
+    """Nearest wide view, indexed over the training views followed by the held-out views (−1: not placed)."""
+
+    @property
+    def found(self) -> Bool[Tensor, " T"]:
+        """Which held-out views were placed."""
+        return torch.isfinite(self.c2w).all(dim=(1, 2))
 
 
 def prime_views(
@@ -40,16 +66,24 @@ def prime_views(
     images: Float[Tensor, "T H W 3"],
     dials: Float[Tensor, " T"],
     priming: PrimingConfig,
+    located: Optional[Placed] = None,
 ) -> Tuple[ZoomCameras, Tensor]:
-    """Cameras for held-out views primed as phase B primes zoom-ins, from the training views the
-    run solved (wide views; for ``hierarchical`` also the registered zoom-ins and shallower
-    held-out views); a held-out wide view is matched at relative zoom 1 (whole images). Returns
-    the cameras and the training index of each view's wide view."""
+    """Cameras for held-out views: those placed by geometry (``located``) start there, the others are
+    primed as phase B primes zoom-ins, from the training views the run solved (wide views; for
+    ``hierarchical`` also the registered zoom-ins, the located and the shallower held-out views); a
+    held-out wide view is matched at relative zoom 1 (whole images). Returns the cameras and the
+    index of each view's wide view among the training views followed by the held-out views."""
     trained = model.cameras
     n_train, count, device = train_images.shape[0], dials.numel(), trained.dials.device
     cameras = _held_out_cameras(trained, dials, images.shape[1:3])
     roots = torch.where(trained.is_wide.cpu(), torch.arange(n_train), trained.matched_wide.cpu())
     posed = trained.solved.cpu() & (roots >= 0)
+    found = torch.zeros(count, dtype=torch.bool) if located is None else located.found.cpu()
+    test_roots = torch.full((count,), -1)
+    if located is not None and found.any():
+        index = torch.nonzero(found).squeeze(-1)
+        test_roots[index] = located.root[index].cpu()
+        cameras.prime_from(index.to(device), located.c2w[index].float(), located.zoom[index].float(), test_roots[index])
     train_views = Views(
         train_images,
         trained.dials.cpu(),
@@ -57,16 +91,10 @@ def prime_views(
         trained.fx().detach().cpu(),
         float(trained.aspect),
     )
-    test_views = Views(
-        images, dials.cpu().float(), cameras.principal_points().cpu(), torch.zeros(count), train_views.aspect
-    )
+    test_focal = torch.where(found, cameras.fx().detach().cpu(), torch.zeros(count))
+    test_views = Views(images, dials.cpu().float(), cameras.principal_points().cpu(), test_focal, train_views.aspect)
     views = train_views.cat(test_views)
-    plan = plan_priming(
-        views,
-        torch.cat([posed, torch.zeros(count, dtype=torch.bool)]),
-        torch.cat([roots, torch.full((count,), -1)]),
-        priming,
-    )
+    plan = plan_priming(views, torch.cat([posed, found]), torch.cat([roots, test_roots]), priming)
 
     def lookup(index: Tensor) -> Tuple[Tensor, Tensor]:  # a source is a training view or a shallower held-out one
         held_out = (index >= n_train).to(device)
@@ -81,6 +109,44 @@ def prime_views(
         lambda i, c2w, zoom, wide: cameras.prime_from((i - n_train).to(device), c2w, zoom, wide),
     )
     return cameras, cameras.matched_wide.cpu().clone()
+
+
+def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> Optional[Placed]:
+    """Held-out views of ``dataset`` placed by the solver the run's wide cameras started from
+    (:func:`~mzen_ns.geometry.locate.locate`: wide views, and zoom-ins after an ``sfm`` start), or
+    ``None`` when the run did not start from geometry or ``config.geometry`` is off."""
+    cameras = pipeline.mzen_model.cameras
+    start = cameras.start["start"] if cameras.start is not None else None
+    dials = dataset.metadata["mzen_dial"].float()
+    wide, zoom_ins = torch.nonzero(dials == 1.0).squeeze(-1), torch.nonzero(dials != 1.0).squeeze(-1)
+    if not config.geometry or start not in GEOMETRIC or (start == "rotation" and wide.numel() == 0):
+        return None
+    from mzen_ns.geometry.locate import locate  # OpenCV and pycolmap only when solving
+
+    train = pipeline.datamanager.train_dataparser_outputs
+    wide_index = cameras.wide_index.cpu()
+    found = locate(
+        start,
+        [Path(train.image_filenames[i]) for i in wide_index.tolist()],
+        cameras.c2w(cameras.wide_index).detach().cpu().double().numpy(),
+        [Path(dataset.image_filenames[i]) for i in wide.tolist()],
+        [(Path(dataset.image_filenames[i]), float(dials[i])) for i in zoom_ins.tolist()] if start == "sfm" else [],
+        train.metadata["mzen_principal_point"],
+    )
+    CONSOLE.print(f"held-out views by geometry: {found.reason}")
+    count, n_train = dials.numel(), cameras.dials.numel()
+    order = torch.cat([wide, zoom_ins])[: len(found.c2w)]
+    placed = Placed(torch.full((count, 3, 4), math.nan), torch.full((count,), math.nan), torch.full((count,), -1))
+    placed.c2w[order] = torch.from_numpy(found.c2w).float()
+    placed.zoom[order] = torch.from_numpy(found.zoom).float()
+    source = torch.from_numpy(found.source).long()
+    in_train = source < wide_index.numel()
+    root = torch.where(in_train, wide_index[source.clamp(0, wide_index.numel() - 1)], torch.full_like(source, -1))
+    held_out = ~in_train & (source >= 0)
+    root[held_out] = n_train + wide[(source[held_out] - wide_index.numel())]
+    root[source < 0] = -1
+    placed.root[order] = root
+    return placed
 
 
 def _held_out_cameras(trained: ZoomCameras, dials: Tensor, size) -> ZoomCameras:
@@ -103,10 +169,16 @@ def _held_out_cameras(trained: ZoomCameras, dials: Tensor, size) -> ZoomCameras:
 
 
 def register(
-    model: MZENModel, cameras: ZoomCameras, images: Float[Tensor, "T H W 3"], config: RegistrationConfig
+    model: MZENModel,
+    cameras: ZoomCameras,
+    images: Float[Tensor, "T H W 3"],
+    config: RegistrationConfig,
+    held: Optional[Bool[Tensor, " T"]] = None,
 ) -> ZoomCameras:
-    """Optimise held-out poses and zooms (not wide zooms) against their images, field frozen."""
+    """Optimise held-out poses and zooms (not wide zooms) against their images, field frozen;
+    views ``held`` keep their pose."""
     device = cameras.dials.device
+    held = torch.zeros(cameras.dials.numel(), dtype=torch.bool) if held is None else held.cpu()
     images = images.to(device)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for param in frozen:
@@ -128,6 +200,7 @@ def register(
             loss.backward()
             if cameras.log_zoom.grad is not None:
                 cameras.log_zoom.grad[wide] = 0.0
+            cameras.zoom_pose.grad[cameras.slot[held.to(device)]] = 0.0  # never moved by Adam: zero from the start
             optimizer.step()
     finally:
         for param in frozen:
@@ -176,6 +249,24 @@ def camera_for_view(pipeline: Any, view: str) -> Tuple[ZoomCameras, int, str]:
         raise ValueError(f"no view {view!r} in this run; its views are: {', '.join(known)}")
     image = stack_images(test)[index : index + 1]
     dial = test.metadata["mzen_dial"][index : index + 1].float()
-    cameras, _ = prime_views(pipeline.mzen_model, stack_images(train), image, dial, pipeline.config.priming)
-    register(pipeline.mzen_model, cameras, image, pipeline.config.registration)
+    located = locate_held_out(pipeline, test, pipeline.config.registration)
+    if located is not None:  # registered alone: a wide view among the held-out ones is itself
+        n_train = pipeline.mzen_model.cameras.dials.numel()
+        root = located.root[index : index + 1].clamp(max=n_train)
+        located = Placed(located.c2w[index : index + 1], located.zoom[index : index + 1], root)
+    cameras, _ = prime_views(pipeline.mzen_model, stack_images(train), image, dial, pipeline.config.priming, located)
+    register(
+        pipeline.mzen_model,
+        cameras,
+        image,
+        pipeline.config.registration,
+        held_views(located, pipeline.config.registration),
+    )
     return cameras, 0, "test"
+
+
+def held_views(located: Optional[Placed], config: RegistrationConfig) -> Optional[Tensor]:
+    """The placed views registration must keep in place (none when ``refine_located``)."""
+    if located is None or config.refine_located:
+        return None
+    return located.found

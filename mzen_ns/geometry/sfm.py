@@ -3,6 +3,14 @@
 SIFT features, exhaustive matching and incremental mapping with one shared ``SIMPLE_PINHOLE``
 camera, on the CPU, single-threaded mapping with a fixed seed so a scene gives the same answer
 every run. pycolmap is imported here, when a solver runs, so importing the plugin stays cheap.
+
+Zoom-ins, when given, are registered against that model afterwards, never as free-focal cameras:
+each gets its own camera fixed at the wide focal × its dial, COLMAP continues the mapping with the
+wide views and intrinsics held (absolute pose from 2D–3D matches; points seen only by zoom-ins are
+triangulated, so a deep zoom-in registers through shallower ones). Each registered zoom-in's focal
+is then fitted to its 2D–3D matches with its centre held at the nearest wide view's (the dial only
+says the zoom to a few per cent; the zoom-in was taken from about that centre), and its pose
+refitted freely at that focal.
 """
 
 from __future__ import annotations
@@ -16,7 +24,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .solution import WideSolution, cv_pose_to_gl
+from .solution import WideSolution, ZoomInPoses, cv_pose_to_gl
+
+MAX_ZOOM_IN_RMS_PX = 2.0
+"""A zoom-in whose 2D–3D matches fit worse than this (RMS, pixels) after refitting is not registered."""
+ZOOM_RANGE = (0.5, 2.0)
+"""A fitted zoom outside this multiple of the dial is not registered."""
 
 
 def solve_sfm(
@@ -24,18 +37,26 @@ def solve_sfm(
     focal_prior: Optional[float] = None,
     principal_point: Optional[Tuple[float, float]] = None,
     threads: int = 2,
+    zoom_ins: Sequence[Tuple[Path, float]] = (),
 ) -> WideSolution:
-    """Poses of the images ``paths`` (in order) and their shared focal by COLMAP; views COLMAP
-    leaves out have NaN poses. ``focal_prior`` (pixels) starts the shared camera when known."""
+    """Poses of the wide images ``paths`` (in order) and their shared focal by COLMAP; views COLMAP
+    leaves out have NaN poses. ``focal_prior`` (pixels) starts the shared camera when known.
+    ``zoom_ins`` (image, dial relative to the wide views) are then registered against the model
+    (:attr:`WideSolution.zoom_ins`)."""
     started = time.perf_counter()
     try:
         import pycolmap
 
         with tempfile.TemporaryDirectory(prefix="mzen-sfm-") as folder:
             work = Path(folder)
-            names = _link_images(paths, work / "images")
-            reconstruction = _reconstruct(pycolmap, work, names, focal_prior, principal_point, threads)
-            solution = _solution(reconstruction, names) if reconstruction is not None else None
+            names = _link_images(list(paths) + [path for path, _ in zoom_ins], work / "images")
+            wide_names, zoom_names = names[: len(paths)], names[len(paths) :]
+            built = _reconstruct(pycolmap, work, wide_names, focal_prior, principal_point, threads)
+            solution = _solution(built[1], wide_names) if built is not None else None
+            if solution is not None and zoom_ins:
+                dials = [dial for _, dial in zoom_ins]
+                joint = _register_zoom_ins(pycolmap, work, built, zoom_names, dials, threads)
+                solution.zoom_ins = _zoom_in_poses(joint, wide_names, zoom_names, dials)
     except (RuntimeError, ValueError, OSError) as error:
         return WideSolution("sfm", None, math.nan, failure=f"COLMAP failed: {error}")
     if solution is None:
@@ -56,40 +77,158 @@ def _link_images(paths: Sequence[Path], folder: Path) -> List[str]:
 
 
 def _reconstruct(pycolmap, work: Path, names, focal_prior, principal_point, threads: int):
-    """The largest model COLMAP builds, or ``None``."""
+    """(folder, model) of the largest model COLMAP builds, or ``None``."""
     database = work / "database.db"
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "SIMPLE_PINHOLE"
     if focal_prior is not None and principal_point is not None:
         reader.camera_params = f"{focal_prior},{principal_point[0]},{principal_point[1]}"
+    pycolmap.logging.minloglevel = 2  # warnings and errors only
+    _extract(pycolmap, work, names, reader, pycolmap.CameraMode.SINGLE, threads)
+    _match(pycolmap, database, threads)
+    return _map(pycolmap, work, work / "sparse", _mapping_options(pycolmap))
+
+
+def _extract(pycolmap, work: Path, names, reader, mode, threads: int) -> None:
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.num_threads = threads
     extraction.use_gpu = False
-    pycolmap.logging.minloglevel = 2  # warnings and errors only
     pycolmap.extract_features(
-        database,
+        work / "database.db",
         work / "images",
         names,
-        camera_mode=pycolmap.CameraMode.SINGLE,
+        camera_mode=mode,
         reader_options=reader,
         extraction_options=extraction,
         device=pycolmap.Device.cpu,
     )
+
+
+def _match(pycolmap, database: Path, threads: int) -> None:
+    """Exhaustive matching of every pair not matched yet."""
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = threads
     matching.use_gpu = False
     pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
+
+
+def _mapping_options(pycolmap):
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.num_threads = 1
     mapping.random_seed = 0
-    (work / "sparse").mkdir()
-    models = pycolmap.incremental_mapping(database, work / "images", work / "sparse", mapping)
+    return mapping
+
+
+def _map(pycolmap, work: Path, output: Path, mapping, input_path: Optional[Path] = None):
+    """(folder, model) of the largest model incremental mapping builds, or ``None``."""
+    output.mkdir()
+    extra = {"input_path": input_path} if input_path is not None else {}
+    models = pycolmap.incremental_mapping(work / "database.db", work / "images", output, mapping, **extra)
     if not models:
         return None
-    return max(models.values(), key=lambda model: model.num_reg_images())
+    key = max(models, key=lambda k: models[k].num_reg_images())
+    return output / str(key), models[key]
+
+
+def _register_zoom_ins(pycolmap, work: Path, built, names: List[str], dials: List[float], threads: int):
+    """The wide model ``built`` continued with the zoom-ins ``names``: their cameras fixed at the
+    wide focal × dial, the wide views' poses and all intrinsics held."""
+    folder, model = built
+    camera = next(iter(model.cameras.values()))
+    focal, cx, cy = camera.focal_length, camera.principal_point_x, camera.principal_point_y
+    for dial in sorted(set(dials)):
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = "SIMPLE_PINHOLE"
+        reader.camera_params = f"{focal * dial},{cx},{cy}"
+        level = [name for name, d in zip(names, dials) if d == dial]
+        _extract(pycolmap, work, level, reader, pycolmap.CameraMode.PER_IMAGE, threads)
+    _match(pycolmap, work / "database.db", threads)
+    mapping = _mapping_options(pycolmap)
+    mapping.fix_existing_frames = True
+    mapping.ba_refine_focal_length = False
+    mapping.ba_refine_principal_point = False
+    mapping.ba_refine_extra_params = False
+    mapping.mapper.abs_pose_refine_focal_length = False
+    joint = _map(pycolmap, work, work / "joint", mapping, input_path=folder)
+    return joint[1] if joint is not None else model
+
+
+def _zoom_in_poses(reconstruction, wide_names: List[str], names: List[str], dials: List[float]) -> ZoomInPoses:
+    count = len(names)
+    poses = ZoomInPoses(
+        np.full((count, 3, 4), np.nan), np.full(count, np.nan), np.full(count, -1), np.zeros(count, int)
+    )
+    wide_centres = {}
+    for image in reconstruction.images.values():
+        if image.has_pose and image.name in wide_names:
+            wide_centres[wide_names.index(image.name)] = image.projection_center()
+    wide_focal = reconstruction.cameras[_wide_camera(reconstruction, wide_names)].focal_length
+    for image in reconstruction.images.values():
+        if not image.has_pose or image.name not in names or not wide_centres:
+            continue
+        k = names.index(image.name)
+        pixels, points = _correspondences(reconstruction, image)
+        camera = reconstruction.cameras[image.camera_id]
+        principal = np.array([camera.principal_point_x, camera.principal_point_y])
+        source = min(wide_centres, key=lambda w: float(np.linalg.norm(wide_centres[w] - image.projection_center())))
+        rotation = image.cam_from_world().rotation.matrix()
+        focal = _focal_from_centre(pixels, points, wide_centres[source], rotation, camera.focal_length, principal)
+        pose, rms = _refit_pose(pixels, points, image.cam_from_world().matrix(), focal, principal)
+        zoom = focal / wide_focal
+        if rms > MAX_ZOOM_IN_RMS_PX or not ZOOM_RANGE[0] * dials[k] <= zoom <= ZOOM_RANGE[1] * dials[k]:
+            continue
+        poses.c2w[k] = cv_pose_to_gl(np.linalg.inv(np.vstack([pose, [0.0, 0.0, 0.0, 1.0]]))[:3])
+        poses.zoom[k], poses.source[k], poses.inliers[k] = zoom, source, len(points)
+    return poses
+
+
+def _wide_camera(reconstruction, wide_names: List[str]) -> int:
+    return next(image.camera_id for image in reconstruction.images.values() if image.name in wide_names)
+
+
+def _correspondences(reconstruction, image) -> Tuple[np.ndarray, np.ndarray]:
+    """(pixels, 3D points) of an image's keypoints that belong to a 3D point."""
+    pairs = [(p.xy, reconstruction.points3D[p.point3D_id].xyz) for p in image.points2D if p.has_point3D()]
+    return np.array([a for a, _ in pairs]).reshape(-1, 2), np.array([b for _, b in pairs]).reshape(-1, 3)
+
+
+def _project(points, rotation, translation, focal: float, principal) -> np.ndarray:
+    seen = points @ rotation.T + translation
+    return seen[:, :2] / seen[:, 2:3] * focal + principal
+
+
+def _focal_from_centre(pixels, points, centre, rotation, focal: float, principal) -> float:
+    """The focal (and orientation) that best fit the 2D–3D matches seen from ``centre`` (Huber loss)."""
+    from scipy.optimize import least_squares
+    from scipy.spatial.transform import Rotation
+
+    def residual(theta):
+        turned = Rotation.from_rotvec(theta[:3]).as_matrix() @ rotation
+        return (_project(points, turned, -turned @ centre, focal * math.exp(theta[3]), principal) - pixels).ravel()
+
+    return focal * math.exp(float(least_squares(residual, np.zeros(4), loss="huber").x[3]))
+
+
+def _refit_pose(pixels, points, cam_from_world, focal: float, principal) -> Tuple[np.ndarray, float]:
+    """Camera-from-world (OpenCV axes) fitted to the 2D–3D matches at ``focal``, and its RMS error (pixels)."""
+    from scipy.optimize import least_squares
+    from scipy.spatial.transform import Rotation
+
+    rotation, translation = cam_from_world[:, :3], cam_from_world[:, 3]
+
+    def pose(theta):
+        return Rotation.from_rotvec(theta[:3]).as_matrix() @ rotation, translation + theta[3:]
+
+    def residual(theta):
+        return (_project(points, *pose(theta), focal, principal) - pixels).ravel()
+
+    fit = least_squares(residual, np.zeros(6), loss="huber", x_scale="jac")
+    turned, moved = pose(fit.x)
+    return np.column_stack([turned, moved]), float(np.sqrt(np.mean(fit.fun**2)))
 
 
 def _solution(reconstruction, names: List[str]) -> WideSolution:
+    """The wide views' answer from the model (views it left out: NaN)."""
     c2w = np.full((len(names), 3, 4), np.nan)
     centres: Dict[int, np.ndarray] = {}
     for image_id, image in reconstruction.images.items():

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Literal, Optional
 
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 
 Rung = Literal["sfm", "rotation"]
 """A geometric solver of the ladder (``identity`` is the photometric fallback, not a solver)."""
@@ -17,11 +17,34 @@ Start = Literal["sfm", "rotation", "identity"]
 """Where wide cameras started."""
 IDENTITY_ASKED = "asked for (pose-free photometric start)"
 """Why the cameras start at identity when ``init`` is ``identity``."""
+GIVEN = {"start": "given", "reason": "poses given (pose priors or the oracle's ground truth)"}
+"""The start record of cameras whose poses the run was given."""
+GIVEN_BY_CHECKPOINT = {"start": "given", "reason": "loaded from a checkpoint that records no start"}
+"""The start record of trained cameras from a checkpoint that kept none (never solved again)."""
 GEOMETRIC = ("sfm", "rotation")
 """The starts that come from image geometry."""
 
 CV_TO_GL = np.diag([1.0, -1.0, -1.0])
 """OpenCV/COLMAP camera axes (``y`` down, looking down ``+z``) to nerfstudio's (``y`` up, ``-z``)."""
+
+
+@dataclass
+class ZoomInPoses:
+    """Zoom-ins registered against a structure-from-motion model of the wide views."""
+
+    c2w: Float[np.ndarray, "Z 3 4"]
+    """Camera-to-world per zoom-in (nerfstudio axes, the solution's frame); NaN rows: not registered."""
+    zoom: Float[np.ndarray, " Z"]
+    """Focal over the wide views' shared focal; NaN where not registered."""
+    source: Int[np.ndarray, " Z"]
+    """The wide view (index into the solver's images) whose optical centre is nearest; −1 where not registered."""
+    inliers: Int[np.ndarray, " Z"]
+    """2D–3D correspondences the pose rests on (0 where not registered)."""
+
+    @property
+    def found(self) -> Bool[np.ndarray, " Z"]:
+        """Which zoom-ins were registered."""
+        return np.isfinite(self.c2w).all(axis=(1, 2))
 
 
 @dataclass
@@ -42,6 +65,8 @@ class WideSolution:
     """Why the solver produced nothing (an exception's message), else ``None``."""
     seconds: float = 0.0
     """Wall time of the solver."""
+    zoom_ins: Optional[ZoomInPoses] = None
+    """Zoom-ins registered against the model, when the solver was given any (structure from motion only)."""
 
 
 def cv_pose_to_gl(c2w_cv: Float[np.ndarray, "*b 3 4"]) -> Float[np.ndarray, "*b 3 4"]:

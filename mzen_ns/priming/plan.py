@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Literal, Tuple
+from typing import Callable, Dict, Iterator, List, Literal, Optional, Tuple
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -51,6 +51,8 @@ class PrimingConfig:
 
     method: PrimingMethod = "hierarchical"
     """``centred`` (paper), ``position`` (searched in wide views) or ``hierarchical`` (also in shallower zoom-ins)."""
+    geometry: bool = True
+    """After an ``sfm`` start, register zoom-ins against its 3D points first; ``method`` places the rest."""
     search: PositionSearchConfig = field(default_factory=PositionSearchConfig)
     """Position search (``position``, ``hierarchical``)."""
     fit: WindowFitConfig = field(default_factory=WindowFitConfig)
@@ -115,7 +117,30 @@ class PrimingPlan:
     flagged: Bool[Tensor, " Q"]
     """Best match not clearly better than the runner-up."""
     score_kind: ScoreKind
-    """``ncc`` or ``-mse``."""
+    """``ncc`` or ``-mse`` (of the rows placed by the window search)."""
+    geometric: Optional[Bool[Tensor, " Q"]] = None
+    """Rows placed by 2D–3D registration (their ``score``: the correspondences); ``None``: none."""
+
+    def __post_init__(self) -> None:
+        if self.geometric is None:
+            self.geometric = torch.zeros(self.query.numel(), dtype=torch.bool)
+
+    def cat(self, other: "PrimingPlan") -> "PrimingPlan":
+        """This plan's rows followed by ``other``'s (score kind: the one with window-search rows, else this)."""
+        assert self.geometric is not None and other.geometric is not None
+        kind = (
+            other.score_kind
+            if bool((~other.geometric).any()) and not bool((~self.geometric).any())
+            else self.score_kind
+        )
+        joined = {
+            name: torch.cat([getattr(self, name), getattr(other, name)])
+            for name in ("query", "source", "root", "centre", "relative_zoom", "rotation", "score", "runner_up")
+        }
+        flagged = torch.cat([self.flagged, other.flagged])
+        return PrimingPlan(
+            **joined, flagged=flagged, score_kind=kind, geometric=torch.cat([self.geometric, other.geometric])
+        )
 
     def levels(self, dials: Float[Tensor, " N"]) -> Iterator[Int[Tensor, " K"]]:
         """Rows of the plan grouped by the queries' dial, shallowest first (a chain's source is
@@ -132,11 +157,60 @@ def plan_priming(
     each posed view's wide view (itself for a wide view); wide views are the posed views at the
     smallest dial."""
     wide = posed & (views.dials == views.dials[posed].min())
+    if bool(posed.all()):
+        return empty_plan(score_kind(config.method))
     if config.method == "centred":
         return _plan_centred(views, wide, torch.nonzero(~posed).squeeze(-1), config)
     if config.method in ("position", "hierarchical"):
         return _plan_search(views, posed, wide, roots, config)
     assert_never(config.method)
+
+
+def empty_plan(kind: ScoreKind) -> PrimingPlan:
+    """A plan with no rows."""
+    none = torch.zeros(0)
+    return PrimingPlan(
+        none.long(),
+        none.long(),
+        none.long(),
+        none.reshape(0, 2),
+        none,
+        none.reshape(0, 3, 3),
+        none,
+        none,
+        none.bool(),
+        kind,
+    )
+
+
+def placed_plan(
+    query: Int[Tensor, " Q"],
+    rotation: Float[Tensor, "Q 3 3"],
+    relative_zoom: Float[Tensor, " Q"],
+    source: Int[Tensor, " Q"],
+    inliers: Float[Tensor, " Q"],
+    source_fx: Float[Tensor, " Q"],
+    principal: Float[Tensor, "Q 2"],
+    aspect: float,
+    kind: ScoreKind,
+) -> PrimingPlan:
+    """Plan rows of queries already placed by 2D–3D registration, from their wide view ``source``:
+    ``rotation`` and ``relative_zoom`` relative to it, its focal ``source_fx`` and principal point;
+    the window is where the query's axis meets it, the score its ``inliers``, never flagged."""
+    count = query.numel()
+    return PrimingPlan(
+        query=query,
+        source=source,
+        root=source.clone(),
+        centre=axis_pixel(rotation, source_fx, aspect, principal),
+        relative_zoom=relative_zoom,
+        rotation=rotation,
+        score=inliers.float(),
+        runner_up=torch.full((count,), -math.inf),
+        flagged=torch.zeros(count, dtype=torch.bool),
+        score_kind=kind,
+        geometric=torch.ones(count, dtype=torch.bool),
+    )
 
 
 def _plan_centred(views: Views, wide: Tensor, query: Tensor, config: PrimingConfig) -> PrimingPlan:

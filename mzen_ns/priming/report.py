@@ -13,6 +13,9 @@ from torch import Tensor
 
 from mzen_ns.priming.plan import PrimingPlan
 
+GEOMETRIC_SCORE_KIND = "2d3d_inliers"
+"""The score kind of a zoom-in placed by 2D–3D registration: its correspondences."""
+
 
 def match_entry(
     primed_from: str,
@@ -43,6 +46,7 @@ def plan_rows(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"
     rows = []
     for row, query in enumerate(plan.query.tolist()):
         runner_up = float(plan.runner_up[row])
+        geometric = bool(plan.geometric[row]) if plan.geometric is not None else False
         entry = match_entry(
             names[int(plan.source[row])],
             names[int(plan.root[row])],
@@ -50,7 +54,7 @@ def plan_rows(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"
             float(plan.relative_zoom[row]),
             float(plan.score[row]),
             runner_up if math.isfinite(runner_up) else None,
-            plan.score_kind,
+            GEOMETRIC_SCORE_KIND if geometric else plan.score_kind,
             bool(plan.flagged[row]),
         )
         rows.append({"zoom_in": names[query], "dial": float(dials[query]), **entry})
@@ -59,7 +63,7 @@ def plan_rows(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"
 
 def plan_table(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"]) -> Table:
     """A rich table: zoom-in, dial, source (and its wide view), window position and zoom, scores, flag."""
-    table = Table(title=f"priming: zoom-in → source view (score: {plan.score_kind})")
+    table = Table(title=f"priming: zoom-in → source view (score: {plan.score_kind}, or 2D–3D correspondences)")
     for column in ("zoom-in", "dial", "primed from", "wide view", "window x, y", "zoom", "score", "runner-up", ""):
         table.add_column(column, justify="left" if column in ("zoom-in", "primed from", "wide view") else "right")
     for row in plan_rows(plan, names, dials):
@@ -71,7 +75,7 @@ def plan_table(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N
             str(row["matched_wide"]),
             "{:.1f}, {:.1f}".format(*row["window_centre_px"]),
             f"{row['relative_zoom']:.3f}",
-            f"{row['score']:.4f}",
+            f"{row['score']:.0f} 2D–3D" if row["score_kind"] == GEOMETRIC_SCORE_KIND else f"{row['score']:.4f}",
             "n/a" if runner_up is None else f"{runner_up:.4f}",
             "[bold yellow]FLAGGED" if row["flagged"] else "",
         )
@@ -99,7 +103,9 @@ def save_plan_picture(
         flagged = bool(plan.flagged[row])
         box = [width + 4 + x - half_w, top + label + y - half_h, width + 4 + x + half_w, top + label + y + half_h]
         draw.rectangle(box, outline=(220, 0, 0) if flagged else (0, 200, 0))
-        caption = f"{_short(names, query)} <- {_short(names, source)} {float(plan.score[row]):.3f}"
+        geometric = plan.geometric is not None and bool(plan.geometric[row])
+        score = f"{float(plan.score[row]):.0f} 2D-3D" if geometric else f"{float(plan.score[row]):.3f}"
+        caption = f"{_short(names, query)} <- {_short(names, source)} {score}"
         draw.text((1, top), caption + (" FLAGGED" if flagged else ""), fill=(0, 0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)

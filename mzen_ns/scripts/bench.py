@@ -70,6 +70,8 @@ class BenchConfig:
     """Override the held-out registration steps of ``ns-eval``."""
     report_only: bool = False
     """Rewrite the report from the finished runs without training or evaluating anything."""
+    anchor: bool = True
+    """Also an ``sfm-anchor`` row per scene with ground truth: COLMAP's wide cameras alone (zoom-ins unregistered)."""
 
 
 @dataclass
@@ -194,6 +196,64 @@ def load_record(run_dir: Path, scene_name: str, configuration: str) -> RunRecord
     return RunRecord(scene_name, configuration, results, summary, eval_seconds, level_dials(results))
 
 
+ANCHOR = "sfm-anchor"
+"""The configuration name of the SfM-only anchor row."""
+
+
+def anchor_one(config: BenchConfig, scene: Path, scene_name: str) -> Optional[RunRecord]:
+    """The SfM-only anchor of one scene (computed once, then read from its ``eval.json``): COLMAP on
+    the training wide views at native size, as the ``sfm`` rung runs it, scored like a run's wide
+    cameras; zoom-ins stay unregistered, nothing is rendered. None when not finished (``report_only``)."""
+    run_dir = (config.output / "runs" / scene_name / ANCHOR / RUN_TIMESTAMP).resolve()
+    if not (run_dir / "eval.json").is_file():
+        if config.report_only:
+            return None
+        CONSOLE.print(f"{scene_name} / {ANCHOR}: COLMAP on the wide views …")
+        results, summary = sfm_anchor(scene)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "eval.json").write_text(json.dumps({"results": results}, indent=2))
+        (run_dir / "mzen_run_summary.json").write_text(json.dumps(summary, indent=2))
+    return load_record(run_dir, scene_name, ANCHOR)
+
+
+def sfm_anchor(scene: Path) -> Tuple[Dict[str, float], Dict[str, Any]]:
+    """(results, summary) of COLMAP alone on a scene's training wide views: ``wide_pair_rot_err_deg``,
+    ``rot_err_deg`` and ``trans_err`` after Sim(3), ``focal_err_rel``; the solver's seconds and verdict."""
+    from mzen_dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
+    from mzen_ns.evaluation.alignment import camera_errors, pairwise_rotation_error, sim3_alignment
+    from mzen_ns.geometry.ladder import describe, judge
+    from mzen_ns.geometry.sfm import solve_sfm
+
+    outputs = FFMZNDataParserConfig(data=scene).setup().get_dataparser_outputs("train")
+    metadata = outputs.metadata
+    wide = (metadata["mzen_dial"] == 1.0).nonzero().squeeze(-1).tolist()
+    focal_prior = float(metadata["mzen_focal_guess"][0]) if metadata.get("mzen_focal_known") else None
+    principal = metadata["mzen_principal_point"]
+    solution = solve_sfm([Path(outputs.image_filenames[i]) for i in wide], focal_prior, principal)
+    refusal = judge(solution, int(outputs.cameras.width[0]))
+    summary: Dict[str, Any] = {
+        "initialiser": {
+            "start": "sfm" if refusal is None else "sfm (refused)",
+            "reason": refusal or describe(solution),
+        },
+        "train_seconds": solution.seconds,
+    }
+    truth = metadata["mzen_ground_truth"]
+    true_c2w = truth["c2w"].numpy()[wide][:, :3]
+    if solution.c2w is None or np.isnan(solution.c2w).any() or np.isnan(true_c2w).any():
+        return {}, summary  # no camera for some wide view (or no truth): nothing to score
+    alignment = sim3_alignment(solution.c2w, true_c2w)
+    rotation, translation = camera_errors(solution.c2w, true_c2w, alignment)
+    results = {
+        "wide_pair_rot_err_deg": pairwise_rotation_error(solution.c2w, true_c2w),
+        "rot_err_deg": rotation,
+        "trans_err": translation,
+    }
+    if truth.get("focal"):
+        results["focal_err_rel"] = abs(solution.focal - truth["focal"]) / truth["focal"]
+    return results, summary
+
+
 # -------------------------------------------------------------------------------------- report
 
 
@@ -284,7 +344,9 @@ def _cameras_section(records: Sequence[RunRecord]) -> List[str]:
         "",
         "Pose errors: training cameras the run trained on, after a Sim(3) alignment to ground truth "
         "(`trans err` in ground-truth units); `wide pair rot. err` and `zoom-in vs source` are gauge-free; "
-        "`start`: where the wide cameras started (the initialiser's rung); `test_` = registered held-out views. "
+        "`start`: where the wide cameras started (the initialiser's rung); `test_` = registered held-out views; "
+        f"`{ANCHOR}`: COLMAP's wide cameras alone (training wide views only, zoom-ins unregistered, "
+        "its `train s` the solver's seconds). "
         "Plots: `psnr_per_zoom.png`, `pose_error.png`.",
         "",
     ]
@@ -379,6 +441,9 @@ def run_bench(config: BenchConfig) -> List[RunRecord]:
             failed.append(f"{scene_name} / {configuration}")
         else:
             records.append(record)
+    if config.anchor:
+        anchors = [anchor_one(config, scene, name) for name, scene in scenes if has_ground_truth(scene)]
+        records += [record for record in anchors if record is not None]
     (config.output / "results.json").write_text(json.dumps([r.__dict__ for r in records], indent=2))
     (config.output / "report.md").write_text(report(records, config))
     if records:
