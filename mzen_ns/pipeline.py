@@ -250,8 +250,9 @@ class MZENPipeline(VanillaPipeline):
             )
         )
         CONSOLE.print(f"zoom-ins by geometry: {located.reason}")
-        c2w, zoom = torch.from_numpy(located.c2w).float(), torch.from_numpy(located.zoom).float()
-        source = torch.from_numpy(located.source).long()
+        views = located.views
+        c2w, zoom = torch.from_numpy(views.c2w).float(), torch.from_numpy(views.zoom).float()
+        source = torch.from_numpy(views.source).long()
         found = torch.isfinite(c2w).all(dim=(1, 2))
         query, source = zoom_ins[found], wide[source[found].clamp(min=0)]
         c2w, zoom = c2w[found], zoom[found]
@@ -264,7 +265,7 @@ class MZENPipeline(VanillaPipeline):
             source_c2w[:, :, :3].transpose(1, 2) @ c2w[:, :, :3],
             zoom / source_zoom,
             source,
-            torch.from_numpy(located.inliers)[found],
+            torch.from_numpy(views.inliers)[found],
             cameras.fx(source.to(device)).detach().cpu(),
             cameras.principal_points().cpu()[source],
             float(cameras.aspect),

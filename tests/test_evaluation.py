@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mzen_ns.evaluation.alignment import camera_errors, sim3_alignment
 from mzen_ns.evaluation.evaluate import aggregate, evaluate
-from mzen_ns.evaluation.registration import RegistrationConfig
+from mzen_ns.evaluation.registration import RegistrationConfig, evaluation_root
 from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
 from tests.helpers import tiny_trainer_config, train
 
@@ -120,3 +121,10 @@ def test_pairwise_rotation_error_is_gauge_free():
     assert pairwise_rotation_error(learned, truth) == pytest.approx(0.0, abs=1e-5)
     learned[0, :3, :3] = learned[0, :3, :3] @ Rotation.from_rotvec([0, 0, np.radians(2.0)]).as_matrix()
     assert pairwise_rotation_error(learned, truth) == pytest.approx(2.0 * 3 / 6, rel=1e-4)  # 3 of 6 pairs off by 2°
+
+
+def test_a_located_views_wide_view_is_numbered_over_training_then_held_out_views():
+    # the run has 10 training views, wide ones at 0, 3, 7; the held-out set has wide views at 1 and 4
+    source = torch.tensor([0, 2, 3, 4, -1])  # locate's numbering: training wides, then held-out wides
+    root = evaluation_root(source, torch.tensor([0, 3, 7]), torch.tensor([1, 4]), n_train=10)
+    assert root.tolist() == [0, 7, 11, 14, -1]

@@ -349,14 +349,15 @@ def test_locate_places_held_out_views_in_the_runs_frame(zoom_scene: Path) -> Non
         [test_paths[k] for k in wide_index],
         [(test_paths[k], 4.0) for k in zoom_index],
     )
-    assert located.found.all(), located.reason
+    views = located.views
+    assert views.found.all(), located.reason
     expected = apply_similarity(run, test_true[wide_index + zoom_index])
-    turned = np.einsum("kji,kjl->kil", located.c2w[:, :, :3], expected[:, :, :3])
+    turned = np.einsum("kji,kjl->kil", views.c2w[:, :, :3], expected[:, :, :3])
     angles = np.degrees(np.arccos(np.clip((np.trace(turned, axis1=1, axis2=2) - 1) / 2, -1, 1)))
     assert angles[0] < 0.2 and angles[1] < 2.0  # a 4× at 256 px: rotation trades with sideways position
-    assert np.linalg.norm(located.c2w[0, :, 3] - expected[0, :, 3]) < 0.02 * run[0]  # a wide view's centre
-    assert located.source.tolist() == [len(wide_paths), len(wide_paths)]  # the zoom-in's wide view is the held-out one
-    assert located.zoom[0] == 1.0 and abs(located.zoom[1] / test_frames[zoom_index[0]]["gt_zoom"] - 1) < 0.02
+    assert np.linalg.norm(views.c2w[0, :, 3] - expected[0, :, 3]) < 0.02 * run[0]  # a wide view's centre
+    assert views.source.tolist() == [len(wide_paths), len(wide_paths)]  # the zoom-in's wide view is the held-out one
+    assert views.zoom[0] == 1.0 and abs(views.zoom[1] / test_frames[zoom_index[0]]["gt_zoom"] - 1) < 0.02
 
 
 def test_locate_refuses_a_joint_answer_the_run_disagrees_with(zoom_scene: Path) -> None:
@@ -368,7 +369,7 @@ def test_locate_refuses_a_joint_answer_the_run_disagrees_with(zoom_scene: Path) 
     moved = wide_true.copy()
     moved[3, :, :3] = Rotation.from_euler("y", 5.0, degrees=True).as_matrix() @ moved[3, :, :3]
     located = locate("sfm", wide_paths, moved, [p for p, f in zip(test_paths, test_frames) if f["zoom"] == 1.0])
-    assert not located.found.any()
+    assert not located.views.found.any()
     assert "turn up to" in located.reason
 
 

@@ -125,7 +125,7 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
 
     train = pipeline.datamanager.train_dataparser_outputs
     wide_index = cameras.wide_index.cpu()
-    found = locate(
+    located = locate(
         start,
         [Path(train.image_filenames[i]) for i in wide_index.tolist()],
         cameras.c2w(cameras.wide_index).detach().cpu().double().numpy(),
@@ -133,20 +133,24 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
         [(Path(dataset.image_filenames[i]), float(dials[i])) for i in zoom_ins.tolist()] if start == "sfm" else [],
         train.metadata["mzen_principal_point"],
     )
-    CONSOLE.print(f"held-out views by geometry: {found.reason}")
-    count, n_train = dials.numel(), cameras.dials.numel()
-    order = torch.cat([wide, zoom_ins])[: len(found.c2w)]
+    CONSOLE.print(f"held-out views by geometry: {located.reason}")
+    views, count = located.views, dials.numel()
+    order = torch.cat([wide, zoom_ins])[: len(views.c2w)]  # locate's order: wide views, then zoom-ins
     placed = Placed(torch.full((count, 3, 4), math.nan), torch.full((count,), math.nan), torch.full((count,), -1))
-    placed.c2w[order] = torch.from_numpy(found.c2w).float()
-    placed.zoom[order] = torch.from_numpy(found.zoom).float()
-    source = torch.from_numpy(found.source).long()
-    in_train = source < wide_index.numel()
-    root = torch.where(in_train, wide_index[source.clamp(0, wide_index.numel() - 1)], torch.full_like(source, -1))
-    held_out = ~in_train & (source >= 0)
-    root[held_out] = n_train + wide[(source[held_out] - wide_index.numel())]
-    root[source < 0] = -1
-    placed.root[order] = root
+    placed.c2w[order] = torch.from_numpy(views.c2w).float()
+    placed.zoom[order] = torch.from_numpy(views.zoom).float()
+    placed.root[order] = evaluation_root(torch.from_numpy(views.source).long(), wide_index, wide, cameras.dials.numel())
     return placed
+
+
+def evaluation_root(
+    source: Int[Tensor, " T"], train_wide: Int[Tensor, " K"], held_out_wide: Int[Tensor, " W"], n_train: int
+) -> Int[Tensor, " T"]:
+    """A nearest wide view as :func:`~mzen_ns.geometry.locate.locate` numbers it (the training wide
+    views ``train_wide``, then the held-out wide views ``held_out_wide``) as an index over the
+    training views followed by the held-out views; −1 (none) stays −1."""
+    lookup = torch.cat([train_wide, n_train + held_out_wide, torch.tensor([-1])])
+    return lookup[torch.where(source >= 0, source, torch.full_like(source, lookup.numel() - 1))]
 
 
 def _held_out_cameras(trained: ZoomCameras, dials: Tensor, size) -> ZoomCameras:

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from typing_extensions import assert_never
 
 from .rotation import solve_rotation
 from .sfm import solve_sfm
 from .similarity import apply_similarity, sim3_alignment
-from .solution import Rung
+from .solution import PlacedViews, Rung
 
 MAX_DISAGREEMENT_DEG = 1.0
 """A joint solution whose training views turn further than this from the run's cameras is refused."""
@@ -34,23 +34,13 @@ MAX_DISAGREEMENT_DEG = 1.0
 class Located:
     """Views placed in the run's world frame (wide views first, then zoom-ins), and how."""
 
-    c2w: Float[np.ndarray, "T 3 4"]
-    """Camera-to-world per view (nerfstudio axes); NaN rows for views not placed."""
-    zoom: Float[np.ndarray, " T"]
-    """Focal over the training wide views' focal (1 for wide views); NaN where not placed."""
-    source: Int[np.ndarray, " T"]
-    """Nearest wide view, indexed over the training wide views followed by the placed wide views (−1: none)."""
-    inliers: Int[np.ndarray, " T"]
-    """2D–3D correspondences a zoom-in's pose rests on (0 for wide views and views not placed)."""
+    views: PlacedViews
+    """Pose and zoom per view in the run's frame; ``source`` indexes the training wide views followed
+    by the wide views placed with them."""
     reason: str
     """One line: what was placed and how well the joint solution agrees, or why nothing was."""
     seconds: float
     """Wall time of the joint solve."""
-
-    @property
-    def found(self) -> np.ndarray:
-        """Which views were placed."""
-        return np.isfinite(self.c2w).all(axis=(1, 2))
 
 
 def locate(
@@ -68,53 +58,42 @@ def locate(
     COLMAP is not given the run's focal: zoom-ins registered against a wide model started from a
     given focal came out 0.5–0.6° off their wide views on a 512×384 scene (0.03–0.12° without it),
     a difference not yet understood; the run's cameras fix the frame either way."""
-    count, queries = len(train_paths), len(wide_paths) + len(zoom_ins)
-    nothing = Located(
-        np.full((queries, 3, 4), np.nan),
-        np.full(queries, np.nan),
-        np.full(queries, -1),
-        np.zeros(queries, int),
-        "",
-        0.0,
-    )
-    paths = list(train_paths) + list(wide_paths)
+    count, wides = len(train_paths), len(wide_paths)
     started = time.perf_counter()
     if rung == "sfm":
-        solution = solve_sfm(paths, zoom_ins=zoom_ins)
+        solution = solve_sfm(list(train_paths) + list(wide_paths), zoom_ins=zoom_ins)
     elif rung == "rotation":
-        solution = solve_rotation(paths, principal_point)
+        solution = solve_rotation(list(train_paths) + list(wide_paths), principal_point)
     else:
         assert_never(rung)
-    nothing.seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    views = PlacedViews.unplaced(wides + len(zoom_ins))
     if solution.c2w is None:
-        nothing.reason = f"{rung} failed: {solution.failure}"
-        return nothing
+        return Located(views, f"{rung} failed: {solution.failure}", seconds)
     solved = np.isfinite(solution.c2w[:count]).all(axis=(1, 2))
     if not solved.all():
-        nothing.reason = f"{rung} solved {int(solved.sum())} of {count} training wide views"
-        return nothing
+        return Located(views, f"{rung} solved {int(solved.sum())} of {count} training wide views", seconds)
     alignment = sim3_alignment(solution.c2w[:count], train_c2w)
     disagreement = _max_angle_deg(apply_similarity(alignment, solution.c2w[:count]), train_c2w)
     if disagreement > MAX_DISAGREEMENT_DEG:
-        nothing.reason = f"{rung}'s training views turn up to {disagreement:.2f}° from the run's cameras"
-        return nothing
-    wides = len(wide_paths)
-    located = nothing
-    located.c2w[:wides] = apply_similarity(alignment, solution.c2w[count:])
-    located.zoom[:wides] = np.where(np.isfinite(located.c2w[:wides]).all(axis=(1, 2)), 1.0, np.nan)
-    located.source[:wides] = np.where(np.isfinite(located.zoom[:wides]), np.arange(count, count + wides), -1)
+        reason = f"{rung}'s training views turn up to {disagreement:.2f}° from the run's cameras"
+        return Located(views, reason, seconds)
+    views.c2w[:wides] = apply_similarity(alignment, solution.c2w[count:])
+    placed_wide = views.found[:wides]
+    views.zoom[:wides] = np.where(placed_wide, 1.0, np.nan)
+    views.source[:wides] = np.where(placed_wide, np.arange(count, count + wides), -1)
     if solution.zoom_ins is not None:
         poses = solution.zoom_ins
-        located.c2w[wides:] = apply_similarity(alignment, poses.c2w)
-        located.zoom[wides:], located.source[wides:], located.inliers[wides:] = poses.zoom, poses.source, poses.inliers
-    found = located.found
+        views.c2w[wides:] = apply_similarity(alignment, poses.c2w)
+        views.zoom[wides:], views.source[wides:], views.inliers[wides:] = poses.zoom, poses.source, poses.inliers
+    found = views.found
     placed = [f"{int(found[:wides].sum())} of {wides} wide views"] * bool(wides)
     placed += [f"{int(found[wides:].sum())} of {len(zoom_ins)} zoom-ins"] * bool(zoom_ins)
-    located.reason = (
+    reason = (
         f"{rung}: placed {' and '.join(placed) or 'nothing'}; training views within {disagreement:.3f}° of the "
-        f"run's cameras, {located.seconds:.1f} s"
+        f"run's cameras, {seconds:.1f} s"
     )
-    return located
+    return Located(views, reason, seconds)
 
 
 def _max_angle_deg(a: Float[np.ndarray, "K 3 4"], b: Float[np.ndarray, "K 3 4"]) -> float:

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .solution import WideSolution, ZoomInPoses, cv_pose_to_gl
+from .solution import PlacedViews, WideSolution, cv_pose_to_gl
 
 MAX_ZOOM_IN_RMS_PX = 2.0
 """A zoom-in whose 2D–3D matches fit worse than this (RMS, pixels) after refitting is not registered."""
@@ -153,11 +153,8 @@ def _register_zoom_ins(pycolmap, work: Path, built, names: List[str], dials: Lis
     return joint[1] if joint is not None else model
 
 
-def _zoom_in_poses(reconstruction, wide_names: List[str], names: List[str], dials: List[float]) -> ZoomInPoses:
-    count = len(names)
-    poses = ZoomInPoses(
-        np.full((count, 3, 4), np.nan), np.full(count, np.nan), np.full(count, -1), np.zeros(count, int)
-    )
+def _zoom_in_poses(reconstruction, wide_names: List[str], names: List[str], dials: List[float]) -> PlacedViews:
+    poses = PlacedViews.unplaced(len(names))
     wide_centres = {}
     for image in reconstruction.images.values():
         if image.has_pose and image.name in wide_names:

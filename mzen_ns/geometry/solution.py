@@ -29,21 +29,26 @@ CV_TO_GL = np.diag([1.0, -1.0, -1.0])
 
 
 @dataclass
-class ZoomInPoses:
-    """Zoom-ins registered against a structure-from-motion model of the wide views."""
+class PlacedViews:
+    """Views placed against a model of the wide views: pose, zoom, nearest wide view, support."""
 
     c2w: Float[np.ndarray, "Z 3 4"]
-    """Camera-to-world per zoom-in (nerfstudio axes, the solution's frame); NaN rows: not registered."""
+    """Camera-to-world per view (nerfstudio axes); NaN rows: not placed."""
     zoom: Float[np.ndarray, " Z"]
-    """Focal over the wide views' shared focal; NaN where not registered."""
+    """Focal over the wide views' shared focal (1 for a wide view); NaN where not placed."""
     source: Int[np.ndarray, " Z"]
-    """The wide view (index into the solver's images) whose optical centre is nearest; −1 where not registered."""
+    """The wide view whose optical centre is nearest (an index into the solver's wide images); −1 where not placed."""
     inliers: Int[np.ndarray, " Z"]
-    """2D–3D correspondences the pose rests on (0 where not registered)."""
+    """2D–3D correspondences a zoom-in's pose rests on (0 for wide views and views not placed)."""
+
+    @classmethod
+    def unplaced(cls, count: int) -> "PlacedViews":
+        """``count`` views, none placed."""
+        return cls(np.full((count, 3, 4), np.nan), np.full(count, np.nan), np.full(count, -1), np.zeros(count, int))
 
     @property
     def found(self) -> Bool[np.ndarray, " Z"]:
-        """Which zoom-ins were registered."""
+        """Which views were placed."""
         return np.isfinite(self.c2w).all(axis=(1, 2))
 
 
@@ -65,7 +70,7 @@ class WideSolution:
     """Why the solver produced nothing (an exception's message), else ``None``."""
     seconds: float = 0.0
     """Wall time of the solver."""
-    zoom_ins: Optional[ZoomInPoses] = None
+    zoom_ins: Optional[PlacedViews] = None
     """Zoom-ins registered against the model, when the solver was given any (structure from motion only)."""
 
 
