@@ -38,16 +38,19 @@ TOKENS: Dict[str, Dict] = {
     "ndc": dict(parameterisation="ndc", ndc_near=0.5, near_plane=0.5),
     "contract2": dict(parameterisation="contraction", contraction_radius=2.0),
     "decoder128": dict(hidden_dim=128, hidden_dim_color=128),
+    "footprint": dict(footprint="downweight"),
     "gt-start": dict(),
 }
 """Variant names join these with ``+`` (e.g. ``ste+curriculum+ndc``); unnamed choices are the plain
-grid without curriculum, nerfacto's contraction and decoder. ``gt-start`` is a diagnostic: the cameras
+grid without curriculum, nerfacto's contraction and decoder, point samples (``footprint``: hash
+levels weighed by each sample's pixel footprint). ``gt-start`` is a diagnostic: the cameras
 start at the ground truth (poses, focal, zooms) instead of the identity and are learned as usual, so
 what they drift to shows what the objective itself prefers."""
 
 BASE = dict(
     hash_ste_lambda=0.0,
     hash_curriculum=LevelCurriculumConfig(enabled=False),
+    footprint="point",
     parameterisation="contraction",
     contraction_radius=1.0,
 )

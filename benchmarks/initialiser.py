@@ -5,7 +5,11 @@ Scenes: the default scene at 512×384 and 128×96, and a stage-drift variant (ti
 look, 256×192), each over several seeds, plus any extra scene-maker arguments. Columns: rung
 chosen by ``auto``, wide pairwise rotation error, rotation error after a Sim(3) alignment, focal
 error and the solver's seconds, for ``auto`` and each rung forced (``—`` where a rung refused,
-with its reason below the table).
+with its reason below the table). A second table: the training zoom-ins placed by geometry after
+an ``sfm`` start (registered against the wide model, as a run places them), per level — how many,
+their rotation relative to the wide view they were taken from (mean and worst), how many got that
+view as their source, and the zoom error; after a ``rotation`` start zoom-ins are left to the
+window search (``—``).
 
     python benchmarks/initialiser.py --seeds 0 1 2
     python benchmarks/initialiser.py --seeds 0 --cost 100 --cost-size 1024 768   # time for 100 wides
@@ -23,7 +27,12 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from mzen_ns.evaluation.alignment import camera_errors, pairwise_rotation_error, sim3_alignment
+from mzen_ns.evaluation.alignment import (
+    camera_errors,
+    pairwise_rotation_error,
+    relative_rotation_error,
+    sim3_alignment,
+)
 from mzen_ns.geometry.ladder import choose, judge
 from mzen_ns.geometry.rotation import solve_rotation
 from mzen_ns.geometry.sfm import solve_sfm
@@ -55,6 +64,52 @@ def wide_truth(scene: Path):
     return paths, true, float(manifest["gt_focal"]), int(manifest["w"])
 
 
+def zoom_in_truth(scene: Path):
+    """Training zoom-ins: (path, dial relative to the wide views), true c2w, true zoom, the wide view
+    each was taken from (an index into :func:`wide_truth`'s views, −1 when the scene does not say)."""
+    manifest = json.loads((scene / "transforms.json").read_text())
+    frames = [f for f in manifest["frames"] if f.get("split", "train") == "train"]
+    dial = min(frame["zoom"] for frame in frames)
+    wide_names = [f["file_path"] for f in frames if f["zoom"] == dial]
+    zoom_ins = [f for f in frames if f["zoom"] != dial]
+    queries = [(scene / f["file_path"], f["zoom"] / dial) for f in zoom_ins]
+    true = np.array([f["gt_transform_matrix"] for f in zoom_ins]).reshape(-1, 4, 4)[:, :3]
+    zoom = np.array([f["gt_zoom"] / dial for f in zoom_ins])
+    parent = [wide_names.index(f["gt_parent"]) if f.get("gt_parent") in wide_names else -1 for f in zoom_ins]
+    return queries, true, zoom, np.array(parent)
+
+
+def zoom_in_rows(scene: Path, start: str) -> List[Dict[str, object]]:
+    """Per level: the training zoom-ins placed by geometry after an ``sfm`` start, against the truth."""
+    if start != "sfm":
+        return []
+    paths, wide_true, _, _ = wide_truth(scene)
+    queries, true, true_zoom, parent = zoom_in_truth(scene)
+    solution = solve_sfm(paths, zoom_ins=queries)
+    if solution.c2w is None or solution.zoom_ins is None:
+        return []
+    poses, count = solution.zoom_ins, len(paths)
+    learned, truth = np.concatenate([solution.c2w, poses.c2w]), np.concatenate([wide_true, true])
+    rows = []
+    for level in sorted({dial for _, dial in queries}):
+        index = [k for k, (_, dial) in enumerate(queries) if dial == level]
+        placed = [k for k in index if poses.found[k] and parent[k] >= 0]
+        angles = [relative_rotation_error(learned, truth, [(int(parent[k]), count + k)]) for k in placed]
+        zoom = [100.0 * abs(poses.zoom[k] / true_zoom[k] - 1.0) for k in placed]
+        rows.append(
+            {
+                "level": level,
+                "placed": f"{int(poses.found[index].sum())}/{len(index)}",
+                "rotation": float(np.mean(angles)) if angles else float("nan"),
+                "worst": float(np.max(angles)) if angles else float("nan"),
+                "source": f"{sum(int(poses.source[k] == parent[k]) for k in placed)}/{len(placed)}",
+                "zoom": float(np.mean(zoom)) if zoom else float("nan"),
+                "seconds": solution.seconds,
+            }
+        )
+    return rows
+
+
 def errors(c2w: Optional[np.ndarray], focal: float, true: np.ndarray, true_focal: float) -> Dict[str, float]:
     if c2w is None or np.isnan(c2w).any():
         return {}
@@ -78,6 +133,7 @@ def row(scene: Path) -> Dict[str, object]:
         out[name] = errors(forced.c2w, forced.focal, true, true_focal)
         out[name + "_refused"] = judge(forced, width)
         out[name + "_seconds"] = forced.seconds
+    out["zoom_ins"] = zoom_in_rows(scene, decision.start)
     return out
 
 
@@ -99,6 +155,10 @@ def main() -> None:
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     notes = []
+    zoom_table = [
+        "| scene | seed | level | placed | rotation to source ° | worst ° | right source | zoom error % | s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as folder:
         for variant in args.variants:
             for seed in args.seeds:
@@ -113,6 +173,11 @@ def main() -> None:
                     flush=True,
                 )
                 notes.append(f"{variant} seed {seed}: {r['reason']}")
+                zoom_table += [
+                    f"| {variant} | {seed} | {z['level']:g}× | {z['placed']} | {z['rotation']:.3f} | {z['worst']:.3f} "
+                    f"| {z['source']} | {z['zoom']:.2f} | {z['seconds']:.1f} |"
+                    for z in r["zoom_ins"]
+                ] or [f"| {variant} | {seed} | — | — (window search after a {r['auto']} start) | | | | | |"]
         if args.cost:
             w, h = args.cost_size
             scene = make(
@@ -126,6 +191,7 @@ def main() -> None:
                 f"\ncost: {len(paths)} wide views at {w}×{h}: "
                 + "; ".join(f"{s.rung} {s.seconds:.1f} s" for s, _ in decision.verdicts)
             )
+    print("\nZoom-ins placed by geometry (training zoom-ins, after the start auto chose):\n" + "\n".join(zoom_table))
     print("\n" + "\n".join(notes))
 
 

@@ -12,6 +12,12 @@ gradient of ``δ(w) = (1 − cos πw) / 2``, weighted by ``λ``:
 tinycudann's fused hash grid exposes no hook on its interpolation weights, so the estimator needs
 the torch encoding (:func:`use_smooth_gradient_encodings` swaps every torch ``HashEncoding`` of a
 module in place, sharing its hash table).
+
+The same encoding can weigh each level's features by how well a sample's pixel footprint resolves
+that level (Zip-NeRF's down-weighting, :func:`footprint_weights`): a wide pixel covers what z² pixels
+of a z× zoom-in resolve, so levels finer than its footprint are turned down for it and left to the
+zoom-ins. The footprint of each sample is handed in by :class:`FootprintHook` around the field's
+forward pass.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from torch import Tensor, nn
 from typing_extensions import assert_never
 
 STEMode = Literal["paper", "smooth"]
+Footprint = Literal["point", "downweight"]
+"""How samples meet the hash grid: as points (nerfacto), or with each level weighed by the sample's
+pixel footprint (:func:`footprint_weights`)."""
 
 
 def smooth_step_weights(w: Float[Tensor, "*bs"], lam: float, mode: STEMode) -> Float[Tensor, "*bs"]:
@@ -40,8 +49,21 @@ def smooth_step_weights(w: Float[Tensor, "*bs"], lam: float, mode: STEMode) -> F
     assert_never(mode)
 
 
+def footprint_weights(sigma: Float[Tensor, "*bs"], resolutions: Float[Tensor, " L"]) -> Float[Tensor, "*bs L"]:
+    """Zip-NeRF's per-level feature weights ``erf(1 / √(8 σ² n_l²))`` for a footprint of standard
+    deviation ``sigma`` (in the grid's unit cube) and level resolutions ``n_l``: 1 where a level's
+    cells are much larger than the footprint, towards 0 where they are much smaller, and a function
+    of ``σ n_l`` alone (a footprint z times smaller sees a level z times finer alike)."""
+    scaled = sigma[..., None].abs() * resolutions.to(sigma)
+    return torch.erf(torch.rsqrt((8.0 * scaled**2).clamp_min(1e-30)))
+
+
 class SmoothGradientHashEncoding(HashEncoding):
-    """Torch hash encoding with the smooth-gradient straight-through estimator on its weights."""
+    """Torch hash encoding with the smooth-gradient straight-through estimator on its weights, and
+    per-level footprint weights while a footprint is set (:attr:`footprint`)."""
+
+    footprint: Optional[Tensor] = None
+    """Footprint standard deviation per input point (the grid's unit cube), or ``None``: point samples."""
 
     def __init__(self, *args, ste_lambda: float = 1.0, ste_mode: STEMode = "paper", **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -49,6 +71,7 @@ class SmoothGradientHashEncoding(HashEncoding):
             raise ValueError("the smooth-gradient estimator needs the torch hash encoding (implementation='torch')")
         self.ste_lambda = ste_lambda
         self.ste_mode = ste_mode
+        self.footprint = None
 
     @classmethod
     def from_encoding(cls, plain: HashEncoding, ste_lambda: float, ste_mode: STEMode) -> "SmoothGradientHashEncoding":
@@ -64,6 +87,7 @@ class SmoothGradientHashEncoding(HashEncoding):
             dict(plain._buffers),
         )
         new.ste_lambda, new.ste_mode = ste_lambda, ste_mode
+        new.footprint = None
         return new
 
     def pytorch_fwd(self, in_tensor: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs output_dim"]:
@@ -84,7 +108,19 @@ class SmoothGradientHashEncoding(HashEncoding):
         for axis in (0, 1, 2):  # x, then y, then z
             w = weights[..., axis].reshape(weights.shape[:-1] + (1,) * (3 - axis))
             features = features.select(-2, 1) * w + features.select(-2, 0) * (1 - w)
+        if self.footprint is not None:
+            features = features * self._level_weights(in_tensor)[..., None]
         return torch.flatten(features, start_dim=-2, end_dim=-1)
+
+    def _level_weights(self, in_tensor: Tensor) -> Tensor:
+        footprint = self.footprint
+        assert footprint is not None
+        if footprint.shape != in_tensor.shape[:-1]:
+            raise ValueError(
+                f"footprint of shape {tuple(footprint.shape)} for {tuple(in_tensor.shape[:-1])} points: "
+                "set it for the samples this encoding is called on"
+            )
+        return footprint_weights(footprint.to(in_tensor), self.scalings.to(in_tensor.device))
 
     @property
     def primes(self) -> Tensor:
@@ -173,3 +209,50 @@ class LevelCurriculum:
         """Run around every ``step()`` of ``optimizer`` (the group holding the tables)."""
         optimizer.register_step_pre_hook(lambda *_: self.before_step())
         optimizer.register_step_post_hook(lambda *_: self.after_step())
+
+
+# ------------------------------------------------------------------------------ footprint hook
+
+
+def sample_footprint(
+    positions: Float[Tensor, "*bs 3"],
+    distances: Float[Tensor, "*bs 1"],
+    pixel_area: Float[Tensor, "*bs 1"],
+    space: nn.Module,
+) -> Float[Tensor, "*bs"]:
+    """Standard deviation of each sample's pixel footprint in the hash grid's unit cube: the pixel's
+    width at the sample's distance along a unit-length ray (``√pixel_area · t``) over √12 (a uniform
+    box's standard deviation), times the spatial distortion's isotropic local scale
+    (``|det J|^(1/3)``, from finite differences), over 4 (nerfacto maps ``[-2, 2]³`` onto the cube)."""
+    world = (pixel_area.clamp_min(0.0).sqrt() * distances.abs())[..., 0] / math.sqrt(12.0)
+    with torch.no_grad():
+        step = 1e-4 * (1.0 + positions.abs().amax(dim=-1, keepdim=True))
+        mapped = space(positions)
+        columns = [(space(positions + step * axis) - mapped) / step for axis in torch.eye(3).to(positions)]
+        scale = torch.linalg.det(torch.stack(columns, dim=-1)).abs().clamp_min(1e-30) ** (1.0 / 3.0)
+    return world * scale / 4.0
+
+
+class FootprintHook:
+    """Wraps a nerfacto field's ``get_density`` so the field's hash encoding has the footprint of
+    every sample while it runs (nerfacto calls ``field.forward`` directly, past module hooks; every
+    path to the grid, ``forward`` and ``density_fn`` alike, goes through ``get_density``)."""
+
+    def __init__(self, field: nn.Module) -> None:
+        encodings = [m for m in field.mlp_base.modules() if isinstance(m, SmoothGradientHashEncoding)]
+        if len(encodings) != 1:
+            raise ValueError("footprint weighting needs the field's torch hash grid (implementation 'torch')")
+        self.encoding = encodings[0]
+        self.space = field.spatial_distortion
+        self.get_density = field.get_density
+        field.get_density = self
+
+    def __call__(self, ray_samples, *args, **kwargs):
+        frustums = ray_samples.frustums
+        distances = (frustums.starts + frustums.ends) / 2.0
+        footprint = sample_footprint(frustums.get_positions(), distances, frustums.pixel_area, self.space)
+        self.encoding.footprint = footprint.reshape(-1)
+        try:
+            return self.get_density(ray_samples, *args, **kwargs)
+        finally:
+            self.encoding.footprint = None

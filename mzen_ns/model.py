@@ -15,7 +15,13 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor, nn
 
 from mzen_ns.cameras import PIXELS_KEY, ZoomCameras, ZoomCamerasConfig
-from mzen_ns.encoding import LevelCurriculumConfig, STEMode, use_smooth_gradient_encodings
+from mzen_ns.encoding import (
+    Footprint,
+    FootprintHook,
+    LevelCurriculumConfig,
+    STEMode,
+    use_smooth_gradient_encodings,
+)
 from mzen_ns.evaluation.metrics import gss, lss
 from mzen_ns.patches import alexnet_weights_path, lpips_only_if_cached
 from mzen_ns.phases import Hold, Phase, PhaseScheduleConfig, steps
@@ -43,6 +49,8 @@ class MZENModelConfig(NerfactoModelConfig):
     """λ of the smooth-gradient estimator on the hash grids' interpolation weights (Heo et al.; 0: plain grids)."""
     hash_ste_mode: STEMode = "paper"
     """``paper``: Heo et al.'s Eq. 13, gradient 1 + λδ'(w); ``smooth``: gradient λδ'(w) only (continuous)."""
+    footprint: Footprint = "point"
+    """``downweight``: the field's hash levels weighed by how well each sample's pixel footprint resolves them."""
     hash_curriculum: LevelCurriculumConfig = field(default_factory=LevelCurriculumConfig)
     """Level-wise learning-rate curriculum of the hash tables in the pose-learning phases."""
     parameterisation: Parameterisation = "contraction"
@@ -80,12 +88,14 @@ class MZENModel(NerfactoModel):
             super().populate_modules()
         self.lpips_available = available
         self._use_scene_space()
-        if self.config.hash_ste_lambda:
+        if self.config.hash_ste_lambda or self.config.footprint != "point":
             if use_smooth_gradient_encodings(self, self.config.hash_ste_lambda, self.config.hash_ste_mode) == 0:
                 raise ValueError(
-                    "hash_ste_lambda > 0 needs the torch hash grid: set implementation 'torch' "
-                    "(or hash_ste_lambda 0 to use tinycudann)"
+                    "hash_ste_lambda > 0 and footprint 'downweight' need the torch hash grid: set implementation "
+                    "'torch' (or hash_ste_lambda 0 and footprint 'point' to use tinycudann)"
                 )
+        if self.config.footprint == "downweight":
+            self.footprint_hook = FootprintHook(self.field)
         if not available:
             CONSOLE.print(f"[yellow]LPIPS unavailable: AlexNet weights are not cached at {alexnet_weights_path()}")
         self.cameras = self._build_cameras()
