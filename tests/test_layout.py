@@ -67,6 +67,14 @@ def within(name: str, prefixes) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
+def test_every_package_folder_is_installed():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {module_name(path) for folder in PACKAGES.values() for path in folder.rglob("__init__.py")}
+    assert folders == listed  # a folder missing here is left out of a wheel or a non-editable install
+
+
 def test_the_parser_is_imported_by_its_installed_name():
     """The folder is ``dataparsers/``; an import by that name would only work from the repository root."""
     wrong = {
