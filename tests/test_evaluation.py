@@ -128,3 +128,19 @@ def test_a_located_views_wide_view_is_numbered_over_training_then_held_out_views
     source = torch.tensor([0, 2, 3, 4, -1])  # locate's numbering: training wides, then held-out wides
     root = evaluation_root(source, torch.tensor([0, 3, 7]), torch.tensor([1, 4]), n_train=10)
     assert root.tolist() == [0, 7, 11, 14, -1]
+
+
+def test_registration_learning_rate_decays_to_its_final_fraction():
+    from mzen_ns.evaluation.registration import registration_optimizer
+
+    config = RegistrationConfig(steps=50, lr=3e-3, final_lr_fraction=0.01)
+    optimizer, schedule = registration_optimizer([torch.zeros(3, requires_grad=True)], config)
+    rates = []
+    for _ in range(config.steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(3e-3) and rates[-1] == pytest.approx(3e-5, rel=1e-6)
+    assert all(later < earlier for earlier, later in zip(rates, rates[1:]))
+    with pytest.raises(ValueError, match="final_lr_fraction"):
+        registration_optimizer([torch.zeros(3, requires_grad=True)], RegistrationConfig(final_lr_fraction=0.0))
