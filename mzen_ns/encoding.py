@@ -251,7 +251,7 @@ class FootprintHook:
         frustums = ray_samples.frustums
         distances = (frustums.starts + frustums.ends) / 2.0
         footprint = sample_footprint(frustums.get_positions(), distances, frustums.pixel_area, self.space)
-        self.encoding.footprint = footprint.reshape(-1)
+        self.encoding.footprint = footprint.detach().reshape(-1)  # a property of the sample, not a path to the cameras
         try:
             return self.get_density(ray_samples, *args, **kwargs)
         finally:
