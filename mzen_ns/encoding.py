@@ -16,8 +16,8 @@ module in place, sharing its hash table).
 The same encoding can weigh each level's features by how well a sample's pixel footprint resolves
 that level (Zip-NeRF's down-weighting, :func:`footprint_weights`): a wide pixel covers what z² pixels
 of a z× zoom-in resolve, so levels finer than its footprint are turned down for it and left to the
-zoom-ins. The footprint of each sample is handed in by :class:`FootprintHook` around the field's
-forward pass.
+zoom-ins. The footprint of each sample is handed in by :class:`FootprintHook`, which wraps the
+field's density pass.
 """
 
 from __future__ import annotations
