@@ -53,8 +53,8 @@ class FFMZNDataParserConfig(DataParserConfig):
     """Start cameras at the manifest's ``transform_matrix`` instead of identity (every frame needs one)."""
     pose_prior_normalisation: Literal["centre-and-scale", "none"] = "centre-and-scale"
     """With pose priors: centre the cameras and scale the farthest to 1 from the centre, or keep them as given."""
-    train_levels: Literal["all", "widest"] = "all"
-    """Training frames to load: every level, or only the widest (held-out frames of every level stay)."""
+    train_levels: Literal["all", "widest", "zoom-ins"] = "all"
+    """Training frames to load: every level, the widest only, or all but the widest (held-out frames all stay)."""
     alpha: AlphaHandling = "white"
     """Frames with an alpha channel: composite over white or black, or drop the channel."""
     crop_bottom_rows: int = 0
@@ -99,6 +99,9 @@ class FFMZNDataParser(DataParser):
         if self.config.train_levels == "widest":
             levels = zoom_levels([frame.dial for frame in scene.frames])
             return [i for i in indices if level_index(scene.frames[i].dial, levels) == 0]
+        if self.config.train_levels == "zoom-ins":
+            levels = zoom_levels([frame.dial for frame in scene.frames])
+            return [i for i in indices if level_index(scene.frames[i].dial, levels) > 0]
         assert_never(self.config.train_levels)
 
     def _load_scene(self) -> Tuple[SceneRecord, List[FrameImage], List[str]]:

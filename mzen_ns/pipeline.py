@@ -326,9 +326,10 @@ class MZENPipeline(VanillaPipeline):
     def get_average_eval_image_metrics(
         self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
     ) -> Dict[str, float]:
-        """``ns-eval``: register the held-out views (field frozen), then per-zoom metrics and camera
-        errors against ground truth (:mod:`mzen_ns.evaluation.evaluate`)."""
-        return evaluate(self, self.config.registration, self.config.priming)
+        """``ns-eval``: register the held-out views (field frozen), then per-zoom metrics (with their
+        spread over views) and camera errors against ground truth (:mod:`mzen_ns.evaluation.evaluate`);
+        ground truth | render PNGs into ``output_path`` (``--render-output-path``) when given."""
+        return evaluate(self, self.config.registration, self.config.priming, render_folder=output_path)
 
     # ------------------------------------------------------------------ progress
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from mzen_ns.scripts.bench import BenchConfig, run_bench
 from tests.helpers import tiny_scene
 
@@ -27,6 +29,9 @@ def test_bench_reports_every_run_and_does_not_redo_finished_ones(tmp_path):
         for level in ("1x", "4x"):
             assert f"| tiny | {configuration} | {level} |" in report
     assert (config.output / "psnr_per_zoom.png").stat().st_size > 0 and (config.output / "pose_error.png").is_file()
+    for level in ("1x", "4x"):  # a picture per level from the runs' held-out renders, linked in the report
+        assert (config.output / f"detail_{level}.png").stat().st_size > 0 and f"(detail_{level}.png)" in report
+    assert any((config.output / "runs" / "tiny" / "mzen-oracle" / "bench" / "renders").glob("4x_*.png"))
     oracle = next(r for r in records if r.configuration == "oracle")
     assert oracle.results["rot_err_deg"] < 0.1 and oracle.summary["steps"] == 6  # fixed true cameras
     assert next(r for r in records if r.configuration == "phase-a").summary["steps"] == 3  # 3/5 of the budget
@@ -74,3 +79,51 @@ def test_the_sfm_anchor_scores_colmaps_wide_cameras_against_the_truth(tmp_path):
     assert summary["initialiser"]["start"] == "sfm" and summary["train_seconds"] > 0
     assert results["wide_pair_rot_err_deg"] < 0.5 and results["focal_err_rel"] < 0.03
     assert results["rot_err_deg"] < 0.5 and "zoom_err_rel" not in results  # zoom-ins stay unregistered
+
+
+def _record(scene, configuration, **results):
+    from mzen_ns.scripts.bench import RunRecord
+
+    return RunRecord(scene, configuration, dict(results), {}, 0.0, [4.0])
+
+
+def test_level_spread_pools_every_scenes_held_out_views():
+    import math
+
+    import numpy as np
+
+    from mzen_ns.scripts.bench import level_spread
+
+    views = {"a": [20.0, 22.0, 27.0], "b": [30.0, 31.0]}  # per-view PSNR at 4x on two scenes
+    records = [
+        _record(
+            scene,
+            "mzen",
+            psnr_4x=float(np.mean(v)),
+            psnr_4x_std=float(np.std(v, ddof=1)),
+            psnr_4x_worst=min(v),
+            views_4x=float(len(v)),
+        )
+        for scene, v in views.items()
+    ]
+    pooled = np.array(views["a"] + views["b"])
+    mean, se, worst, count = level_spread(records, "psnr", 4.0)
+    assert mean == pytest.approx(pooled.mean()) and se == pytest.approx(pooled.std(ddof=1) / math.sqrt(5))
+    assert worst == 20.0 and count == 5
+    assert level_spread(records, "psnr", 16.0) is None
+
+
+def test_footprint_runs_are_named_ordered_and_compared_with_the_point_sampled_run_per_scene():
+    from mzen_ns.scripts.bench import _configurations, _footprint_section, run_label
+
+    assert run_label("oracle", "point") == "oracle" and run_label("oracle", "downweight") == "oracle+downweight"
+    records = [
+        _record("a", "oracle+downweight", psnr_4x=21.0),
+        _record("a", "oracle", psnr_4x=20.0),
+        _record("b", "oracle+downweight", psnr_4x=22.0),
+        _record("b", "oracle", psnr_4x=19.0),
+        _record("a", "mzen", psnr_4x=18.0),
+    ]
+    assert _configurations(records) == ["mzen", "oracle", "oracle+downweight"]
+    [row] = [line for line in _footprint_section(records) if line.startswith("| oracle+downweight")]
+    assert row == "| oracle+downweight | 4x | 2 | 2.00 ± 1.00 | 1.00 |"  # deltas 1 and 3 dB

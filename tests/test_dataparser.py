@@ -259,6 +259,16 @@ def test_crop_larger_than_the_image_names_the_file(tmp_path):
 # ----------------------------------------------------------------------------- splits
 
 
+@pytest.mark.parametrize(
+    "levels, kept", [("all", [1.0, 1.0, 1.0, 4.0, 16.0]), ("widest", [1.0] * 3), ("zoom-ins", [4.0, 16.0])]
+)
+def test_training_levels_select_frames_and_keep_every_held_out_frame(make_manifest_scene, levels, kept):
+    splits = [{"split": "train"}] * 5 + [{"split": "test"}]
+    root = make_manifest_scene(zooms=[1, 1, 1, 4, 16, 4], frames=splits)
+    assert sorted(parse(root, "train", train_levels=levels).metadata["mzen_dial"].tolist()) == kept
+    assert parse(root, "test", train_levels=levels).metadata["mzen_dial"].tolist() == [4.0]
+
+
 def test_deterministic_split_per_level_keeps_two_wide_in_train(make_manifest_scene):
     root = make_manifest_scene(zooms=[1] * 9 + [4] * 4 + [16] * 2)
     train, test = parse(root, "train"), parse(root, "test")

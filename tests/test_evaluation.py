@@ -103,9 +103,25 @@ def test_sim3_alignment_is_well_conditioned_for_a_forward_facing_rig():
     assert rotation_error < 1e-6
 
 
-def test_aggregate_is_mean_of_level_means():
-    results = aggregate([{"psnr": 10.0}, {"psnr": 20.0}, {"psnr": 40.0}], [1.0, 1.0, 16.0])
-    assert results == {"psnr_1x": 15.0, "psnr_16x": 40.0, "psnr": 27.5}
+def test_aggregate_is_mean_of_level_means_with_spread_worst_view_and_count():
+    per_image = [{"psnr": 10.0, "lpips": 0.2}, {"psnr": 20.0, "lpips": 0.4}, {"psnr": 40.0, "lpips": 0.1}]
+    results = aggregate(per_image, [1.0, 1.0, 16.0])
+    assert results["psnr"] == 27.5 and results["psnr_1x"] == 15.0 and results["psnr_16x"] == 40.0
+    assert results["psnr_1x_std"] == pytest.approx(np.std([10.0, 20.0], ddof=1)) and results["psnr_16x_std"] == 0.0
+    assert results["psnr_1x_worst"] == 10.0 and results["lpips_1x_worst"] == 0.4  # LPIPS: larger is worse
+    assert results["views_1x"] == 2 and results["views_16x"] == 1
+
+
+def test_held_out_renders_are_saved_as_ground_truth_beside_render_named_by_level(tmp_path):
+    from PIL import Image
+
+    from mzen_ns.evaluation.evaluate import save_renders
+
+    reference, rendered = torch.zeros(4, 6, 3), torch.ones(4, 6, 3)
+    [path] = save_renders(tmp_path / "renders", ["images/16x/test_001.png"], [16.0], [reference], [rendered])
+    assert path.name == "16x_test_001.png"
+    pair = np.asarray(Image.open(path))
+    assert pair.shape == (4, 12, 3) and pair[:, :6].max() == 0 and pair[:, 6:].min() == 255
 
 
 def test_pairwise_rotation_error_is_gauge_free():

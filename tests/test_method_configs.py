@@ -103,3 +103,20 @@ def test_oracle_without_ground_truth_names_the_frame(scene, tmp_path):
     (copy / "transforms.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=manifest["frames"][1]["file_path"]):
         trained("oracle", copy, tmp_path / "runs")
+
+
+def test_oracle_on_zoom_ins_trains_on_them_alone_and_scores_held_out_views_from_their_true_cameras(scene, tmp_path):
+    from mzen_ns.evaluation.evaluate import evaluate
+    from mzen_ns.evaluation.registration import RegistrationConfig
+
+    trainer = trained("oracle-zoom-ins", scene, tmp_path)
+    pipeline = trainer.pipeline
+    cameras = pipeline.mzen_model.cameras
+    assert len(pipeline.datamanager.train_dataset) == 2 and not bool(cameras.is_wide.any())
+    assert sorted(pipeline.datamanager.train_dataset.metadata["mzen_dial"].tolist()) == [4.0, 4.0]
+    truth = pipeline.datamanager.train_dataset.metadata["mzen_ground_truth"]
+    assert torch.allclose(cameras.c2w().detach(), truth["c2w"][:, :3, :], atol=1e-5)
+    # no wide view to prime from: held-out views (here every frame, none held out) start at the truth
+    results = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
+    assert results["views_1x"] == 3 and results["views_4x"] == 2
+    assert results["test_rot_err_deg"] < 0.01 and results["test_zoom_err_rel"] < 1e-4  # float noise of the Sim(3)

@@ -319,3 +319,35 @@ def test_command_line_rejects_bad_options(tmp_path, option):
     assert result.returncode != 0
     assert ("--zooms" in result.stderr) or ("--n-wide" in result.stderr)
     assert "Traceback" not in result.stderr
+
+
+def _axis_hit(c2w: np.ndarray) -> np.ndarray:
+    """Where the camera's optical axis meets the surface's plane (depth 1)."""
+    centre, forward = c2w[:3, 3], -c2w[:3, 2]
+    return (centre + forward * (-1.0 - centre[2]) / forward[2])[:2]
+
+
+def test_held_out_zoom_ins_look_at_a_spot_a_training_zoom_in_saw_from_another_place(tmp_path):
+    options = {**SMALL, "zooms": (1.0, 4.0, 16.0), "n_zoom": 2, "n_test": 2, "width": 32, "height": 24}
+    frames = {}
+    for target in ("trained", "own"):
+        config = SceneMakerConfig(output=tmp_path / target, seed=5, test_zoom_target=target, **options)
+        make_scene(config)
+        frames[target] = json.loads((config.output / "transforms.json").read_text())["frames"]
+    tan_half = math.tan(math.radians(config.fov_deg) / 2)
+    train = [f for f in frames["trained"] if f["split"] == "train"]
+    assert train == [f for f in frames["own"] if f["split"] == "train"]  # training frames do not change
+    for target, limit in (("trained", 0.25 * math.sqrt(2) + 0.05), ("own", None)):
+        nearest = []
+        for held in (f for f in frames[target] if f["split"] == "test" and f["zoom"] > 1.0):
+            spots = [_axis_hit(np.array(f["gt_transform_matrix"])) for f in train if f["zoom"] == held["zoom"]]
+            hit = _axis_hit(np.array(held["gt_transform_matrix"]))
+            half_field = tan_half / held["gt_zoom"]
+            nearest.append(min(np.linalg.norm(hit - spot) for spot in spots) / half_field)
+            centres = [np.array(f["gt_transform_matrix"])[:3, 3] for f in train if f["zoom"] == held["zoom"]]
+            if target == "trained":
+                assert min(np.linalg.norm(np.array(held["gt_transform_matrix"])[:3, 3] - c) for c in centres) > 0.01
+        if limit is not None:
+            assert max(nearest) < limit  # within a quarter of the field (per axis) of a training zoom-in's spot
+        else:
+            assert max(nearest) > 1.0  # aimed on their own: at least one misses every training zoom-in

@@ -3,7 +3,9 @@ zoom level, and compare cameras with ground truth after a Sim(3) alignment (``do
 
 Keys (``ns-eval``'s ``results``): ``psnr``, ``ssim``, ``gss``, ``lss`` (+ ``lpips`` with cached
 weights) as the mean over zoom levels of the per-level means; per level ``psnr_<z>x`` etc. with
-``<z>`` the normalised dial formatted with ``%g``; with ground truth ``rot_err_deg``, ``trans_err``
+``<z>`` the normalised dial formatted with ``%g``, with ``psnr_<z>x_std`` (standard deviation over
+that level's held-out views), ``psnr_<z>x_worst`` (its worst view) and ``views_<z>x`` (their
+count); with ground truth ``rot_err_deg``, ``trans_err``
 (ground-truth scene units, after :func:`~mzen_ns.evaluation.alignment.sim3_alignment` of the
 training cameras the run trained on), ``zoom_err_rel``, ``focal_err_rel`` for the training cameras
 and the same with a ``test_`` prefix for the registered held-out cameras; also
@@ -15,7 +17,8 @@ it was primed from; ``rot_err_deg_<z>x`` (and ``test_rot_err_deg_<z>x``) per zoo
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,22 +38,32 @@ from mzen_ns.evaluation.registration import (
 )
 from mzen_ns.priming.plan import PrimingConfig
 
+LOWER_IS_BETTER = frozenset({"lpips"})
+"""Image metrics whose worst view is the largest value (every other metric's is the smallest)."""
+
 
 def aggregate(per_image: List[Dict[str, float]], dials: List[float]) -> Dict[str, float]:
-    """Per-level means, and their mean over levels for the plain keys."""
+    """Per level: the mean over its held-out views (``psnr_<z>x``), their standard deviation
+    (``psnr_<z>x_std``, sample, 0 for one view), the worst view (``psnr_<z>x_worst``) and the view
+    count (``views_<z>x``); the plain keys are the mean of the level means."""
     by_level: Dict[float, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
     for values, dial in zip(per_image, dials):
         for name, value in values.items():
             by_level[dial][name].append(value)
     results: Dict[str, float] = {}
+    for dial in sorted(by_level):
+        results[level_key("views", dial)] = float(sum(1 for d in dials if d == dial))
     names = sorted({name for values in per_image for name in values})
     for name in names:
         level_means = []
         for dial in sorted(by_level):
-            if by_level[dial][name]:
-                mean = float(np.mean(by_level[dial][name]))
-                results[level_key(name, dial)] = mean
-                level_means.append(mean)
+            values = by_level[dial][name]
+            if values:
+                key = level_key(name, dial)
+                results[key] = float(np.mean(values))
+                results[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                results[f"{key}_worst"] = float(max(values) if name in LOWER_IS_BETTER else min(values))
+                level_means.append(results[key])
         results[name] = float(np.mean(level_means))
     return results
 
@@ -72,11 +85,37 @@ def render_view(model: Any, cameras: Any, index: int, magnification: float = 1.0
         model.train(was_training)
 
 
+def save_renders(
+    folder: Path,
+    names: Sequence[str],
+    dials: Sequence[float],
+    references: Sequence[Float[Tensor, "H W 3"]],
+    renders: Sequence[Float[Tensor, "H W 3"]],
+) -> List[Path]:
+    """One PNG per held-out view in ``folder``, ground truth left and render right, named
+    ``<z>x_<stem>.png`` by the view's level and file name (``ns-eval --render-output-path``)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, dial, reference, rendered in zip(names, dials, references, renders):
+        pair = torch.cat([reference.cpu(), rendered.cpu()], dim=1).clamp(0.0, 1.0)
+        path = folder / f"{dial:g}x_{Path(name).stem}.png"
+        Image.fromarray((pair.numpy() * 255.0 + 0.5).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
 def evaluate(
-    pipeline, registration: RegistrationConfig, priming: PrimingConfig, renders: Optional[List[Tensor]] = None
+    pipeline,
+    registration: RegistrationConfig,
+    priming: PrimingConfig,
+    renders: Optional[List[Tensor]] = None,
+    render_folder: Optional[Path] = None,
 ) -> Dict[str, float]:
     """Register, render and score the held-out views; camera errors against ground truth.
-    ``renders``, if given, receives each held-out view's render (for checks and pictures)."""
+    ``renders``, if given, receives each held-out view's render (for checks and pictures);
+    ``render_folder``, if given, receives them as ground truth | render PNGs (:func:`save_renders`)."""
     model = pipeline.mzen_model
     train, test = pipeline.datamanager.train_dataset, pipeline.datamanager.eval_dataset
     train_images, test_images = stack_images(train), stack_images(test)
@@ -85,13 +124,17 @@ def evaluate(
     cameras, _ = prime_views(model, train_images, test_images, test_dials, priming, located)
     register(model, cameras, test_images, registration, held_views(located, registration))
     lpips = model.lpips if getattr(model, "lpips_available", False) else None
-    per_image = []
+    per_image, rendered_views = [], []
     for i in range(len(test)):
         rendered = render_view(model, cameras, i)
-        if renders is not None:
-            renders.append(rendered.cpu())
+        rendered_views.append(rendered.cpu())
         per_image.append(image_metrics(test_images[i].to(rendered.device), rendered, lpips=lpips))
     results = aggregate(per_image, test_dials.tolist())
+    if renders is not None:
+        renders.extend(rendered_views)
+    if render_folder is not None:
+        names = [str(name) for name in test.metadata["mzen_file_paths"]]
+        save_renders(render_folder, names, test_dials.tolist(), list(test_images), rendered_views)
 
     trained = model.cameras
     solved = trained.solved.cpu().numpy()  # cameras the run never trained on are not scored

@@ -86,6 +86,8 @@ def prime_views(
         index = torch.nonzero(found).squeeze(-1)
         test_roots[index] = located.root[index].cpu()
         cameras.prime_from(index.to(device), located.c2w[index].float(), located.zoom[index].float(), test_roots[index])
+    if bool(found.all()):
+        return cameras, cameras.matched_wide.cpu().clone()  # every view placed: nothing to prime
     train_views = Views(
         train_images,
         trained.dials.cpu(),
@@ -115,9 +117,12 @@ def prime_views(
 
 def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> Optional[Placed]:
     """Held-out views of ``dataset`` placed by the solver the run's wide cameras started from
-    (:func:`~mzen_ns.geometry.locate.locate`: wide views, and zoom-ins after an ``sfm`` start), or
-    ``None`` when the run did not start from geometry or ``config.geometry`` is off."""
+    (:func:`~mzen_ns.geometry.locate.locate`: wide views, and zoom-ins after an ``sfm`` start), at
+    their ground truth for an oracle run (:func:`true_placement`), or ``None`` when the run did not
+    start from geometry or ``config.geometry`` is off."""
     cameras = pipeline.mzen_model.cameras
+    if cameras.config.ground_truth:
+        return true_placement(dataset)
     start = cameras.start["start"] if cameras.start is not None else None
     dials = dataset.metadata["mzen_dial"].float()
     wide, zoom_ins = torch.nonzero(dials == 1.0).squeeze(-1), torch.nonzero(dials != 1.0).squeeze(-1)
@@ -143,6 +148,18 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
     placed.zoom[order] = torch.from_numpy(views.zoom).float()
     placed.root[order] = evaluation_root(torch.from_numpy(views.source).long(), wide_index, wide, cameras.dials.numel())
     return placed
+
+
+def true_placement(dataset: Any) -> Placed:
+    """Held-out views of an oracle run at their ground-truth cameras (the frame its training cameras
+    are in): the ceiling needs no registration start of its own, and an oracle on the zoom-ins alone
+    has no wide view to prime from. Views without ground truth stay unplaced."""
+    truth = dataset.metadata["mzen_ground_truth"]
+    c2w, zoom = truth["c2w"][:, :3, :].float(), truth["zoom"].float()
+    count = zoom.numel()
+    found = torch.isfinite(c2w).all(dim=(1, 2)) & torch.isfinite(zoom)
+    nan = torch.tensor(math.nan)
+    return Placed(torch.where(found[:, None, None], c2w, nan), torch.where(found, zoom, nan), torch.full((count,), -1))
 
 
 def evaluation_root(

@@ -3,10 +3,13 @@ then write a markdown report and PNG plots (``docs/tools.md``).
 
 Each (scene, configuration) run is an ``ns-train`` process on a config this script writes (the
 registered method's config on the chosen preset), followed by ``ns-eval``. Everything lands in
-``OUTPUT/runs/<scene>/mzen-<configuration>/bench/``; a run whose ``eval.json`` exists is not
-redone, a run with a checkpoint but no summary resumes from it, so an interrupted benchmark
+``OUTPUT/runs/<scene>/mzen-<configuration>/bench/`` (``bench-<footprint>/`` for a footprint other
+than ``point``), the held-out views' ground truth | render PNGs in ``renders/``; a run whose
+``eval.json`` exists is not redone, a run with a checkpoint but no summary resumes from it, so an interrupted benchmark
 continues where it stopped. ``OUTPUT/report.md``, ``OUTPUT/results.json`` and the plots are
-rewritten from all finished runs at the end of every invocation.
+rewritten from all finished runs at the end of every invocation: per zoom level the mean over
+every scene's held-out views with its standard error and worst view, the footprint's effect per
+scene, camera errors and cost, and a picture per level (``detail_<z>x.png``) of one held-out view.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import tyro
 import yaml
 from rich.console import Console
 
+from mzen_ns.encoding import Footprint
+from mzen_ns.evaluation.evaluate import LOWER_IS_BETTER
 from mzen_ns.evaluation.keys import level_dials, level_key
-from mzen_ns.method_configs import CONFIGURATIONS, Configuration, Preset, configuration_config
+from mzen_ns.method_configs import CONFIGURATIONS, ORACLES, Configuration, Preset, configuration_config
 from mzen_ns.synthetic.scene_maker import SceneMakerConfig, Variant, make_scene
 
 CONSOLE = Console()
@@ -61,7 +66,9 @@ class BenchConfig:
     test_views: int = 1
     """Held-out frames per zoom level in the generated scenes (the scene maker's ``n_test``)."""
     configurations: Tuple[Configuration, ...] = CONFIGURATIONS
-    """Configurations to run (the oracle is skipped on scenes without ground truth)."""
+    """Configurations to run (the oracles are skipped on scenes without ground truth)."""
+    footprints: Tuple[Footprint, ...] = ("point",)
+    """Field footprints to run every configuration with (a run not ``point`` is named ``<config>+<footprint>``)."""
     preset: Preset = "auto"
     """Preset of every run: ``cpu``, ``full`` (CUDA), ``auto`` (this machine's) or ``smoke`` (set-up check only)."""
     steps: Optional[int] = None
@@ -81,7 +88,7 @@ class RunRecord:
     scene: str
     """Scene name (its folder's name)."""
     configuration: str
-    """Configuration of the comparison."""
+    """Configuration of the comparison, ``+<footprint>`` appended when not point-sampled."""
     results: Dict[str, float]
     """``ns-eval``'s results."""
     summary: Dict[str, Any]
@@ -90,6 +97,8 @@ class RunRecord:
     """Wall time of ``ns-eval``."""
     dials: List[float] = field(default_factory=list)
     """Zoom levels present in the results."""
+    run_dir: Optional[Path] = None
+    """The run's folder (its ``renders/`` hold the held-out pictures)."""
 
 
 # ---------------------------------------------------------------------------------------- runs
@@ -121,17 +130,32 @@ def has_ground_truth(scene: Path) -> bool:
     return bool(frames) and all("gt_transform_matrix" in f and "gt_zoom" in f for f in frames)
 
 
-def run_config(config: BenchConfig, configuration: Configuration, scene: Path, scene_name: str):
+def run_label(configuration: Configuration, footprint: Footprint) -> str:
+    """A run's name in the report: the configuration, ``+<footprint>`` unless point-sampled."""
+    return configuration if footprint == "point" else f"{configuration}+{footprint}"
+
+
+def label_order(label: str) -> Tuple[int, str]:
+    """Sort key of run labels: the comparison's order, point-sampled first; other rows last."""
+    configuration, _, footprint = label.partition("+")
+    rank = CONFIGURATIONS.index(configuration) if configuration in CONFIGURATIONS else len(CONFIGURATIONS)
+    return rank, footprint
+
+
+def run_config(
+    config: BenchConfig, configuration: Configuration, scene: Path, scene_name: str, footprint: Footprint = "point"
+):
     """The trainer config of one run (the registered method's, on the chosen preset)."""
     trainer = configuration_config(configuration, config.preset)
     pipeline = trainer.pipeline
+    pipeline = replace(pipeline, model=replace(pipeline.model, footprint=footprint))
     datamanager = replace(pipeline.datamanager, data=scene)
     if config.registration_steps is not None:
         pipeline = replace(pipeline, registration=replace(pipeline.registration, steps=config.registration_steps))
     fields: Dict[str, Any] = dict(
         output_dir=(config.output / "runs").resolve(),
         experiment_name=scene_name,
-        timestamp=RUN_TIMESTAMP,
+        timestamp=RUN_TIMESTAMP if footprint == "point" else f"{RUN_TIMESTAMP}-{footprint}",
         vis="tensorboard",
         pipeline=replace(pipeline, datamanager=datamanager),
     )
@@ -140,10 +164,12 @@ def run_config(config: BenchConfig, configuration: Configuration, scene: Path, s
     return replace(trainer, **fields)
 
 
-def run_one(config: BenchConfig, configuration: Configuration, scene: Path, scene_name: str) -> Optional[RunRecord]:
+def run_one(
+    config: BenchConfig, configuration: Configuration, scene: Path, scene_name: str, footprint: Footprint = "point"
+) -> Optional[RunRecord]:
     """Train (or resume) and evaluate one run unless it is finished; None if it failed (or, with
     ``report_only``, is not finished)."""
-    trainer = run_config(config, configuration, scene, scene_name)
+    trainer = run_config(config, configuration, scene, scene_name, footprint)
     run_dir = trainer.get_base_dir()
     eval_path = run_dir / "eval.json"
     label = f"{scene_name} / {trainer.method_name}"
@@ -164,10 +190,15 @@ def run_one(config: BenchConfig, configuration: Configuration, scene: Path, scen
         CONSOLE.print(f"{label}: evaluating …")
         started = time.perf_counter()
         command = [_script("ns-eval"), "--load-config", str(run_dir / "config.yml"), "--output-path", str(eval_path)]
+        command += ["--render-output-path", str(run_dir / RENDERS)]
         if not _run(command, run_dir / "eval.log", label):
             return None
         (run_dir / "eval_seconds.txt").write_text(f"{time.perf_counter() - started:.2f}\n")
-    return load_record(run_dir, scene_name, configuration)
+    return load_record(run_dir, scene_name, run_label(configuration, footprint))
+
+
+RENDERS = "renders"
+"""A run's folder of held-out ground truth | render PNGs (``ns-eval --render-output-path``)."""
 
 
 def _script(name: str) -> str:
@@ -193,7 +224,7 @@ def load_record(run_dir: Path, scene_name: str, configuration: str) -> RunRecord
     seconds_path = run_dir / "eval_seconds.txt"
     eval_seconds = float(seconds_path.read_text()) if seconds_path.is_file() else float("nan")
     results = {k: float(v) for k, v in evaluated["results"].items() if isinstance(v, (int, float))}
-    return RunRecord(scene_name, configuration, results, summary, eval_seconds, level_dials(results))
+    return RunRecord(scene_name, configuration, results, summary, eval_seconds, level_dials(results), run_dir)
 
 
 ANCHOR = "sfm-anchor"
@@ -263,7 +294,7 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def report(records: Sequence[RunRecord], config: BenchConfig) -> str:
+def report(records: Sequence[RunRecord], config: BenchConfig, pictures: Sequence[Path] = ()) -> str:
     """The markdown report: per scene × configuration × level, pose errors and cost, means."""
     lpips = any("lpips" in r.results for r in records)
     budget = f", {config.steps} steps" if config.steps else ", preset budget"
@@ -278,6 +309,7 @@ def report(records: Sequence[RunRecord], config: BenchConfig) -> str:
     lines += _quality_section(records, [m for m in IMAGE_METRICS if m != "lpips" or lpips])
     lines += _means_section(records)
     lines += _cameras_section(records)
+    lines += _pictures_section(pictures, config.output)
     return "\n".join(lines)
 
 
@@ -295,25 +327,82 @@ def _quality_section(records: Sequence[RunRecord], metrics: List[str]) -> List[s
     return lines
 
 
+def level_spread(records: Sequence[RunRecord], metric: str, dial: float) -> Optional[Tuple[float, float, float, int]]:
+    """(mean, standard error, worst view, views) of ``metric`` at one level over the held-out views
+    of every record, pooled from each run's per-level mean, standard deviation and view count
+    (a run without them counts as one view at its mean); None when no record has the level."""
+    key = level_key(metric, dial)
+    rows = [r.results for r in records if key in r.results]
+    if not rows:
+        return None
+    counts = np.array([max(row.get(level_key("views", dial), 1.0), 1.0) for row in rows])
+    means = np.array([row[key] for row in rows])
+    stds = np.array([row.get(f"{key}_std", 0.0) for row in rows])
+    worsts = [row.get(f"{key}_worst", row[key]) for row in rows]
+    total = float(counts.sum())
+    mean = float((counts * means).sum() / total)
+    squares = ((counts - 1.0) * stds**2 + counts * (means - mean) ** 2).sum()
+    se = math.sqrt(float(squares) / (total - 1.0) / total) if total > 1 else float("nan")
+    worst = max(worsts) if metric in LOWER_IS_BETTER else min(worsts)
+    return mean, se, float(worst), int(total)
+
+
 def _means_section(records: Sequence[RunRecord]) -> List[str]:
     lines = [
         "",
-        "## Mean over scenes (worst scene in brackets)",
+        "## Per level over every scene's held-out views: mean ± standard error (worst view)",
         "",
-        "| config | level | PSNR | SSIM | GSS | LSS |",
-        "|---|---|---|---|---|---|",
+        "| config | level | views | PSNR | SSIM | GSS | LSS |",
+        "|---|---|---|---|---|---|---|",
     ]
     for configuration in _configurations(records):
         subset = [r for r in records if r.configuration == configuration]
         for dial in sorted({d for r in subset for d in r.dials}):
-            cells = []
+            cells, views = [], 0
             for m in ("psnr", "ssim", "gss", "lss"):
-                values = [r.results[level_key(m, dial)] for r in subset if level_key(m, dial) in r.results]
+                spread = level_spread(subset, m, dial)
                 digits = 2 if m == "psnr" else 3
-                cells.append(
-                    f"{_fmt(float(np.mean(values)), digits)} ({_fmt(float(np.min(values)), digits)})" if values else "–"
-                )
-            lines.append(f"| {configuration} | {dial:g}x | " + " | ".join(cells) + " |")
+                if spread is None:
+                    cells.append("–")
+                    continue
+                mean, se, worst, views = spread
+                cells.append(f"{_fmt(mean, digits)} ± {_fmt(se, digits)} ({_fmt(worst, digits)})")
+            lines.append(f"| {configuration} | {dial:g}x | {views} | " + " | ".join(cells) + " |")
+    return lines + _footprint_section(records)
+
+
+def _footprint_section(records: Sequence[RunRecord]) -> List[str]:
+    """Per configuration run with another footprint: its PSNR minus the point-sampled run's on the
+    same scene, mean ± standard error over scenes, per level."""
+    lines: List[str] = []
+    for label in _configurations(records):
+        base, _, footprint = label.partition("+")
+        if not footprint:
+            continue
+        point = {r.scene: r for r in records if r.configuration == base}
+        pairs = [(r, point[r.scene]) for r in records if r.configuration == label and r.scene in point]
+        if not pairs:
+            continue
+        if not lines:
+            lines = [
+                "",
+                "## Footprint effect: PSNR of the run minus the point-sampled run on the same scene",
+                "",
+                "| config | level | scenes | ΔPSNR mean ± s.e. (dB) | worst scene |",
+                "|---|---|---|---|---|",
+            ]
+        for dial in sorted({d for r, _ in pairs for d in r.dials}):
+            key = level_key("psnr", dial)
+            deltas = np.array(
+                [r.results[key] - p.results[key] for r, p in pairs if key in r.results and key in p.results]
+            )
+            if deltas.size == 0:
+                continue
+            se = float(deltas.std(ddof=1) / math.sqrt(deltas.size)) if deltas.size > 1 else float("nan")
+            lines.append(
+                f"| {label} | {dial:g}x | {deltas.size} | {_fmt(float(deltas.mean()))} ± {_fmt(se)} "
+                f"| {_fmt(float(deltas.min()))} |"
+            )
     return lines
 
 
@@ -353,8 +442,64 @@ def _cameras_section(records: Sequence[RunRecord]) -> List[str]:
 
 
 def _configurations(records: Sequence[RunRecord]) -> List[str]:
-    present = {r.configuration for r in records}
-    return [c for c in CONFIGURATIONS if c in present]
+    """The run labels present but the anchor's, in the comparison's order."""
+    return sorted({r.configuration for r in records if r.configuration != ANCHOR}, key=label_order)
+
+
+def detail_pictures(records: Sequence[RunRecord], output: Path) -> List[Path]:
+    """Per zoom level, ``detail_<z>x.png``: the central half of one held-out view of the first scene
+    with renders, ground truth first, then each run's render of it (pixels shown unsmoothed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    with_renders = [r for r in records if r.run_dir is not None and (r.run_dir / RENDERS).is_dir()]
+    if not with_renders:
+        return []
+    scene = sorted(r.scene for r in with_renders)[0]
+    runs = sorted((r for r in with_renders if r.scene == scene), key=lambda r: label_order(r.configuration))
+    paths = []
+    for dial in sorted({d for r in runs for d in r.dials}):
+        panels: List[Tuple[str, np.ndarray]] = []
+        for r in runs:
+            found = sorted((r.run_dir / RENDERS).glob(f"{dial:g}x_*.png"))
+            if not found:
+                continue
+            pair = np.asarray(Image.open(found[0]).convert("RGB"))
+            width = pair.shape[1] // 2
+            if not panels:
+                panels.append((f"ground truth ({found[0].stem.split('_', 1)[1]})", _centre(pair[:, :width])))
+            panels.append((r.configuration, _centre(pair[:, width:])))
+        if not panels:
+            continue
+        figure, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.2), squeeze=False)
+        for axis, (title, crop) in zip(axes[0], panels):
+            axis.imshow(crop, interpolation="nearest")
+            axis.set_title(title, fontsize=8)
+            axis.axis("off")
+        figure.suptitle(f"{scene}, {dial:g}× held-out view, central half", fontsize=9)
+        figure.tight_layout()
+        paths.append(output / f"detail_{dial:g}x.png")
+        figure.savefig(paths[-1], dpi=120)
+        plt.close(figure)
+    return paths
+
+
+def _centre(image: np.ndarray) -> np.ndarray:
+    """The central half (in each direction) of an image."""
+    h, w = image.shape[:2]
+    return image[h // 4 : h // 4 + max(h // 2, 1), w // 4 : w // 4 + max(w // 2, 1)]
+
+
+def _pictures_section(pictures: Sequence[Path], output: Path) -> List[str]:
+    if not pictures:
+        return []
+    lines = ["## Detail per zoom level (held-out view: ground truth, then each run's render)", ""]
+    for path in pictures:
+        lines += [f"![{path.stem}]({path.relative_to(output)})", ""]
+    return lines
 
 
 def plot(records: Sequence[RunRecord], output: Path) -> List[Path]:
@@ -418,9 +563,8 @@ def plot(records: Sequence[RunRecord], output: Path) -> List[Path]:
 
 
 def _skipped_oracles(config: BenchConfig) -> int:
-    if "oracle" not in config.configurations:
-        return 0
-    return sum(1 for folder in config.scenes if not has_ground_truth(folder))
+    oracles = sum(1 for configuration in config.configurations if configuration in ORACLES)
+    return oracles * len(config.footprints) * sum(1 for folder in config.scenes if not has_ground_truth(folder))
 
 
 def run_bench(config: BenchConfig) -> List[RunRecord]:
@@ -428,24 +572,30 @@ def run_bench(config: BenchConfig) -> List[RunRecord]:
     config.output.mkdir(parents=True, exist_ok=True)
     records, failed = [], []
     scenes = scene_list(config)
-    jobs = [(scene, configuration) for scene in scenes for configuration in config.configurations]
-    jobs.sort(key=lambda job: job[1] == "oracle")  # the ceiling last: configurations 1–4 come first
-    for (scene_name, scene), configuration in jobs:
-        if configuration == "oracle" and not has_ground_truth(scene):
-            CONSOLE.print(f"{scene_name}: no ground truth, oracle skipped")
+    jobs = [
+        (scene, configuration, footprint)
+        for scene in scenes
+        for configuration in config.configurations
+        for footprint in config.footprints
+    ]
+    jobs.sort(key=lambda job: job[1] in ORACLES)  # the references last: configurations 1–4 come first
+    for (scene_name, scene), configuration, footprint in jobs:
+        if configuration in ORACLES and not has_ground_truth(scene):
+            CONSOLE.print(f"{scene_name}: no ground truth, {configuration} skipped")
             continue
-        record = run_one(config, configuration, scene, scene_name)
+        record = run_one(config, configuration, scene, scene_name, footprint)
         if record is None and config.report_only:
             continue
         if record is None:
-            failed.append(f"{scene_name} / {configuration}")
+            failed.append(f"{scene_name} / {run_label(configuration, footprint)}")
         else:
             records.append(record)
     if config.anchor:
         anchors = [anchor_one(config, scene, name) for name, scene in scenes if has_ground_truth(scene)]
         records += [record for record in anchors if record is not None]
-    (config.output / "results.json").write_text(json.dumps([r.__dict__ for r in records], indent=2))
-    (config.output / "report.md").write_text(report(records, config))
+    (config.output / "results.json").write_text(json.dumps([r.__dict__ for r in records], indent=2, default=str))
+    pictures = detail_pictures(records, config.output)
+    (config.output / "report.md").write_text(report(records, config, pictures))
     if records:
         plot(records, config.output)
     CONSOLE.print(f"[bold green]Report:[/] {config.output / 'report.md'}  ({len(records)} runs)")
@@ -460,7 +610,8 @@ def entrypoint() -> None:
     records = run_bench(config)
     if config.report_only:
         sys.exit(0 if records else 1)
-    expected = sum(1 for _ in config.configurations) * (len(config.scenes) + len(config.seeds) * len(config.variants))
+    scenes = len(config.scenes) + len(config.seeds) * len(config.variants)
+    expected = len(config.configurations) * len(config.footprints) * scenes
     sys.exit(0 if records and len(records) >= expected - _skipped_oracles(config) else 1)
 
 

@@ -74,6 +74,8 @@ class SceneMakerConfig:
     """Zoom-ins aim up to this fraction of the half field of view off their wide view's axis (0: centred)."""
     nested: bool = False
     """Aim each deeper zoom-in inside one of the previous level's zoom-ins, as an operator zooms in by steps."""
+    test_zoom_target: Literal["trained", "own"] = "trained"
+    """Held-out zoom-ins: on a training zoom-in's spot from a held-out wide view's place, or aimed on their own."""
     relief: float = 0.15
     """Height range of the surface (world units; the surface is at distance 1)."""
     supersample: int = 2
@@ -222,11 +224,35 @@ def _zoom_shots(
                 scale = 1.0 / aim_from.true_zoom  # the aiming view's half field of view, in wide tangents
                 c2w = _zoom_pose(config, aim_from.c2w, tan_x * scale, tan_y * scale, rng)
                 c2w[:3, 3] = parent.c2w[:3, 3] + (c2w[:3, 3] - aim_from.c2w[:3, 3])  # drift from the wide centre
+            if split == "test" and config.test_zoom_target == "trained" and config.variant != "bleff":
+                trained = level_shots[(index - config.n_zoom) % config.n_zoom]
+                parent, c2w = _seen_spot_pose(config, trained, test_wides, (config.seed, len(shots), index))
             name = f"images/{_level_name(level)}/{split}_{index:03d}.png"
             level_shots.append(Shot(name, level, true_zoom, c2w, split, parent=parent.name))
         shots += level_shots
         previous = level_shots
     return shots
+
+
+def _axis_hit(c2w: Float[Tensor, "4 4"]) -> Float[Tensor, "3"]:
+    """Where a camera's optical axis meets the plane at the surface's depth."""
+    centre, forward = c2w[:3, 3], -c2w[:3, 2]
+    return centre + forward * (-DEPTH - centre[2]) / forward[2]
+
+
+def _seen_spot_pose(
+    config: SceneMakerConfig, trained: Shot, wides: List[Shot], seed: Tuple[int, ...]
+) -> Tuple[Shot, Float[Tensor, "4 4"]]:
+    """(parent wide view, pose) of a held-out zoom-in on ``trained``'s spot: aimed within a quarter
+    of that zoom-in's half field of its axis, from the place of the wide view in ``wides`` whose axis
+    meets the surface nearest the spot (its own random stream, so the scene's other frames stay)."""
+    rng = np.random.default_rng(list(seed))
+    spot = _axis_hit(trained.c2w)
+    parent = min(wides, key=lambda wide: float(torch.linalg.norm(_axis_hit(wide.c2w)[:2] - spot[:2])))
+    half_field = DEPTH * math.tan(math.radians(config.fov_deg) / 2.0) / trained.true_zoom
+    target = spot + torch.tensor([*rng.uniform(-0.25, 0.25, 2) * half_field, 0.0], dtype=torch.float32)
+    eye = parent.c2w[:3, 3] + torch.tensor(rng.normal(0.0, config.drift, 3), dtype=torch.float32)
+    return parent, look_at(eye, target, rng.uniform(-config.roll_deg, config.roll_deg))
 
 
 def _zoom_pose(
