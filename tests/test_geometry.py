@@ -285,12 +285,23 @@ def test_init_identity_never_runs_a_solver(parallax_scene: Path, tmp_path: Path,
 
 @pytest.fixture(scope="module")
 def zoom_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Nine wide views and three 4× zoom-ins (plus one held-out view per level) at 256×192."""
+    """Nine wide views and three 4× zoom-ins (plus one held-out view per level, the zoom-in aimed
+    from the held-out wide view) at 256×192."""
     from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
 
     root = tmp_path_factory.mktemp("zooms")
     make_scene(
-        SceneMakerConfig(output=root, zooms=(1.0, 4.0), n_wide=9, n_zoom=3, n_test=1, width=256, height=192, seed=1)
+        SceneMakerConfig(
+            output=root,
+            zooms=(1.0, 4.0),
+            n_wide=9,
+            n_zoom=3,
+            n_test=1,
+            width=256,
+            height=192,
+            seed=1,
+            test_zoom_target="own",  # the held-out zoom-in aimed from the held-out wide view, near its centre
+        )
     )
     return root
 
