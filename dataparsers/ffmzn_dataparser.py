@@ -96,12 +96,12 @@ class FFMZNDataParser(DataParser):
     def _kept_levels(self, scene: SceneRecord, indices: List[int]) -> List[int]:
         if self.config.train_levels == "all":
             return indices
+        levels = zoom_levels([frame.dial for frame in scene.frames])
+        wide = [i for i in indices if level_index(scene.frames[i].dial, levels) == 0]
         if self.config.train_levels == "widest":
-            levels = zoom_levels([frame.dial for frame in scene.frames])
-            return [i for i in indices if level_index(scene.frames[i].dial, levels) == 0]
+            return wide
         if self.config.train_levels == "zoom-ins":
-            levels = zoom_levels([frame.dial for frame in scene.frames])
-            return [i for i in indices if level_index(scene.frames[i].dial, levels) > 0]
+            return [i for i in indices if i not in wide]
         assert_never(self.config.train_levels)
 
     def _load_scene(self) -> Tuple[SceneRecord, List[FrameImage], List[str]]:

@@ -224,6 +224,8 @@ def _zoom_shots(
                 scale = 1.0 / aim_from.true_zoom  # the aiming view's half field of view, in wide tangents
                 c2w = _zoom_pose(config, aim_from.c2w, tan_x * scale, tan_y * scale, rng)
                 c2w[:3, 3] = parent.c2w[:3, 3] + (c2w[:3, 3] - aim_from.c2w[:3, 3])  # drift from the wide centre
+            # the pose above is still drawn for such a view, so the main random stream (and every
+            # later frame) is the same whichever target held-out zoom-ins take
             if split == "test" and config.test_zoom_target == "trained" and config.variant != "bleff":
                 trained = level_shots[(index - config.n_zoom) % config.n_zoom]
                 parent, c2w = _seen_spot_pose(config, trained, test_wides, (config.seed, len(shots), index))
