@@ -13,6 +13,11 @@ window search (``—``).
 
     python benchmarks/initialiser.py --seeds 0 1 2
     python benchmarks/initialiser.py --seeds 0 --cost 100 --cost-size 1024 768   # time for 100 wides
+    python benchmarks/initialiser.py --variants --cost 40 --cost-size 512 384 --exhaustive-up-to 40
+
+The cost run reports the ladder's seconds and how far its answer is from the truth; with more wide
+views than ``--exhaustive-up-to`` (default: the solver's own threshold) pairs are retrieved rather
+than all matched, so the same scene can be timed both ways (``--cost-scene`` reuses a made scene).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from mzen_ns.evaluation.alignment import (
     relative_rotation_error,
     sim3_alignment,
 )
+from mzen_ns.geometry import sfm
 from mzen_ns.geometry.ladder import choose, judge
 from mzen_ns.geometry.rotation import solve_rotation
 from mzen_ns.geometry.sfm import solve_sfm
@@ -144,10 +150,13 @@ def fmt(values: Dict[str, float], key: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--cost", type=int, default=0, help="also time the ladder on this many wide views")
     parser.add_argument("--cost-size", type=int, nargs=2, default=[1024, 768])
+    parser.add_argument("--cost-scene", type=Path, default=None, help="time on this scene instead of making one")
+    parser.add_argument("--exhaustive-up-to", type=int, default=sfm.EXHAUSTIVE_UP_TO)
     args = parser.parse_args()
+    sfm.EXHAUSTIVE_UP_TO = args.exhaustive_up_to
     header = (
         "| scene | seed | auto | auto pairwise ° | auto Sim3 ° | auto focal % | auto s | SfM pairwise ° | SfM focal % "
         "| SfM s | rotation pairwise ° | rotation focal % | rotation s |"
@@ -180,16 +189,21 @@ def main() -> None:
                 ] or [f"| {variant} | {seed} | — | — (window search after a {r['auto']} start) | | | | | |"]
         if args.cost:
             w, h = args.cost_size
-            scene = make(
+            scene = args.cost_scene or make(
                 Path(folder) / "cost",
                 ["--width", str(w), "--height", str(h), "--n-wide", str(args.cost), "--zooms", "1"],
                 0,
             )
             paths, true, true_focal, width = wide_truth(scene)
             decision = choose("auto", paths, width)
+            solution = decision.solution
+            found = errors(solution.c2w, solution.focal, true, true_focal) if solution is not None else {}
+            registered = solution.evidence.get("registered", "—") if solution is not None else "—"
             print(
-                f"\ncost: {len(paths)} wide views at {w}×{h}: "
+                f"\ncost: {len(paths)} wide views at {width} px wide (exhaustive up to {sfm.EXHAUSTIVE_UP_TO}): "
                 + "; ".join(f"{s.rung} {s.seconds:.1f} s" for s, _ in decision.verdicts)
+                + f"; {decision.start}: {registered} registered, pairwise {fmt(found, 'pairwise')}°, "
+                f"focal {fmt(found, 'focal')}%"
             )
     print("\nZoom-ins placed by geometry (training zoom-ins, after the start auto chose):\n" + "\n".join(zoom_table))
     print("\n" + "\n".join(notes))

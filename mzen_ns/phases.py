@@ -11,7 +11,7 @@ on it. ``docs/method.md`` describes the phases.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, FrozenSet, Iterable, Literal, Optional, Tuple, Type
 
 import torch
@@ -167,6 +167,13 @@ class PhaseSchedule:
         b_start, c_start = math.floor(b_fraction * total_steps), math.floor(c_fraction * total_steps)
         end = {"A": b_start, "B": c_start, "C": total_steps}[config.stop_after]
         return cls(b_start, c_start, total_steps, end)
+
+    def without_registration(self) -> "PhaseSchedule":
+        """This schedule with phase B's steps given to phase C, for a run with no zoom-in left to
+        register (phase B would step nothing); unchanged where phase B is the last phase run."""
+        if self.end <= self.c_start:
+            return self
+        return replace(self, c_start=self.b_start)
 
     def end_of(self, phase: Phase) -> int:
         """First step after ``phase`` (capped at the end of training)."""

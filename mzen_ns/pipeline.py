@@ -2,7 +2,8 @@
 
 Before every training step, the phase of that step (a pure function of the step) is applied:
 sampler restricted to the phase's images, groups frozen, and on first entering phase B (or C,
-when B is empty) crop-and-match runs once and primes every zoom-in. The primed state lives in
+when B is empty) crop-and-match runs once and primes every zoom-in; when that leaves phase B
+nothing to register, its steps go to phase C. The primed state lives in
 the model's buffers, so a run resumed mid-phase continues without re-priming.
 """
 
@@ -151,6 +152,11 @@ class MZENPipeline(VanillaPipeline):
             self.start_cameras()
         if phase != "A" and not cameras.primed and self.config.model.phases.prime:
             self.prime_zoom_ins()
+        if phase == "B" and self.nothing_to_register():
+            self.phase_schedule = self.phase_schedule.without_registration()
+            phase = self.phase_schedule.phase_at(step)
+            if phase == "C":
+                CONSOLE.print("[bold]phase B skipped:[/] every zoom-in was placed by geometry and is held")
         allowed = allowed_images(phase, cameras.is_wide)
         self.datamanager.set_allowed_images(allowed)
         cameras.solved |= allowed
@@ -163,6 +169,13 @@ class MZENPipeline(VanillaPipeline):
         CONSOLE.print(Panel(f"{POLICY[phase].title}\nsteps {step} → {end - 1}", style="bold cyan", expand=False))
         self._refresh_viewer(step)
         return phase
+
+    def nothing_to_register(self) -> bool:
+        """Whether phase B would step nothing: every zoom-in was placed by geometry and the phases hold
+        it (the same answer on resume: placement and start are in the checkpoint)."""
+        cameras = self.mzen_model.cameras
+        placed = cameras.match.geometric[cameras.zoom_index]
+        return self.geometric_hold == "always" and placed.numel() > 0 and bool(placed.all())
 
     def start_cameras(self) -> None:
         """Start the wide cameras where the initialiser's ladder says (``cameras.init``), in the world

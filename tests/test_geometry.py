@@ -76,6 +76,34 @@ def test_sfm_recovers_a_known_rig(parallax_scene: Path) -> None:
     assert solution.points.shape[1] == 3 and len(solution.points) >= 50
 
 
+def test_retrieval_keeps_each_views_best_partners_and_tries_a_lonely_view_with_all() -> None:
+    from mzen_ns.geometry.sfm import retrieve_pairs
+
+    views = ["a", "b", "c", "d", "e"]
+    scored = [("a", "b", 50), ("a", "c", 40), ("a", "d", 10), ("b", "c", 5), ("c", "d", 0), ("d", "e", 0)]
+    # a keeps b, c; b keeps a, c; c keeps a, b; d keeps a (its only verified partner, not c at 0);
+    # e, with no verified partner, is tried with every view at full size
+    lonely = [("a", "e"), ("b", "e"), ("c", "e"), ("d", "e")]
+    assert retrieve_pairs(views, scored, 2) == sorted([("a", "b"), ("a", "c"), ("a", "d"), ("b", "c")] + lonely)
+    assert retrieve_pairs(views, scored, 1) == sorted([("a", "b"), ("a", "c"), ("a", "d")] + lonely)
+
+
+def test_many_wide_views_are_matched_only_with_retrieved_partners(parallax_scene: Path, monkeypatch) -> None:
+    from mzen_ns.geometry import sfm
+
+    matched = []
+    match_pairs = sfm._match_pairs
+    monkeypatch.setattr(sfm, "_match_pairs", lambda *args: matched.append(list(args[2])) or match_pairs(*args))
+    monkeypatch.setattr(sfm, "EXHAUSTIVE_UP_TO", 4)
+    monkeypatch.setattr(sfm, "NEIGHBOURS", 3)
+    paths, true, true_focal = wide_truth(parallax_scene)
+    solution = solve_sfm(paths)
+    assert len(matched) == 1 and 9 * 3 / 2 <= len(matched[0]) < 36  # fewer than every pair of nine views
+    assert solution.evidence["registered"] == 9
+    assert pairwise_rotation_error(solution.c2w, true) < 0.5
+    assert abs(solution.focal / true_focal - 1.0) < 0.03
+
+
 def test_rotation_only_recovers_a_known_rotation_and_focal(rotation_scene) -> None:
     paths, true, true_focal = rotation_scene
     solution = solve_rotation(paths)
@@ -422,6 +450,7 @@ def test_cameras_from_geometry_stay_put_when_the_phases_may_not_refine_them(zoom
     pipeline = trainer.pipeline
     cameras = pipeline.mzen_model.cameras
     assert pipeline.phase == "C" and pipeline.geometric_hold == "always"
+    assert pipeline.phase_schedule.c_start == pipeline.phase_schedule.b_start == 2  # nothing to register: no phase B
     record = json.loads((Path(trainer.base_dir) / "initialiser.json").read_text())
     assert float(cameras.focal) == pytest.approx(record["tried"][0]["focal"], rel=1e-6)
     assert not cameras.wide_pose.any() and not cameras.zoom_pose.any()  # every zoom-in here was placed by geometry

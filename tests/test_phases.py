@@ -35,6 +35,15 @@ def test_configured_boundaries_and_wide_only_scene():
         PhaseSchedule.resolve(PhaseScheduleConfig(boundaries=(0.8, 0.5)), 100, 3, 5)
 
 
+def test_without_registration_gives_phase_b_to_phase_c_unless_b_is_last():
+    schedule = PhaseSchedule.resolve(PhaseScheduleConfig(boundaries=(0.5, 0.75)), 100, 3, 5)
+    skipped = schedule.without_registration()
+    assert (skipped.b_start, skipped.c_start, skipped.end, skipped.total) == (50, 50, 100, 100)
+    assert [skipped.phase_at(s) for s in (49, 50, 74, 99)] == ["A", "C", "C", "C"]
+    last_b = PhaseSchedule.resolve(PhaseScheduleConfig(boundaries=(0.5, 0.75), stop_after="B"), 100, 3, 5)
+    assert last_b.without_registration() == last_b
+
+
 def test_groups_and_images_per_phase():
     assert POLICY["A"].groups == {"fields", "proposal_networks", "wide_poses", "focal"}
     assert POLICY["B"].groups == {"zoom_poses", "zooms"}

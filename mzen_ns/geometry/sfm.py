@@ -2,7 +2,11 @@
 
 SIFT features, exhaustive matching and incremental mapping with one shared ``SIMPLE_PINHOLE``
 camera, on the CPU, single-threaded mapping with a fixed seed so a scene gives the same answer
-every run. pycolmap is imported here, when a solver runs, so importing the plugin stays cheap.
+every run. Above :data:`EXHAUSTIVE_UP_TO` wide views every pair is no longer matched at full size
+(the pairs grow with the square of the views): a coarse pass on shrunken images, matched
+exhaustively, picks each view's most overlapping partners, and only those pairs are matched at
+full size — retrieval as COLMAP's vocabulary tree does it, without a tree file to download.
+pycolmap is imported here, when a solver runs, so importing the plugin stays cheap.
 
 Zoom-ins, when given, are registered against that model afterwards, never as free-focal cameras:
 each gets its own camera fixed at the wide focal × its dial, COLMAP continues the mapping with the
@@ -30,6 +34,14 @@ MAX_ZOOM_IN_RMS_PX = 2.0
 """A zoom-in whose 2D–3D matches fit worse than this (RMS, pixels) after refitting is not registered."""
 ZOOM_RANGE = (0.5, 2.0)
 """A fitted zoom outside this multiple of the dial is not registered."""
+EXHAUSTIVE_UP_TO = 30
+"""Wide views up to which every pair is matched at full size (435 pairs); above, pairs are retrieved."""
+COARSE_IMAGE_SIZE = 400
+"""Longest side (pixels) of the images of the coarse pass that retrieves pairs."""
+COARSE_FEATURES = 1024
+"""Features per image in the coarse pass."""
+NEIGHBOURS = 12
+"""Partners kept per view: those with the most verified coarse matches (a pair kept by either view is matched)."""
 
 
 def solve_sfm(
@@ -55,7 +67,7 @@ def solve_sfm(
             solution = _solution(built[1], wide_names) if built is not None else None
             if solution is not None and zoom_ins:
                 dials = [dial for _, dial in zoom_ins]
-                joint = _register_zoom_ins(pycolmap, work, built, zoom_names, dials, threads)
+                joint = _register_zoom_ins(pycolmap, work, built, wide_names, zoom_names, dials, threads)
                 solution.zoom_ins = _zoom_in_poses(joint, wide_names, zoom_names, dials)
     except (RuntimeError, ValueError, OSError) as error:
         return WideSolution("sfm", None, math.nan, failure=f"COLMAP failed: {error}")
@@ -84,18 +96,26 @@ def _reconstruct(pycolmap, work: Path, names, focal_prior, principal_point, thre
     if focal_prior is not None and principal_point is not None:
         reader.camera_params = f"{focal_prior},{principal_point[0]},{principal_point[1]}"
     pycolmap.logging.minloglevel = 2  # warnings and errors only
-    _extract(pycolmap, work, names, reader, pycolmap.CameraMode.SINGLE, threads)
-    _match(pycolmap, database, threads)
+    _extract(pycolmap, database, work / "images", names, reader, pycolmap.CameraMode.SINGLE, threads)
+    if len(names) <= EXHAUSTIVE_UP_TO:
+        _match(pycolmap, database, threads)
+    else:
+        _match_pairs(pycolmap, database, _overlapping_pairs(pycolmap, work, names, reader, threads), threads)
     return _map(pycolmap, work, work / "sparse", _mapping_options(pycolmap))
 
 
-def _extract(pycolmap, work: Path, names, reader, mode, threads: int) -> None:
+def _extract(pycolmap, database: Path, images: Path, names, reader, mode, threads: int, coarse: bool = False) -> None:
+    """SIFT features of ``names`` into ``database`` (``coarse``: shrunken images, fewer features;
+    COLMAP scales their keypoints back to the full image)."""
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.num_threads = threads
     extraction.use_gpu = False
+    if coarse:
+        extraction.max_image_size = COARSE_IMAGE_SIZE
+        extraction.sift.max_num_features = COARSE_FEATURES
     pycolmap.extract_features(
-        work / "database.db",
-        work / "images",
+        database,
+        images,
         names,
         camera_mode=mode,
         reader_options=reader,
@@ -104,12 +124,67 @@ def _extract(pycolmap, work: Path, names, reader, mode, threads: int) -> None:
     )
 
 
-def _match(pycolmap, database: Path, threads: int) -> None:
-    """Exhaustive matching of every pair not matched yet."""
+def _matching_options(pycolmap, threads: int):
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = threads
     matching.use_gpu = False
+    return matching
+
+
+def _match(pycolmap, database: Path, threads: int) -> None:
+    """Exhaustive matching of every pair not matched yet."""
+    matching = _matching_options(pycolmap, threads)
     pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
+
+
+def _match_pairs(pycolmap, database: Path, pairs: Sequence[Tuple[str, str]], threads: int) -> None:
+    """Matching of the image pairs ``pairs`` (names) not matched yet."""
+    pair_list = database.parent / f"{database.stem}-pairs.txt"
+    pair_list.write_text("".join(f"{a} {b}\n" for a, b in pairs))
+    pycolmap.match_image_pairs(
+        database,
+        matching_options=_matching_options(pycolmap, threads),
+        pairing_options=pycolmap.ImportedPairingOptions(match_list_path=str(pair_list)),
+        device=pycolmap.Device.cpu,
+    )
+
+
+def _overlapping_pairs(pycolmap, work: Path, names: Sequence[str], reader, threads: int) -> List[Tuple[str, str]]:
+    """The pairs worth matching at full size: each view with its :data:`NEIGHBOURS` partners of most
+    verified matches in a coarse exhaustive pass (its own database)."""
+    coarse = work / "coarse.db"
+    _extract(pycolmap, coarse, work / "images", names, reader, pycolmap.CameraMode.SINGLE, threads, coarse=True)
+    _match(pycolmap, coarse, threads)
+    database = pycolmap.Database.open(coarse)
+    try:
+        image_names = {image.image_id: image.name for image in database.read_all_images()}
+        pair_ids, inliers = database.read_two_view_geometry_num_inliers()
+    finally:
+        database.close()
+    scored = [
+        (image_names[a], image_names[b], count)
+        for (a, b), count in zip(map(pycolmap.pair_id_to_image_pair, pair_ids), inliers)
+    ]
+    return retrieve_pairs(names, scored, NEIGHBOURS)
+
+
+def retrieve_pairs(
+    views: Sequence[str], scored: Sequence[Tuple[str, str, int]], neighbours: int
+) -> List[Tuple[str, str]]:
+    """From ``(view, view, verified matches)`` rows, each view's ``neighbours`` best partners, as
+    sorted unique pairs. A view the coarse pass verified with no partner is paired with every view
+    (full size may find what the coarse pass could not)."""
+    partners: Dict[str, List[Tuple[int, str]]] = {view: [] for view in views}
+    for a, b, count in scored:
+        if count > 0:
+            partners[a].append((count, b))
+            partners[b].append((count, a))
+    chosen = set()
+    for view, found in partners.items():
+        best = sorted(found, key=lambda row: (-row[0], row[1]))[:neighbours]
+        for other in [other for _, other in best] if found else [v for v in views if v != view]:
+            chosen.add((min(view, other), max(view, other)))
+    return sorted(chosen)
 
 
 def _mapping_options(pycolmap):
@@ -130,7 +205,9 @@ def _map(pycolmap, work: Path, output: Path, mapping, input_path: Optional[Path]
     return output / str(key), models[key]
 
 
-def _register_zoom_ins(pycolmap, work: Path, built, names: List[str], dials: List[float], threads: int):
+def _register_zoom_ins(
+    pycolmap, work: Path, built, wide_names: List[str], names: List[str], dials: List[float], threads: int
+):
     """The wide model ``built`` continued with the zoom-ins ``names``: their cameras fixed at the
     wide focal × dial, the wide views' poses and all intrinsics held."""
     folder, model = built
@@ -141,8 +218,9 @@ def _register_zoom_ins(pycolmap, work: Path, built, names: List[str], dials: Lis
         reader.camera_model = "SIMPLE_PINHOLE"
         reader.camera_params = f"{focal * dial},{cx},{cy}"
         level = [name for name, d in zip(names, dials) if d == dial]
-        _extract(pycolmap, work, level, reader, pycolmap.CameraMode.PER_IMAGE, threads)
-    _match(pycolmap, work / "database.db", threads)
+        _extract(pycolmap, work / "database.db", work / "images", level, reader, pycolmap.CameraMode.PER_IMAGE, threads)
+    pairs = sorted({(min(z, v), max(z, v)) for z in names for v in list(wide_names) + names if v != z})
+    _match_pairs(pycolmap, work / "database.db", pairs, threads)  # every pair with a zoom-in, no new wide pair
     mapping = _mapping_options(pycolmap)
     mapping.fix_existing_frames = True
     mapping.ba_refine_focal_length = False
