@@ -181,9 +181,9 @@ def retrieve_pairs(
             partners[b].append((count, a))
     chosen = set()
     for view, found in partners.items():
-        best = sorted(found, key=lambda row: (-row[0], row[1]))[:neighbours]
-        for other in [other for _, other in best] if found else [v for v in views if v != view]:
-            chosen.add((min(view, other), max(view, other)))
+        best = [other for _, other in sorted(found, key=lambda row: (-row[0], row[1]))[:neighbours]]
+        others = best if found else [other for other in views if other != view]
+        chosen.update((min(view, other), max(view, other)) for other in others)
     return sorted(chosen)
 
 
@@ -211,6 +211,7 @@ def _register_zoom_ins(
     """The wide model ``built`` continued with the zoom-ins ``names``: their cameras fixed at the
     wide focal × dial, the wide views' poses and all intrinsics held."""
     folder, model = built
+    database = work / "database.db"
     camera = next(iter(model.cameras.values()))
     focal, cx, cy = camera.focal_length, camera.principal_point_x, camera.principal_point_y
     for dial in sorted(set(dials)):
@@ -218,9 +219,9 @@ def _register_zoom_ins(
         reader.camera_model = "SIMPLE_PINHOLE"
         reader.camera_params = f"{focal * dial},{cx},{cy}"
         level = [name for name, d in zip(names, dials) if d == dial]
-        _extract(pycolmap, work / "database.db", work / "images", level, reader, pycolmap.CameraMode.PER_IMAGE, threads)
+        _extract(pycolmap, database, work / "images", level, reader, pycolmap.CameraMode.PER_IMAGE, threads)
     pairs = sorted({(min(z, v), max(z, v)) for z in names for v in list(wide_names) + names if v != z})
-    _match_pairs(pycolmap, work / "database.db", pairs, threads)  # every pair with a zoom-in, no new wide pair
+    _match_pairs(pycolmap, database, pairs, threads)  # every pair with a zoom-in, no new wide pair
     mapping = _mapping_options(pycolmap)
     mapping.fix_existing_frames = True
     mapping.ba_refine_focal_length = False
