@@ -34,6 +34,7 @@ import tyro
 from PIL import Image
 
 from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
+from mzen_ns.geometry.similarity import rotation_angles_deg
 from mzen_ns.priming.plan import PrimingConfig, PrimingMethod, Views, apply_plan, plan_priming
 from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
 
@@ -106,12 +107,6 @@ def load_training_frames(folder: Path):
     return images, dials / dials.min(), c2w, zoom, names, parents, float(manifest["gt_focal"])
 
 
-def rotation_error_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angle (deg) of a_i^T b_i for rotation stacks."""
-    cosine = ((a[:, :3, :3].transpose(1, 2) @ b[:, :3, :3]).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
-    return torch.rad2deg(torch.acos(cosine.clamp(-1.0, 1.0)))
-
-
 def prime_once(folder: Path, priming: PrimingConfig) -> Dict[str, Dict[str, float]]:
     """Prime a scene's training zoom-ins from its true wide views; per level: share correct,
     share flagged, rotation and zoom error, seconds."""
@@ -139,7 +134,7 @@ def prime_once(folder: Path, priming: PrimingConfig) -> Dict[str, Dict[str, floa
     seconds = time.perf_counter() - start
     apply_plan(plan, dials, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
     primed = cameras.c2w(plan.query).detach()
-    rot = rotation_error_deg(primed, true_c2w[plan.query])
+    rot = torch.from_numpy(rotation_angles_deg(primed[:, :3, :3].numpy(), true_c2w[plan.query][:, :3, :3].numpy()))
     zoom_err = (cameras.zoom(plan.query).detach() - true_zoom[plan.query]).abs() / true_zoom[plan.query]
     correct = torch.tensor([names[int(r)] == parents[int(q)] for q, r in zip(plan.query, plan.root)])
     results: Dict[str, Dict[str, float]] = {}

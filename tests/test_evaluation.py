@@ -139,6 +139,23 @@ def test_pairwise_rotation_error_is_gauge_free():
     assert pairwise_rotation_error(learned, truth) == pytest.approx(2.0 * 3 / 6, rel=1e-4)  # 3 of 6 pairs off by 2°
 
 
+def test_rotation_errors_of_single_precision_cameras_are_exact_near_zero():
+    """Trained cameras are float32: a 0.01° error must read as 0.01°, not vanish in their rounding."""
+    from scipy.spatial.transform import Rotation
+
+    from mzen_ns.evaluation.alignment import pairwise_rotation_error, per_camera_errors
+
+    turns = Rotation.from_rotvec(np.random.default_rng(2).normal(scale=0.3, size=(6, 3))).as_matrix()
+    truth = np.tile(np.eye(4), (6, 1, 1))
+    truth[:, :3, :3] = turns
+    learned = truth.copy()
+    learned[0, :3, :3] = Rotation.from_rotvec([np.radians(0.01), 0.0, 0.0]).as_matrix() @ turns[0]
+    learned32, truth32 = learned.astype(np.float32), truth.astype(np.float32)
+    assert pairwise_rotation_error(learned32, truth32) == pytest.approx(0.01 * 5 / 15, rel=0.02)  # 5 of 15 pairs
+    rot, _ = per_camera_errors(learned32, truth32, (1.0, np.eye(3), np.zeros(3)))
+    assert rot[0] == pytest.approx(0.01, rel=0.02) and max(rot[1:]) < 2e-4
+
+
 def test_a_located_views_wide_view_is_numbered_over_training_then_held_out_views():
     # the run has 10 training views, wide ones at 0, 3, 7; the held-out set has wide views at 1 and 4
     source = torch.tensor([0, 2, 3, 4, -1])  # locate's numbering: training wides, then held-out wides

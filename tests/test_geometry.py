@@ -18,6 +18,7 @@ from mzen_ns.evaluation.alignment import pairwise_rotation_error
 from mzen_ns.geometry.ladder import CONTENT_FILL, InitialiserError, choose, judge, world_frame
 from mzen_ns.geometry.rotation import solve_rotation
 from mzen_ns.geometry.sfm import solve_sfm
+from mzen_ns.geometry.similarity import rotation_angles_deg
 from mzen_ns.geometry.solution import WideSolution, cv_pose_to_gl
 
 
@@ -391,8 +392,7 @@ def test_locate_places_held_out_views_in_the_runs_frame(zoom_scene: Path) -> Non
     views = located.views
     assert views.found.all(), located.reason
     expected = apply_similarity(run, test_true[wide_index + zoom_index])
-    turned = np.einsum("kji,kjl->kil", views.c2w[:, :, :3], expected[:, :, :3])
-    angles = np.degrees(np.arccos(np.clip((np.trace(turned, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    angles = rotation_angles_deg(views.c2w[:, :, :3], expected[:, :, :3])
     assert angles[0] < 0.2 and angles[1] < 2.0  # a 4× at 256 px: rotation trades with sideways position
     assert np.linalg.norm(views.c2w[0, :, 3] - expected[0, :, 3]) < 0.02 * run[0]  # a wide view's centre
     assert views.source.tolist() == [len(wide_paths), len(wide_paths)]  # the zoom-in's wide view is the held-out one

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from mzen_ns.geometry.similarity import rotation_angles_deg
 from mzen_ns.priming.plan import PrimingConfig, Views, plan_priming
 from mzen_ns.priming.verify import WindowFitConfig, axis_pixel, fit_windows, window_rotation
 from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
@@ -39,8 +40,7 @@ def _turned_zoom_in(wide: torch.Tensor, rotation: torch.Tensor, zoom: float) -> 
 
 
 def _angle_deg(a: torch.Tensor, b: torch.Tensor) -> float:
-    cosine = ((a.T @ b).trace() - 1) / 2
-    return math.degrees(math.acos(float(cosine.clamp(-1, 1))))
+    return float(rotation_angles_deg(a[None].double().numpy(), b[None].double().numpy())[0])
 
 
 def _start(pixel, count: int = 1) -> torch.Tensor:

@@ -3,13 +3,12 @@ rotation and centre errors, and the gauge-free pairwise rotation error."""
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from mzen_ns.evaluation.keys import level_key
-from mzen_ns.geometry.similarity import sim3_alignment
+from mzen_ns.geometry.similarity import rotation_angles_deg, sim3_alignment
 
 
 def camera_errors(
@@ -25,12 +24,13 @@ def per_camera_errors(
 ) -> Tuple[List[float], List[float]]:
     """Each camera's rotation error (deg) and centre error (ground-truth units) after alignment."""
     scale, rotation, shift = alignment
-    rot_errors, trans_errors = [], []
-    for learned, truth in zip(learned_c2w, true_c2w):
-        aligned_rot = rotation @ learned[:3, :3]
-        cosine = (np.trace(aligned_rot.T @ truth[:3, :3]) - 1.0) / 2.0
-        rot_errors.append(math.degrees(math.acos(float(np.clip(cosine, -1.0, 1.0)))))
-        trans_errors.append(float(np.linalg.norm(scale * rotation @ learned[:3, 3] + shift - truth[:3, 3])))
+    if len(learned_c2w) == 0:
+        return [], []
+    learned = np.asarray(learned_c2w, dtype=np.float64)
+    truth = np.asarray(true_c2w, dtype=np.float64)
+    rot_errors = rotation_angles_deg(rotation @ learned[:, :3, :3], truth[:, :3, :3]).tolist()
+    centres = scale * learned[:, :3, 3] @ rotation.T + shift
+    trans_errors = np.linalg.norm(centres - truth[:, :3, 3], axis=1).tolist()
     return rot_errors, trans_errors
 
 
@@ -45,13 +45,17 @@ def pairwise_rotation_error(learned_c2w: np.ndarray, true_c2w: np.ndarray) -> fl
 def relative_rotation_error(learned_c2w: np.ndarray, true_c2w: np.ndarray, pairs: Sequence[Tuple[int, int]]) -> float:
     """Mean over ``pairs`` (i, j) of the angle (deg) between the learned and true rotation from
     camera i to camera j; NaN without pairs."""
-    errors = []
-    for i, j in pairs:
-        rel_learned = learned_c2w[i, :3, :3].T @ learned_c2w[j, :3, :3]
-        rel_true = true_c2w[i, :3, :3].T @ true_c2w[j, :3, :3]
-        cosine = (np.trace(rel_learned.T @ rel_true) - 1.0) / 2.0
-        errors.append(math.degrees(math.acos(float(np.clip(cosine, -1.0, 1.0)))))
-    return float(np.mean(errors)) if errors else float("nan")
+    if not pairs:
+        return float("nan")
+    first, second = (list(index) for index in zip(*pairs))
+    rel_learned = _relative(np.asarray(learned_c2w, dtype=np.float64), first, second)
+    rel_true = _relative(np.asarray(true_c2w, dtype=np.float64), first, second)
+    return float(np.mean(rotation_angles_deg(rel_learned, rel_true)))
+
+
+def _relative(c2w: np.ndarray, first: List[int], second: List[int]) -> np.ndarray:
+    """The rotations from each camera in ``first`` to its partner in ``second``."""
+    return np.einsum("nji,njk->nik", c2w[first, :3, :3], c2w[second, :3, :3])
 
 
 def ground_truth_errors(

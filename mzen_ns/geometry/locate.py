@@ -11,7 +11,6 @@ aligned orientation within :data:`MAX_DISAGREEMENT_DEG` of the run's.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing_extensions import assert_never
 
 from .rotation import solve_rotation
 from .sfm import solve_sfm
-from .similarity import apply_similarity, sim3_alignment
+from .similarity import apply_similarity, rotation_angles_deg, sim3_alignment
 from .solution import PlacedViews, Rung
 
 MAX_DISAGREEMENT_DEG = 1.0
@@ -98,5 +97,4 @@ def locate(
 
 def _max_angle_deg(a: Float[np.ndarray, "K 3 4"], b: Float[np.ndarray, "K 3 4"]) -> float:
     """Largest angle between corresponding orientations (degrees)."""
-    cosines = (np.einsum("kij,kij->k", a[:, :, :3], b[:, :, :3]) - 1.0) / 2.0
-    return math.degrees(float(np.arccos(np.clip(cosines, -1.0, 1.0)).max()))
+    return float(rotation_angles_deg(a[:, :, :3], b[:, :, :3]).max())
