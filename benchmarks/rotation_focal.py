@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List
 
-import cv2
 import numpy as np
 from initialiser import VARIANTS, make, wide_truth
 from scipy.optimize import least_squares
@@ -27,7 +26,6 @@ from scipy.spatial.transform import Rotation
 
 from mzen_ns.evaluation.alignment import pairwise_rotation_error
 from mzen_ns.geometry import rotation as rotation_model
-from mzen_ns.geometry.solution import cv_pose_to_gl
 
 FOCAL_SCALES = {"OpenCV's": None, "true": 1.0, "true +2%": 1.02, "true −2%": 0.98}
 """Focal each adjustment holds: OpenCV's median (``None``, what the rung uses) or a multiple of the truth."""
@@ -46,22 +44,13 @@ def adjust(rotations: np.ndarray, focal: float, centre: np.ndarray, pairs) -> tu
     return unpack(fit.x), float(np.sqrt(np.mean(fit.fun**2)))
 
 
-def in_gl(rotations: np.ndarray) -> np.ndarray:
-    c2w = np.zeros((len(rotations), 3, 4))
-    c2w[:, :, :3] = rotations
-    return cv_pose_to_gl(c2w)
-
-
 def rows(scene: Path) -> List[Dict[str, float]]:
     """One row per held focal: focal error, pairwise rotation error, residual."""
     paths, true, true_focal, width = wide_truth(scene)
     images = [rotation_model._read(path) for path in paths]
     height = images[0].shape[0]
     centre = np.array([width / 2.0, height / 2.0])
-    cv2.setRNGSeed(0)
-    features = [cv2.detail.computeImageFeatures2(cv2.SIFT_create(), image) for image in images]
-    pairwise = cv2.detail_BestOf2NearestMatcher(False, 0.3).apply2(features)
-    pairs = rotation_model._inlier_pairs(features, pairwise, len(images))
+    features, pairwise, pairs = rotation_model._match(images)  # the rung's own matches
     start = rotation_model._opencv_estimate(features, pairwise)
     if start is None:
         return []
@@ -74,7 +63,7 @@ def rows(scene: Path) -> List[Dict[str, float]]:
             {
                 "focal": label,
                 "focal_err": 100.0 * abs(focal / true_focal - 1.0),
-                "pairwise": pairwise_rotation_error(in_gl(adjusted), true),
+                "pairwise": pairwise_rotation_error(rotation_model._poses(adjusted), true),
                 "rms": rms,
             }
         )

@@ -26,9 +26,12 @@ from .solution import WideSolution, cv_pose_to_gl
 MIN_INLIERS = 20
 """Pairs with fewer RANSAC inliers do not enter the adjustment."""
 
+MATCH_CONF = 0.3
+"""OpenCV's best-of-2-nearest matching confidence."""
+
 
 def solve_rotation(
-    paths: Sequence[Path], principal_point: Optional[Tuple[float, float]] = None, match_conf: float = 0.3
+    paths: Sequence[Path], principal_point: Optional[Tuple[float, float]] = None, match_conf: float = MATCH_CONF
 ) -> WideSolution:
     """Rotations (camera-to-world, nerfstudio axes, all centres at the origin) and the shared focal
     of the images ``paths``, with the adjustment's residual as evidence."""
@@ -36,10 +39,7 @@ def solve_rotation(
     images = [_read(path) for path in paths]
     height, width = images[0].shape[:2]
     centre = np.array(principal_point if principal_point is not None else (width / 2.0, height / 2.0))
-    cv2.setRNGSeed(0)  # RANSAC draws from OpenCV's global generator: the same scene, the same answer
-    features = [cv2.detail.computeImageFeatures2(cv2.SIFT_create(), image) for image in images]
-    pairwise = cv2.detail_BestOf2NearestMatcher(False, match_conf).apply2(features)
-    pairs = _inlier_pairs(features, pairwise, len(images))
+    features, pairwise, pairs = _match(images, match_conf)
     reached = _connected(len(images), pairs)
     if reached < len(images):
         return _failed(f"matches connect {reached} of {len(images)} views", started)
@@ -48,8 +48,6 @@ def solve_rotation(
         return _failed("OpenCV's homography estimator found no focal", started)
     rotations, focal = start
     residuals = _residuals(rotations, focal, centre, pairs)
-    c2w = np.zeros((len(images), 3, 4))
-    c2w[:, :, :3] = rotations
     evidence = {
         "registered": float(len(images)),
         "views": float(len(images)),
@@ -57,7 +55,7 @@ def solve_rotation(
         "median_residual_px": float(np.median(np.abs(residuals))),
         "pairs": float(len(pairs)),
     }
-    solution = WideSolution("rotation", cv_pose_to_gl(c2w), focal, evidence=evidence)
+    solution = WideSolution("rotation", _poses(rotations), focal, evidence=evidence)
     solution.seconds = time.perf_counter() - started
     return solution
 
@@ -67,6 +65,21 @@ def _read(path: Path) -> np.ndarray:
     if image is None:
         raise ValueError(f"{path}: OpenCV cannot read this image")
     return image
+
+
+def _match(images: Sequence[np.ndarray], match_conf: float = MATCH_CONF):
+    """SIFT features, OpenCV's pairwise matches (RANSAC homographies) and the pairs with enough inliers."""
+    cv2.setRNGSeed(0)  # RANSAC draws from OpenCV's global generator: the same scene, the same answer
+    features = [cv2.detail.computeImageFeatures2(cv2.SIFT_create(), image) for image in images]
+    pairwise = cv2.detail_BestOf2NearestMatcher(False, match_conf).apply2(features)
+    return features, pairwise, _inlier_pairs(features, pairwise, len(images))
+
+
+def _poses(rotations: Float[np.ndarray, "K 3 3"]) -> Float[np.ndarray, "K 3 4"]:
+    """Camera-to-world poses in nerfstudio axes of OpenCV-axis rotations about the origin."""
+    c2w = np.zeros((len(rotations), 3, 4))
+    c2w[:, :, :3] = rotations
+    return cv_pose_to_gl(c2w)
 
 
 def _failed(why: str, started: float) -> WideSolution:
