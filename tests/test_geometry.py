@@ -77,6 +77,14 @@ def test_sfm_recovers_a_known_rig(parallax_scene: Path) -> None:
     assert solution.points.shape[1] == 3 and len(solution.points) >= 50
 
 
+def test_sfm_gives_one_answer_for_one_scene(parallax_scene: Path) -> None:
+    paths, _, _ = wide_truth(parallax_scene)
+    answers = [solve_sfm(paths) for _ in range(5)]
+    for other in answers[1:]:
+        assert other.evidence["points"] == answers[0].evidence["points"]
+        assert np.allclose(other.c2w, answers[0].c2w, atol=1e-6)
+
+
 def test_retrieval_keeps_each_views_best_partners_and_tries_a_lonely_view_with_all() -> None:
     from mzen_ns.geometry.sfm import retrieve_pairs
 

@@ -1,11 +1,13 @@
 """Structure from motion on the wide views: COLMAP (through pycolmap) at the images' native size.
 
 SIFT features, exhaustive matching and incremental mapping with one shared ``SIMPLE_PINHOLE``
-camera, on the CPU, single-threaded mapping with a fixed seed so a scene gives the same answer
-every run. Above :data:`EXHAUSTIVE_UP_TO` wide views every pair is no longer matched at full size
-(the pairs grow with the square of the views): a coarse pass on shrunken images, matched
-exhaustively, picks each view's most overlapping partners, and only those pairs are matched at
-full size — retrieval as COLMAP's vocabulary tree does it, without a tree file to download.
+camera, on the CPU. A scene gives the same answer every run: extraction, matching and mapping run
+on one thread and every random choice is seeded (:data:`RANSAC_SEED`); with two extraction or
+matching threads the same scene's model differed between runs. Above :data:`EXHAUSTIVE_UP_TO` wide
+views every pair is no longer matched at full size (the pairs grow with the square of the views):
+a coarse pass on shrunken images, matched exhaustively, picks each view's most overlapping
+partners, and only those pairs are matched at full size — retrieval as COLMAP's vocabulary tree
+does it, without a tree file to download.
 pycolmap is imported here, when a solver runs, so importing the plugin stays cheap.
 
 Zoom-ins, when given, are registered against that model afterwards, never as free-focal cameras:
@@ -40,6 +42,8 @@ COARSE_IMAGE_SIZE = 400
 """Longest side (pixels) of the images of the coarse pass that retrieves pairs."""
 COARSE_FEATURES = 1024
 """Features per image in the coarse pass."""
+RANSAC_SEED = 0
+"""Seed of every random choice COLMAP makes (two-view verification, mapping), so a scene gives one answer."""
 NEIGHBOURS = 12
 """Partners kept per view: those with the most verified coarse matches (a pair kept by either view is matched)."""
 
@@ -48,7 +52,6 @@ def solve_sfm(
     paths: Sequence[Path],
     focal_prior: Optional[float] = None,
     principal_point: Optional[Tuple[float, float]] = None,
-    threads: int = 2,
     zoom_ins: Sequence[Tuple[Path, float]] = (),
 ) -> WideSolution:
     """Poses of the wide images ``paths`` (in order) and their shared focal by COLMAP; views COLMAP
@@ -63,11 +66,11 @@ def solve_sfm(
             work = Path(folder)
             names = _link_images(list(paths) + [path for path, _ in zoom_ins], work / "images")
             wide_names, zoom_names = names[: len(paths)], names[len(paths) :]
-            built = _reconstruct(pycolmap, work, wide_names, focal_prior, principal_point, threads)
+            built = _reconstruct(pycolmap, work, wide_names, focal_prior, principal_point)
             solution = _solution(built[1], wide_names) if built is not None else None
             if solution is not None and zoom_ins:
                 dials = [dial for _, dial in zoom_ins]
-                joint = _register_zoom_ins(pycolmap, work, built, wide_names, zoom_names, dials, threads)
+                joint = _register_zoom_ins(pycolmap, work, built, wide_names, zoom_names, dials)
                 solution.zoom_ins = _zoom_in_poses(joint, wide_names, zoom_names, dials)
     except (RuntimeError, ValueError, OSError) as error:
         return WideSolution("sfm", None, math.nan, failure=f"COLMAP failed: {error}")
@@ -88,7 +91,7 @@ def _link_images(paths: Sequence[Path], folder: Path) -> List[str]:
     return names
 
 
-def _reconstruct(pycolmap, work: Path, names, focal_prior, principal_point, threads: int):
+def _reconstruct(pycolmap, work: Path, names, focal_prior, principal_point):
     """(folder, model) of the largest model COLMAP builds, or ``None``."""
     database = work / "database.db"
     reader = pycolmap.ImageReaderOptions()
@@ -96,19 +99,19 @@ def _reconstruct(pycolmap, work: Path, names, focal_prior, principal_point, thre
     if focal_prior is not None and principal_point is not None:
         reader.camera_params = f"{focal_prior},{principal_point[0]},{principal_point[1]}"
     pycolmap.logging.minloglevel = 2  # warnings and errors only
-    _extract(pycolmap, database, work / "images", names, reader, pycolmap.CameraMode.SINGLE, threads)
+    _extract(pycolmap, database, work / "images", names, reader, pycolmap.CameraMode.SINGLE)
     if len(names) <= EXHAUSTIVE_UP_TO:
-        _match(pycolmap, database, threads)
+        _match(pycolmap, database)
     else:
-        _match_pairs(pycolmap, database, _overlapping_pairs(pycolmap, work, names, reader, threads), threads)
+        _match_pairs(pycolmap, database, _overlapping_pairs(pycolmap, work, names, reader))
     return _map(pycolmap, work, work / "sparse", _mapping_options(pycolmap))
 
 
-def _extract(pycolmap, database: Path, images: Path, names, reader, mode, threads: int, coarse: bool = False) -> None:
+def _extract(pycolmap, database: Path, images: Path, names, reader, mode, coarse: bool = False) -> None:
     """SIFT features of ``names`` into ``database`` (``coarse``: shrunken images, fewer features;
     COLMAP scales their keypoints back to the full image)."""
     extraction = pycolmap.FeatureExtractionOptions()
-    extraction.num_threads = threads
+    extraction.num_threads = 1
     extraction.use_gpu = False
     if coarse:
         extraction.max_image_size = COARSE_IMAGE_SIZE
@@ -124,37 +127,50 @@ def _extract(pycolmap, database: Path, images: Path, names, reader, mode, thread
     )
 
 
-def _matching_options(pycolmap, threads: int):
+def _matching_options(pycolmap):
     matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = threads
+    matching.num_threads = 1
     matching.use_gpu = False
     return matching
 
 
-def _match(pycolmap, database: Path, threads: int) -> None:
+def _verification_options(pycolmap):
+    """Two-view verification with a fixed RANSAC seed (COLMAP's default draws one per run, and the
+    inlier sets differ between runs of the same images)."""
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.ransac.random_seed = RANSAC_SEED
+    return verification
+
+
+def _match(pycolmap, database: Path) -> None:
     """Exhaustive matching of every pair not matched yet."""
-    matching = _matching_options(pycolmap, threads)
-    pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
+    pycolmap.match_exhaustive(
+        database,
+        matching_options=_matching_options(pycolmap),
+        verification_options=_verification_options(pycolmap),
+        device=pycolmap.Device.cpu,
+    )
 
 
-def _match_pairs(pycolmap, database: Path, pairs: Sequence[Tuple[str, str]], threads: int) -> None:
+def _match_pairs(pycolmap, database: Path, pairs: Sequence[Tuple[str, str]]) -> None:
     """Matching of the image pairs ``pairs`` (names) not matched yet."""
     pair_list = database.parent / f"{database.stem}-pairs.txt"
     pair_list.write_text("".join(f"{a} {b}\n" for a, b in pairs))
     pycolmap.match_image_pairs(
         database,
-        matching_options=_matching_options(pycolmap, threads),
+        matching_options=_matching_options(pycolmap),
         pairing_options=pycolmap.ImportedPairingOptions(match_list_path=str(pair_list)),
+        verification_options=_verification_options(pycolmap),
         device=pycolmap.Device.cpu,
     )
 
 
-def _overlapping_pairs(pycolmap, work: Path, names: Sequence[str], reader, threads: int) -> List[Tuple[str, str]]:
+def _overlapping_pairs(pycolmap, work: Path, names: Sequence[str], reader) -> List[Tuple[str, str]]:
     """The pairs worth matching at full size: each view with its :data:`NEIGHBOURS` partners of most
     verified matches in a coarse exhaustive pass (its own database)."""
     coarse = work / "coarse.db"
-    _extract(pycolmap, coarse, work / "images", names, reader, pycolmap.CameraMode.SINGLE, threads, coarse=True)
-    _match(pycolmap, coarse, threads)
+    _extract(pycolmap, coarse, work / "images", names, reader, pycolmap.CameraMode.SINGLE, coarse=True)
+    _match(pycolmap, coarse)
     database = pycolmap.Database.open(coarse)
     try:
         image_names = {image.image_id: image.name for image in database.read_all_images()}
@@ -190,7 +206,7 @@ def retrieve_pairs(
 def _mapping_options(pycolmap):
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.num_threads = 1
-    mapping.random_seed = 0
+    mapping.random_seed = RANSAC_SEED
     return mapping
 
 
@@ -205,9 +221,7 @@ def _map(pycolmap, work: Path, output: Path, mapping, input_path: Optional[Path]
     return output / str(key), models[key]
 
 
-def _register_zoom_ins(
-    pycolmap, work: Path, built, wide_names: List[str], names: List[str], dials: List[float], threads: int
-):
+def _register_zoom_ins(pycolmap, work: Path, built, wide_names: List[str], names: List[str], dials: List[float]):
     """The wide model ``built`` continued with the zoom-ins ``names``: their cameras fixed at the
     wide focal × dial, the wide views' poses and all intrinsics held."""
     folder, model = built
@@ -219,9 +233,9 @@ def _register_zoom_ins(
         reader.camera_model = "SIMPLE_PINHOLE"
         reader.camera_params = f"{focal * dial},{cx},{cy}"
         level = [name for name, d in zip(names, dials) if d == dial]
-        _extract(pycolmap, database, work / "images", level, reader, pycolmap.CameraMode.PER_IMAGE, threads)
+        _extract(pycolmap, database, work / "images", level, reader, pycolmap.CameraMode.PER_IMAGE)
     pairs = sorted({(min(z, v), max(z, v)) for z in names for v in list(wide_names) + names if v != z})
-    _match_pairs(pycolmap, database, pairs, threads)  # every pair with a zoom-in, no new wide pair
+    _match_pairs(pycolmap, database, pairs)  # every pair with a zoom-in, no new wide pair
     mapping = _mapping_options(pycolmap)
     mapping.fix_existing_frames = True
     mapping.ba_refine_focal_length = False
@@ -248,7 +262,7 @@ def _zoom_in_poses(reconstruction, wide_names: List[str], names: List[str], dial
         principal = np.array([camera.principal_point_x, camera.principal_point_y])
         source = min(wide_centres, key=lambda w: float(np.linalg.norm(wide_centres[w] - image.projection_center())))
         rotation = image.cam_from_world().rotation.matrix()
-        focal = _focal_from_centre(pixels, points, wide_centres[source], rotation, camera.focal_length, principal)
+        focal, _ = _focal_from_centre(pixels, points, wide_centres[source], rotation, camera.focal_length, principal)
         pose, rms = _refit_pose(pixels, points, image.cam_from_world().matrix(), focal, principal)
         zoom = focal / wide_focal
         if rms > MAX_ZOOM_IN_RMS_PX or not ZOOM_RANGE[0] * dials[k] <= zoom <= ZOOM_RANGE[1] * dials[k]:
@@ -273,8 +287,9 @@ def _project(points, rotation, translation, focal: float, principal) -> np.ndarr
     return seen[:, :2] / seen[:, 2:3] * focal + principal
 
 
-def _focal_from_centre(pixels, points, centre, rotation, focal: float, principal) -> float:
-    """The focal (and orientation) that best fit the 2D–3D matches seen from ``centre`` (Huber loss)."""
+def _focal_from_centre(pixels, points, centre, rotation, focal: float, principal) -> Tuple[float, np.ndarray]:
+    """The focal and the orientation (camera-from-world, OpenCV axes) that best fit the 2D–3D matches
+    seen from ``centre`` (Huber loss), starting from ``rotation`` and ``focal``."""
     from scipy.optimize import least_squares
     from scipy.spatial.transform import Rotation
 
@@ -282,7 +297,8 @@ def _focal_from_centre(pixels, points, centre, rotation, focal: float, principal
         turned = Rotation.from_rotvec(theta[:3]).as_matrix() @ rotation
         return (_project(points, turned, -turned @ centre, focal * math.exp(theta[3]), principal) - pixels).ravel()
 
-    return focal * math.exp(float(least_squares(residual, np.zeros(4), loss="huber").x[3]))
+    theta = least_squares(residual, np.zeros(4), loss="huber").x
+    return focal * math.exp(float(theta[3])), Rotation.from_rotvec(theta[:3]).as_matrix() @ rotation
 
 
 def _refit_pose(pixels, points, cam_from_world, focal: float, principal) -> Tuple[np.ndarray, float]:
