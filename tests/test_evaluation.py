@@ -8,7 +8,7 @@ import torch
 
 from mzen_ns.evaluation.alignment import camera_errors, sim3_alignment
 from mzen_ns.evaluation.evaluate import aggregate, evaluate
-from mzen_ns.evaluation.registration import RegistrationConfig, evaluation_root
+from mzen_ns.evaluation.registration import Placed, RegistrationConfig, evaluation_root, held_views
 from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
 from tests.helpers import tiny_trainer_config, train
 
@@ -161,6 +161,15 @@ def test_a_located_views_wide_view_is_numbered_over_training_then_held_out_views
     source = torch.tensor([0, 2, 3, 4, -1])  # locate's numbering: training wides, then held-out wides
     root = evaluation_root(source, torch.tensor([0, 3, 7]), torch.tensor([1, 4]), n_train=10)
     assert root.tolist() == [0, 7, 11, 14, -1]
+
+
+def test_held_out_views_placed_by_geometry_keep_their_pose_unless_asked_to_refine():
+    c2w = torch.zeros(3, 3, 4)
+    c2w[1] = float("nan")  # the second view was not placed
+    located = Placed(c2w, torch.tensor([1.0, float("nan"), 4.0]), torch.tensor([0, -1, 0]))
+    assert held_views(located, RegistrationConfig()).tolist() == [True, False, True]
+    assert held_views(located, RegistrationConfig(refine_located=True)) is None
+    assert held_views(None, RegistrationConfig()) is None
 
 
 def test_registration_learning_rate_decays_to_its_final_fraction():

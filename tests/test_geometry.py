@@ -407,6 +407,37 @@ def test_locate_places_held_out_views_in_the_runs_frame(zoom_scene: Path) -> Non
     assert views.zoom[0] == 1.0 and abs(views.zoom[1] / test_frames[zoom_index[0]]["gt_zoom"] - 1) < 0.02
 
 
+def test_locate_registers_zoom_ins_with_the_training_ones_and_without_held_out_wide_views(monkeypatch) -> None:
+    from mzen_ns.geometry import locate as locate_module
+    from mzen_ns.geometry.solution import PlacedViews
+
+    rng = np.random.default_rng(0)
+    poses = np.zeros((4, 3, 4))
+    poses[:, :, :3] = Rotation.from_rotvec(rng.normal(0.0, 0.05, (4, 3))).as_matrix()
+    poses[:, :, 3] = rng.normal(0.0, 0.2, (4, 3))
+    train_c2w, held_out_wide = poses[:3], poses[3]
+    calls = []
+
+    def solve(paths, focal_prior=None, principal_point=None, zoom_ins=()):  # the run's cameras; zoom-ins at view 3
+        calls.append((list(paths), list(zoom_ins)))
+        solution = WideSolution("sfm", poses[: len(paths)].copy(), 100.0)
+        if zoom_ins:
+            solution.zoom_ins = PlacedViews.unplaced(len(zoom_ins))
+            solution.zoom_ins.c2w[:] = held_out_wide
+            solution.zoom_ins.zoom[:] = np.arange(len(zoom_ins)) + 2.0
+            solution.zoom_ins.source[:] = 0
+        return solution
+
+    monkeypatch.setattr(locate_module, "solve_sfm", solve)
+    train, wide, zoom_in, support = [Path(f"t{k}.png") for k in range(3)], Path("w.png"), Path("z.png"), Path("s.png")
+    located = locate_module.locate("sfm", train, train_c2w, [wide], [(zoom_in, 4.0)], support=[(support, 4.0)])
+    assert calls == [(train + [wide], []), (train, [(support, 4.0), (zoom_in, 4.0)])]
+    views = located.views
+    assert views.found.all(), located.reason
+    assert views.zoom.tolist() == [1.0, 3.0]  # the held-out zoom-in's answer, not the support's
+    assert views.source.tolist() == [3, 3]  # nearest centre: the held-out wide view, which the zoom-in solve never saw
+
+
 def test_locate_refuses_a_joint_answer_the_run_disagrees_with(zoom_scene: Path) -> None:
     from mzen_ns.geometry.locate import locate
 

@@ -1,12 +1,16 @@
 """Views placed in a run's world frame by the geometry its wide cameras started from.
 
 The solver that started the run (structure from motion or the rotation-only model) is run again
-on the training wide views together with the views to place: further wide views (held-out ones)
-join the wide model, zoom-ins are registered against it (structure from motion only,
-:func:`~mzen_ns.geometry.sfm.solve_sfm`). The similarity taking the joint solution's training
-wide views onto the run's cameras then carries the placed views into the run's world frame. The
-joint answer is only used when it agrees with the run: every training wide view solved, and its
-aligned orientation within :data:`MAX_DISAGREEMENT_DEG` of the run's.
+on the training wide views together with the views to place. Further wide views (held-out ones)
+join the wide model. Zoom-ins are registered against a model of the training wide views alone
+(structure from motion only, :func:`~mzen_ns.geometry.sfm.solve_sfm`), together with the run's
+training zoom-ins as support: a deep zoom-in shares too little with the wide views, and registers
+through the points the training zoom-ins triangulate. Held-out wide views stay out of that model:
+with them in it, COLMAP registered no 16× zoom-in of three 512×384 scenes; without them, every
+held-out one. Each joint solution is carried into the run's world frame by the similarity taking
+its training wide views onto the run's cameras, and used only when it agrees with the run: every
+training wide view solved, and its aligned orientation within :data:`MAX_DISAGREEMENT_DEG` of the
+run's.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from jaxtyping import Float
@@ -23,7 +27,7 @@ from typing_extensions import assert_never
 from .rotation import solve_rotation
 from .sfm import solve_sfm
 from .similarity import apply_similarity, rotation_angles_deg, sim3_alignment
-from .solution import PlacedViews, Rung
+from .solution import PlacedViews, Rung, WideSolution
 
 MAX_DISAGREEMENT_DEG = 1.0
 """A joint solution whose training views turn further than this from the run's cameras is refused."""
@@ -39,7 +43,7 @@ class Located:
     reason: str
     """One line: what was placed and how well the joint solution agrees, or why nothing was."""
     seconds: float
-    """Wall time of the joint solve."""
+    """Wall time of the joint solves."""
 
 
 def locate(
@@ -49,50 +53,75 @@ def locate(
     wide_paths: Sequence[Path] = (),
     zoom_ins: Sequence[Tuple[Path, float]] = (),
     principal_point: Optional[Tuple[float, float]] = None,
+    support: Sequence[Tuple[Path, float]] = (),
 ) -> Located:
     """Place the wide images ``wide_paths`` and the zoom-ins ``zoom_ins`` (image, dial relative to
     the wide views) against the training wide images ``train_paths``, whose cameras in the run are
-    ``train_c2w``, with the solver ``rung``. The rotation-only model places wide views only.
+    ``train_c2w``, with the solver ``rung``; ``support`` (image, dial): zoom-ins registered with
+    ``zoom_ins`` but not placed (the run's training zoom-ins). The rotation-only model places wide
+    views only. A zoom-in's ``source`` is the nearest placed or training wide view's centre.
 
     COLMAP is not given the run's focal: zoom-ins registered against a wide model started from a
     given focal came out 0.5–0.6° off their wide views on a 512×384 scene (0.03–0.12° without it),
     a difference not yet understood; the run's cameras fix the frame either way."""
     count, wides = len(train_paths), len(wide_paths)
     started = time.perf_counter()
-    if rung == "sfm":
-        solution = solve_sfm(list(train_paths) + list(wide_paths), zoom_ins=zoom_ins)
-    elif rung == "rotation":
-        solution = solve_rotation(list(train_paths) + list(wide_paths), principal_point)
-    else:
-        assert_never(rung)
-    seconds = time.perf_counter() - started
     views = PlacedViews.unplaced(wides + len(zoom_ins))
+    said: List[str] = []
+    if wides:
+        if rung == "sfm":
+            solution = solve_sfm(list(train_paths) + list(wide_paths))
+        elif rung == "rotation":
+            solution = solve_rotation(list(train_paths) + list(wide_paths), principal_point)
+        else:
+            assert_never(rung)
+        aligned = _aligned(solution, count, train_c2w, rung)
+        if isinstance(aligned, str):
+            said.append(f"wide views not placed: {aligned}")
+        else:
+            views.c2w[:wides] = apply_similarity(aligned[0], solution.c2w[count:])
+            placed = views.found[:wides]
+            views.zoom[:wides] = np.where(placed, 1.0, np.nan)
+            views.source[:wides] = np.where(placed, np.arange(count, count + wides), -1)
+            said.append(f"placed {int(placed.sum())} of {wides} wide views (training views within {aligned[1]:.3f}°)")
+    if zoom_ins and rung == "sfm":
+        solution = solve_sfm(list(train_paths), zoom_ins=list(support) + list(zoom_ins))
+        aligned = _aligned(solution, count, train_c2w, rung)
+        if isinstance(aligned, str):
+            said.append(f"zoom-ins not placed: {aligned}")
+        elif solution.zoom_ins is not None:
+            poses, skip = solution.zoom_ins, len(support)
+            views.c2w[wides:] = apply_similarity(aligned[0], poses.c2w[skip:])
+            views.zoom[wides:], views.inliers[wides:] = poses.zoom[skip:], poses.inliers[skip:]
+            views.source[wides:] = _nearest_wide(views.c2w[wides:], np.concatenate([train_c2w, views.c2w[:wides]]))
+            placed = int(views.found[wides:].sum())
+            said.append(f"placed {placed} of {len(zoom_ins)} zoom-ins (training views within {aligned[1]:.3f}°)")
+    seconds = time.perf_counter() - started
+    return Located(views, f"{rung}: {'; '.join(said) or 'nothing to place'}, {seconds:.1f} s", seconds)
+
+
+def _aligned(
+    solution: WideSolution, count: int, train_c2w: Float[np.ndarray, "K 3 4"], rung: Rung
+) -> Union[str, Tuple[Tuple[float, np.ndarray, np.ndarray], float]]:
+    """(similarity onto the run's cameras, largest disagreement in degrees) of a joint solution whose
+    first ``count`` views are the training wide views, or why it is not used."""
     if solution.c2w is None:
-        return Located(views, f"{rung} failed: {solution.failure}", seconds)
+        return f"{rung} failed: {solution.failure}"
     solved = np.isfinite(solution.c2w[:count]).all(axis=(1, 2))
     if not solved.all():
-        return Located(views, f"{rung} solved {int(solved.sum())} of {count} training wide views", seconds)
+        return f"{rung} solved {int(solved.sum())} of {count} training wide views"
     alignment = sim3_alignment(solution.c2w[:count], train_c2w)
     disagreement = _max_angle_deg(apply_similarity(alignment, solution.c2w[:count]), train_c2w)
     if disagreement > MAX_DISAGREEMENT_DEG:
-        reason = f"{rung}'s training views turn up to {disagreement:.2f}° from the run's cameras"
-        return Located(views, reason, seconds)
-    views.c2w[:wides] = apply_similarity(alignment, solution.c2w[count:])
-    placed_wide = views.found[:wides]
-    views.zoom[:wides] = np.where(placed_wide, 1.0, np.nan)
-    views.source[:wides] = np.where(placed_wide, np.arange(count, count + wides), -1)
-    if solution.zoom_ins is not None:
-        poses = solution.zoom_ins
-        views.c2w[wides:] = apply_similarity(alignment, poses.c2w)
-        views.zoom[wides:], views.source[wides:], views.inliers[wides:] = poses.zoom, poses.source, poses.inliers
-    found = views.found
-    placed = [f"{int(found[:wides].sum())} of {wides} wide views"] * bool(wides)
-    placed += [f"{int(found[wides:].sum())} of {len(zoom_ins)} zoom-ins"] * bool(zoom_ins)
-    reason = (
-        f"{rung}: placed {' and '.join(placed) or 'nothing'}; training views within {disagreement:.3f}° of the "
-        f"run's cameras, {seconds:.1f} s"
-    )
-    return Located(views, reason, seconds)
+        return f"{rung}'s training views turn up to {disagreement:.2f}° from the run's cameras"
+    return alignment, disagreement
+
+
+def _nearest_wide(c2w: Float[np.ndarray, "Z 3 4"], wide_c2w: Float[np.ndarray, "W 3 4"]) -> np.ndarray:
+    """Per view, the index of the wide view whose optical centre is nearest (−1 where not placed)."""
+    distances = np.linalg.norm(c2w[:, None, :, 3] - wide_c2w[None, :, :, 3], axis=-1)
+    distances = np.where(np.isfinite(distances), distances, np.inf)
+    return np.where(np.isfinite(c2w).all(axis=(1, 2)), distances.argmin(axis=1), -1)
 
 
 def _max_angle_deg(a: Float[np.ndarray, "K 3 4"], b: Float[np.ndarray, "K 3 4"]) -> float:
