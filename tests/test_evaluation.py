@@ -163,13 +163,15 @@ def test_a_located_views_wide_view_is_numbered_over_training_then_held_out_views
     assert root.tolist() == [0, 7, 11, 14, -1]
 
 
-def test_held_out_views_placed_by_geometry_keep_their_pose_unless_asked_to_refine():
+def test_held_out_views_placed_by_2d3d_keep_their_pose_unless_asked_to_refine():
     c2w = torch.zeros(3, 3, 4)
     c2w[1] = float("nan")  # the second view was not placed
     located = Placed(c2w, torch.tensor([1.0, float("nan"), 4.0]), torch.tensor([0, -1, 0]))
     assert held_views(located, RegistrationConfig()).tolist() == [True, False, True]
     assert held_views(located, RegistrationConfig(refine_located=True)) is None
     assert held_views(None, RegistrationConfig()) is None
+    turned = Placed(c2w, torch.tensor([1.0, float("nan"), 1.0]), torch.tensor([0, -1, 0]), full_pose=False)
+    assert held_views(turned, RegistrationConfig()) is None  # turns about the run's centre are refined
 
 
 def test_registration_learning_rate_decays_to_its_final_fraction():

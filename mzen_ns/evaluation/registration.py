@@ -55,6 +55,8 @@ class Placed:
     """Zoom per held-out view (NaN where not placed)."""
     root: Int[Tensor, " T"]
     """Nearest wide view, indexed over the training views followed by the held-out views (−1: not placed)."""
+    full_pose: bool = True
+    """Whether the poses are whole (2D–3D matches, or the truth), not turns about the run's one centre."""
 
     @property
     def found(self) -> Bool[Tensor, " T"]:
@@ -144,7 +146,8 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
     CONSOLE.print(f"held-out views by geometry: {located.reason}")
     views, count = located.views, dials.numel()
     order = torch.cat([wide, zoom_ins])[: len(views.c2w)]  # locate's order: wide views, then zoom-ins
-    placed = Placed(torch.full((count, 3, 4), math.nan), torch.full((count,), math.nan), torch.full((count,), -1))
+    nan = torch.full((count,), math.nan)
+    placed = Placed(torch.full((count, 3, 4), math.nan), nan, torch.full((count,), -1), full_pose=start == "sfm")
     placed.c2w[order] = torch.from_numpy(views.c2w).float()
     placed.zoom[order] = torch.from_numpy(views.zoom).float()
     placed.root[order] = evaluation_root(torch.from_numpy(views.source).long(), wide_index, wide, cameras.dials.numel())
@@ -294,7 +297,7 @@ def camera_for_view(pipeline: Any, view: str) -> Tuple[ZoomCameras, int, str]:
     if located is not None:  # registered alone: a wide view among the held-out ones is itself
         n_train = pipeline.mzen_model.cameras.dials.numel()
         root = located.root[index : index + 1].clamp(max=n_train)
-        located = Placed(located.c2w[index : index + 1], located.zoom[index : index + 1], root)
+        located = Placed(located.c2w[index : index + 1], located.zoom[index : index + 1], root, located.full_pose)
     cameras, _ = prime_views(pipeline.mzen_model, stack_images(train), image, dial, pipeline.config.priming, located)
     register(
         pipeline.mzen_model,
@@ -307,9 +310,11 @@ def camera_for_view(pipeline: Any, view: str) -> Tuple[ZoomCameras, int, str]:
 
 
 def held_views(located: Optional[Placed], config: RegistrationConfig) -> Optional[Tensor]:
-    """The placed views registration must keep in place (none when ``refine_located``): refined against
-    the frozen field, a 512×384 scene's held-out 16× view placed 0.06° off drifted to 2.4° and its
-    zoom 9%, as the run's own cameras from geometry would (they are held too)."""
-    if located is None or config.refine_located:
+    """The placed views registration must keep in place: those with whole poses, unless
+    ``refine_located``. Refined against the frozen field, a 512×384 scene's held-out 16× view placed
+    by 2D–3D matches 0.06° off drifted to 2.4° and its zoom 9%; a wide view the rotation-only model
+    turned about the run's centre has no position of its own, and refining it gained 0.5 dB on a
+    stage-drift scene."""
+    if located is None or config.refine_located or not located.full_pose:
         return None
     return located.found
