@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 from initialiser import VARIANTS, make, wide_truth, zoom_in_truth
@@ -38,8 +39,10 @@ MIN_POINTS = 12
 """Fewest wide-triangulated points a ``wide points`` refit is made from."""
 
 
-def capture_model() -> Dict[str, object]:
-    """Keep the joint model the solver places the zoom-ins from (its poses are computed as usual)."""
+@contextmanager
+def capture_model() -> Iterator[Dict[str, object]]:
+    """Within: keep the joint model the solver places the zoom-ins from (their poses are computed as
+    usual); the solver is restored on leaving."""
     kept: Dict[str, object] = {}
     place = sfm._zoom_in_poses
 
@@ -48,7 +51,10 @@ def capture_model() -> Dict[str, object]:
         return place(reconstruction, wide_names, names, dials)
 
     sfm._zoom_in_poses = keeping
-    return kept
+    try:
+        yield kept
+    finally:
+        sfm._zoom_in_poses = place
 
 
 def gl_c2w(rotation: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -82,8 +88,8 @@ def scene_rows(scene: Path) -> List[Tuple[float, Dict[str, List[float]]]]:
     """Per level: each way's rotation errors over the training zoom-ins the run placed."""
     paths, wide_true, _, _ = wide_truth(scene)
     queries, true, true_zoom, parent = zoom_in_truth(scene)
-    kept = capture_model()
-    solution = sfm.solve_sfm(paths, zoom_ins=queries)
+    with capture_model() as kept:
+        solution = sfm.solve_sfm(paths, zoom_ins=queries)
     if solution.c2w is None or "model" not in kept:
         return []
     model, wide_names, names, placed = kept["model"], kept["wide_names"], kept["names"], solution.zoom_ins
