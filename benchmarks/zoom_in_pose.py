@@ -16,7 +16,11 @@ per level (mean and worst):
   triangulated (zoom-ins the wide views resolve too little for are skipped) — whether the points
   the zoom-ins triangulated themselves pull the pose.
 
-    python benchmarks/zoom_in_pose.py --seeds 0 1 2
+With ``--focal-prior S`` COLMAP starts the wide camera from S × the true focal (as the ladder does
+with a manifest's focal), to see what a focal prior does to the zoom-ins; a run's zoom-in placement
+gives COLMAP none.
+
+    python benchmarks/zoom_in_pose.py --seeds 0 1 2 [--focal-prior 1.0]
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import argparse
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
+import cv2
 import numpy as np
 from initialiser import VARIANTS, make, wide_truth, zoom_in_truth
 
@@ -84,12 +89,17 @@ def refits(model, image, wide_names: List[str], placed_zoom: float, true_zoom: f
     return {way: (pose[:, :3], -pose[:, :3].T @ pose[:, 3]) for way, pose in out.items()}
 
 
-def scene_rows(scene: Path) -> List[Tuple[float, Dict[str, List[float]]]]:
-    """Per level: each way's rotation errors over the training zoom-ins the run placed."""
-    paths, wide_true, _, _ = wide_truth(scene)
+def scene_rows(scene: Path, focal_prior: Optional[float] = None) -> List[Tuple[float, Dict[str, List[float]]]]:
+    """Per level: each way's rotation errors over the training zoom-ins the run placed; COLMAP's wide
+    camera started from ``focal_prior`` × the true focal when given."""
+    paths, wide_true, true_focal, _ = wide_truth(scene)
     queries, true, true_zoom, parent = zoom_in_truth(scene)
+    prior = {}
+    if focal_prior is not None:
+        height, width = cv2.imread(str(paths[0]), cv2.IMREAD_GRAYSCALE).shape
+        prior = {"focal_prior": focal_prior * true_focal, "principal_point": (width / 2.0, height / 2.0)}
     with capture_model() as kept:
-        solution = sfm.solve_sfm(paths, zoom_ins=queries)
+        solution = sfm.solve_sfm(paths, zoom_ins=queries, **prior)
     if solution.c2w is None or "model" not in kept:
         return []
     model, wide_names, names, placed = kept["model"], kept["wide_names"], kept["names"], solution.zoom_ins
@@ -117,14 +127,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variant", default="512x384", choices=list(VARIANTS))
+    parser.add_argument("--focal-prior", type=float, default=None, help="start COLMAP from this × the true focal")
     args = parser.parse_args()
-    print(f"Zoom-in rotation relative to its wide view, degrees: mean (worst), zoom-ins — {args.variant}")
+    prior = "" if args.focal_prior is None else f", focal prior {args.focal_prior:g} × the true focal"
+    print(f"Zoom-in rotation relative to its wide view, degrees: mean (worst), zoom-ins — {args.variant}{prior}")
     print("| seed | level | " + " | ".join(WAYS) + " |")
     print("|" + "---|" * (len(WAYS) + 2))
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seeds:
             scene = make(Path(folder) / f"{args.variant}-{seed}", VARIANTS[args.variant], seed)
-            for level, angles in scene_rows(scene):
+            for level, angles in scene_rows(scene, args.focal_prior):
                 print(f"| {seed} | {level:g}× | " + " | ".join(cell(angles[way]) for way in WAYS) + " |", flush=True)
 
 
