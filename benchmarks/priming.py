@@ -4,8 +4,11 @@ position search + hierarchical matching.
 Priming (``--stage prime``, no training): scene-maker scenes with zoom-ins aimed off-axis; every
 wide view and the focal are set to the truth, so priming alone is measured. Per method, level and
 off-axis setting: share of zoom-ins primed from their true wide view (``gt_parent``), share
-flagged, rotation error of the primed pose (deg, against the zoom-in's true pose; no alignment
-needed) and zoom error, mean over seeds.
+flagged, zoom-ins placed wrong (median error over a quarter of the width) without and with a flag,
+the primed cameras' error in their own pixels (median and 90th percentile over the level's surface
+points), rotation error of the primed pose (deg, against the zoom-in's true pose; no alignment
+needed) and zoom error, mean over seeds. ``--no-nested --apart`` aims zoom-ins anywhere with no
+16× inside a 4×; ``--detail-contrast`` and ``--width``/``--height`` vary texture and size.
 
 Training (``--stage train``): ``ns-train mzen-cpu --pipeline.priming.method M`` + ``ns-eval`` on the
 same scenes; per-level rotation errors of the training zoom-ins after phase C (Sim(3)-aligned).
@@ -13,6 +16,7 @@ same scenes; per-level rotation errors of the training zoom-ins after phase C (S
 Cost (``--stage cost``): the position search over 100 zoom-ins × 100 wide views at 800×600.
 
     python benchmarks/priming.py --stage prime --seeds 0 1 2 --off-axis 0 0.25 0.5
+    python benchmarks/priming.py --stage prime --no-nested --apart --off-axis 0 --n-zoom 6 --width 512 --height 384
     python benchmarks/priming.py --stage train --seeds 0 1 2 --off-axis 0.5 --steps 1000
     python benchmarks/priming.py --stage cost
 """
@@ -34,8 +38,10 @@ import tyro
 from PIL import Image
 
 from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
+from mzen_ns.evaluation.reprojection import own_pixel_errors, wrong
 from mzen_ns.geometry.similarity import rotation_angles_deg
 from mzen_ns.priming.plan import PrimingConfig, PrimingMethod, Views, apply_plan, plan_priming
+from mzen_ns.synthetic.raycast import DETAIL_CONTRAST
 from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
 
 METHODS: Tuple[PrimingMethod, ...] = ("centred", "position", "hierarchical")
@@ -57,6 +63,14 @@ class PrimingBenchmark:
     """Training zoom-ins per level."""
     nested: bool = True
     """Scene maker: 16× zoom-ins aimed inside a 4× zoom-in (zooming in by steps)."""
+    apart: bool = False
+    """Scene maker: zoom-ins aimed anywhere, none inside a shallower one (needs ``--no-nested``)."""
+    detail_contrast: float = DETAIL_CONTRAST
+    """Scene maker: strength of the texture only zoom-ins resolve."""
+    width: int = 128
+    """Scene maker: image width."""
+    height: int = 96
+    """Scene maker: image height."""
     methods: Tuple[PrimingMethod, ...] = METHODS
     """Priming methods compared."""
     steps: Optional[int] = None
@@ -81,19 +95,34 @@ def priming_config(config: PrimingBenchmark, method: PrimingMethod) -> PrimingCo
 
 def scene_name(config: PrimingBenchmark, seed: int, off_axis: float) -> str:
     """Folder name of the scene for a seed and off-axis setting."""
-    return f"seed{seed}-off{off_axis:g}{'-nested' if config.nested else ''}"
+    size = "" if (config.width, config.height) == (128, 96) else f"-{config.width}x{config.height}"
+    texture = "" if config.detail_contrast == DETAIL_CONTRAST else f"-detail{config.detail_contrast:g}"
+    aims = ("-nested" if config.nested else "") + ("-apart" if config.apart else "")
+    return f"seed{seed}-off{off_axis:g}{aims}{size}{texture}"
 
 
 def scene(config: PrimingBenchmark, seed: int, off_axis: float) -> Path:
     """The scene for a seed and off-axis setting (made once)."""
     folder = config.output / "scenes" / scene_name(config, seed, off_axis)
     if not (folder / "transforms.json").is_file():
-        make_scene(SceneMakerConfig(folder, seed=seed, n_zoom=config.n_zoom, off_axis=off_axis, nested=config.nested))
+        make_scene(
+            SceneMakerConfig(
+                folder,
+                seed=seed,
+                n_zoom=config.n_zoom,
+                off_axis=off_axis,
+                nested=config.nested,
+                apart=config.apart,
+                detail_contrast=config.detail_contrast,
+                width=config.width,
+                height=config.height,
+            )
+        )
     return folder
 
 
 def load_training_frames(folder: Path):
-    """Images, dials, true poses/zooms and parents of the training frames of a scene."""
+    """Images, dials, true poses/zooms, parents and surface points of the training frames of a scene."""
     manifest = json.loads((folder / "transforms.json").read_text())
     frames = [f for f in manifest["frames"] if f.get("split", "train") == "train"]
     images = torch.stack(
@@ -104,13 +133,14 @@ def load_training_frames(folder: Path):
     zoom = torch.tensor([float(f["gt_zoom"]) for f in frames])
     names = [f["file_path"] for f in frames]
     parents = [f.get("gt_parent") for f in frames]
-    return images, dials / dials.min(), c2w, zoom, names, parents, float(manifest["gt_focal"])
+    points = [np.array(f["gt_points"]) if "gt_points" in f else None for f in frames]
+    return images, dials / dials.min(), c2w, zoom, names, parents, float(manifest["gt_focal"]), points
 
 
 def prime_once(folder: Path, priming: PrimingConfig) -> Dict[str, Dict[str, float]]:
     """Prime a scene's training zoom-ins from its true wide views; per level: share correct,
     share flagged, rotation and zoom error, seconds."""
-    images, dials, true_c2w, true_zoom, names, parents, focal = load_training_frames(folder)
+    images, dials, true_c2w, true_zoom, names, parents, focal, points = load_training_frames(folder)
     height, width = images.shape[1:3]
     count = dials.numel()
     is_wide = dials == 1.0
@@ -137,12 +167,28 @@ def prime_once(folder: Path, priming: PrimingConfig) -> Dict[str, Dict[str, floa
     rot = torch.from_numpy(rotation_angles_deg(primed[:, :3, :3].numpy(), true_c2w[plan.query][:, :3, :3].numpy()))
     zoom_err = (cameras.zoom(plan.query).detach() - true_zoom[plan.query]).abs() / true_zoom[plan.query]
     correct = torch.tensor([names[int(r)] == parents[int(q)] for q, r in zip(plan.query, plan.root)])
+    errors = own_pixel_errors(  # the wide views are the truth: no alignment
+        primed.numpy(),
+        (focal * cameras.zoom(plan.query).detach()).numpy(),
+        true_c2w[plan.query].numpy(),
+        (focal * true_zoom[plan.query]).numpy(),
+        principal[plan.query].numpy(),
+        1.0,
+        [points[int(q)] for q in plan.query],
+        (1.0, np.eye(3), np.zeros(3)),
+    )
+    misplaced = torch.from_numpy(wrong(errors, width))
     results: Dict[str, Dict[str, float]] = {}
     for dial in torch.unique(dials[plan.query]):
         rows = dials[plan.query] == dial
+        pooled = np.concatenate([errors[i] for i in torch.nonzero(rows).squeeze(-1).tolist()])
         results[f"{float(dial):g}x"] = {
             "correct": float(correct[rows].float().mean()),
             "flagged": float(plan.flagged[rows].float().mean()),
+            "wrong_unflagged": int((misplaced & ~plan.flagged)[rows].sum()),
+            "wrong_flagged": int((misplaced & plan.flagged)[rows].sum()),
+            "reproj_px": float(np.median(pooled)),
+            "reproj_px_p90": float(np.percentile(pooled, 90)),
             "rot_err_deg": float(rot[rows].mean()),
             "rot_err_deg_median": float(rot[rows].median()),
             "zoom_err_rel": float(zoom_err[rows].mean()),
@@ -186,10 +232,10 @@ def stage_prime(config: PrimingBenchmark) -> None:
 
 def print_prime_table(config: PrimingBenchmark, results: Dict[str, Dict]) -> None:
     print(
-        "\n| off-axis | method | level | correct surrogate (mean, worst seed) | flagged "
-        "| rot. err after priming (°) | zoom err |"
+        "\n| off-axis | method | level | correct surrogate (mean, worst seed) | flagged | wrong unflagged / flagged "
+        "| own px median (p90) | rot. err after priming (°) | zoom err |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for off_axis in config.off_axis:
         for method in config.methods:
             seeds = [results[f"{scene_name(config, s, off_axis)}/{method_key(config, method)}"] for s in config.seeds]
@@ -199,7 +245,12 @@ def print_prime_table(config: PrimingBenchmark, results: Dict[str, Dict]) -> Non
                 print(
                     f"| {off_axis:.0%} | {method_key(config, method)} | {level} "
                     f"| {np.mean(correct):.0%} ({min(correct):.0%}) | "
-                    f"{np.mean([r['flagged'] for r in rows]):.0%} | {np.mean([r['rot_err_deg'] for r in rows]):.2f} "
+                    f"{np.mean([r['flagged'] for r in rows]):.0%} | "
+                    f"{sum(r.get('wrong_unflagged', 0) for r in rows)} / "
+                    f"{sum(r.get('wrong_flagged', 0) for r in rows)} | "
+                    f"{np.mean([r.get('reproj_px', np.nan) for r in rows]):.1f} "
+                    f"({np.mean([r.get('reproj_px_p90', np.nan) for r in rows]):.1f}) | "
+                    f"{np.mean([r['rot_err_deg'] for r in rows]):.2f} "
                     f"(median {np.mean([r['rot_err_deg_median'] for r in rows]):.2f}) | "
                     f"{np.mean([r['zoom_err_rel'] for r in rows]):.3f} |"
                 )

@@ -15,7 +15,8 @@ Metadata keys (tensors indexed like the split's images):
   ``mzen_principal_point`` (cx, cy); ``mzen_pose_prior`` (N, 4, 4) in the normalised frame, or ``None``;
   ``mzen_scene_train_counts`` (wide, all): the scene's training frames, whatever ``train_levels`` keeps.
 - ``mzen_ground_truth`` (evaluation only): ``c2w`` (N, 4, 4), ``zoom`` (N,) — NaN where the
-  scene gives none — and ``focal`` (float or ``None``).
+  scene gives none — ``focal`` (float or ``None``) and ``points``: per frame the (P, 3) surface
+  points it sees (``gt_points``), or ``None``.
 """
 
 from __future__ import annotations
@@ -248,4 +249,5 @@ def _ground_truth(scene: SceneRecord, frames: Sequence[FrameRecord]) -> Dict[str
         "c2w": torch.tensor(c2w, dtype=torch.float32),
         "zoom": torch.tensor(zoom, dtype=torch.float32),
         "focal": scene.gt_focal,
+        "points": [None if frame.gt_points is None else torch.tensor(frame.gt_points) for frame in frames],
     }

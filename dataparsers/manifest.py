@@ -34,6 +34,8 @@ MAX_IMAGE_SIDE = 100_000
 """Largest ``w`` or ``h``."""
 MAX_POSE_VALUE = 1e8
 """Largest magnitude of a pose matrix entry (beyond it float32 arithmetic is meaningless)."""
+MAX_GT_POINTS = 100_000
+"""Most ``gt_points`` one frame may list."""
 MAX_JSON_DEPTH = 64
 """Deepest nesting of a manifest (a scene needs 4)."""
 _ZOOM_FOLDER = re.compile(r"^(?P<zoom>\d+(?:\.\d+)?)x$", re.IGNORECASE)
@@ -59,6 +61,8 @@ class FrameRecord:
     """``gt_transform_matrix``: ground truth for evaluation only."""
     gt_zoom: Optional[float] = None
     """``gt_zoom`` normalised like the dial: ground truth for evaluation only."""
+    gt_points: Optional[Float[np.ndarray, "P 3"]] = None
+    """``gt_points``: world points of the true surface the frame sees, for evaluation only."""
     zoom_source: str = "manifest"
     """Where the reading came from: ``manifest``, ``folder name``, or the file's metadata entry."""
 
@@ -205,6 +209,7 @@ def _read_frame(manifest: Path, entry: Any, index: int) -> FrameRecord:
         pose_prior=_optional_matrix(entry, "transform_matrix", where),
         gt_c2w=_optional_matrix(entry, "gt_transform_matrix", where),
         gt_zoom=None if gt_zoom is None else _zoom_value(gt_zoom, where, key="gt_zoom"),
+        gt_points=_optional_points(entry, "gt_points", where),
     )
 
 
@@ -287,6 +292,21 @@ def _optional_positive(data: Dict[str, Any], key: str, where: str) -> Optional[f
     if value is not None and value <= 0:
         raise SceneFormatError(f"{where}: '{key}'", f"must be > 0, got {value}")
     return value
+
+
+def _optional_points(entry: Dict[str, Any], key: str, where: str) -> Optional[Float[np.ndarray, "P 3"]]:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_GT_POINTS:
+        raise SceneFormatError(where, f"'{key}' must be a list of at most {MAX_GT_POINTS} [x, y, z] points")
+    try:
+        points = np.asarray(value, dtype=np.float64).reshape(len(value), -1)
+    except (TypeError, ValueError) as error:
+        raise SceneFormatError(where, f"'{key}' must be a list of [x, y, z] points of numbers") from error
+    if points.shape[1:] != (3,) or not np.all(np.isfinite(points)):
+        raise SceneFormatError(where, f"'{key}' must be a list of finite [x, y, z] points")
+    return points
 
 
 def _optional_matrix(entry: Dict[str, Any], key: str, where: str) -> Optional[Float[np.ndarray, "4 4"]]:

@@ -85,16 +85,24 @@ def steps(phase: Phase, group: str, hold: Hold = "none") -> bool:
     return trains(phase, group) and group not in HELD_AFTER_GEOMETRY[hold][phase]
 
 
-def allowed_images(phase: Phase, is_wide: Bool[Tensor, " N"]) -> Bool[Tensor, " N"]:
-    """The training images ``phase`` samples from."""
+def allowed_images(
+    phase: Phase, is_wide: Bool[Tensor, " N"], unverified: Optional[Bool[Tensor, " N"]] = None
+) -> Bool[Tensor, " N"]:
+    """The training images ``phase`` samples from. A phase that trains the field leaves out the
+    ``unverified`` images (zoom-ins whose placement priming could not verify): placed wrong, they
+    would paint another part of the scene into the field; phase B may still register them."""
     images = POLICY[phase].images
     if images == "wide":
-        return is_wide.clone()
-    if images == "zoom-ins":
-        return ~is_wide
-    if images == "all":
-        return torch.ones_like(is_wide)
-    assert_never(images)
+        allowed = is_wide.clone()
+    elif images == "zoom-ins":
+        allowed = ~is_wide
+    elif images == "all":
+        allowed = torch.ones_like(is_wide)
+    else:
+        assert_never(images)
+    if unverified is not None and FIELD_GROUPS & POLICY[phase].groups:
+        allowed &= ~unverified.to(allowed.device)
+    return allowed
 
 
 def check_sanity(param_groups: Iterable[str], optimizer_groups: Iterable[str]) -> None:
@@ -128,6 +136,12 @@ class PhaseScheduleConfig:
     """Hold wide cameras that started from geometry (SfM, rotation-only) through phase A."""
     refine_geometric: bool = False
     """Let phases B and C move cameras from geometry (wide views after a geometric start, zoom-ins placed by 2D–3D)."""
+    train_field_on_flagged: bool = False
+    """Let zoom-ins whose priming was flagged train the field in phase C (off: their placement is unverified)."""
+
+    def unverified(self, flagged: Bool[Tensor, " N"]) -> Optional[Bool[Tensor, " N"]]:
+        """What phases that train the field leave out (:func:`allowed_images`): the flagged images, unless allowed."""
+        return None if self.train_field_on_flagged else flagged
 
     def hold(self, geometric_start: bool) -> Hold:
         """What the phases hold of cameras from geometry, for a run whose wide cameras did or did not start there."""

@@ -157,7 +157,7 @@ class MZENPipeline(VanillaPipeline):
             phase = self.phase_schedule.phase_at(step)
             if phase == "C":
                 CONSOLE.print("[bold]phase B skipped:[/] every zoom-in was placed by geometry and is held")
-        allowed = allowed_images(phase, cameras.is_wide)
+        allowed = allowed_images(phase, cameras.is_wide, self.config.model.phases.unverified(cameras.match.flagged))
         self.datamanager.set_allowed_images(allowed)
         cameras.solved |= allowed
         hold = self.geometric_hold
@@ -315,16 +315,19 @@ class MZENPipeline(VanillaPipeline):
         dials = self.mzen_model.cameras.dials.cpu()
         CONSOLE.print(plan_table(plan, names, dials))
         flagged = flagged_names(plan, names)
+        left_out = not self.config.model.phases.train_field_on_flagged
         if flagged:
+            fate = "left out of the field (phase C)" if left_out else "primed from the best anyway"
             CONSOLE.print(
                 f"[bold yellow]Priming: {len(flagged)} zoom-in(s) have no clear best match (a view leading to another "
-                f"wide view fits within {self.config.priming.flag_margin:.0%} as well); primed from "
-                f"the best anyway, check them: {', '.join(flagged)}"
+                f"wide view fits within {self.config.priming.flag_margin:.0%} as well); {fate}, check them: "
+                f"{', '.join(flagged)}"
             )
         if self.run_dir is not None and is_main_process():
             images = images if images is not None else stack_images(dataset)
-            picture = save_plan_picture(plan, images, self.run_dir / "crop_and_match.png", names)
-            (self.run_dir / "crop_and_match.json").write_text(json.dumps(plan_rows(plan, names, dials), indent=2))
+            picture = save_plan_picture(plan, images, self.run_dir / "crop_and_match.png", names, left_out)
+            rows = plan_rows(plan, names, dials, left_out)
+            (self.run_dir / "crop_and_match.json").write_text(json.dumps(rows, indent=2))
             CONSOLE.print(f"priming picture: {picture}")
 
     @torch.no_grad()
@@ -388,7 +391,11 @@ class MZENPipeline(VanillaPipeline):
         """The learned cameras as a nerfstudio ``transforms.json`` whose paths are relative to ``output_dir``."""
         dataset = self.datamanager.train_dataset
         return cameras_manifest(
-            self.mzen_model.cameras, [Path(p) for p in dataset.image_filenames], self.config.priming.method, output_dir
+            self.mzen_model.cameras,
+            [Path(p) for p in dataset.image_filenames],
+            self.config.priming.method,
+            output_dir,
+            not self.config.model.phases.train_field_on_flagged,
         )
 
     def export_cameras(self) -> Optional[Path]:

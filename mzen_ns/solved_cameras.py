@@ -22,10 +22,15 @@ from mzen_ns.priming.report import GEOMETRIC_SCORE_KIND, match_entry
 
 
 def cameras_manifest(
-    cameras: ZoomCameras, image_paths: Sequence[Path], priming: PrimingMethod, output_dir: Path
+    cameras: ZoomCameras,
+    image_paths: Sequence[Path],
+    priming: PrimingMethod,
+    output_dir: Path,
+    flagged_left_out: bool = True,
 ) -> Dict[str, Any]:
     """The ``transforms.json`` content for ``cameras`` (images at ``image_paths``, primed by
-    ``priming``), with paths relative to ``output_dir``."""
+    ``priming``; flagged zoom-ins left out of the field when ``flagged_left_out``), with paths
+    relative to ``output_dir``."""
     learned = cameras.to_cameras()
     zooms = cameras.zoom().detach().cpu()
     paths = [_relative(path, output_dir) for path in image_paths]
@@ -48,7 +53,7 @@ def cameras_manifest(
         matched = int(cameras.matched_wide[i])
         if not bool(cameras.is_wide[i]) and matched >= 0:
             frame["matched_wide"] = paths[matched]
-            match = _match(cameras, i, paths, score_kind(priming))
+            match = _match(cameras, i, paths, score_kind(priming), flagged_left_out)
             if match is not None:
                 frame["mzen_match"] = match
         frames.append(frame)
@@ -61,7 +66,9 @@ def cameras_manifest(
     return manifest
 
 
-def _match(cameras: ZoomCameras, index: int, paths: Sequence[str], kind: str) -> Optional[Dict[str, object]]:
+def _match(
+    cameras: ZoomCameras, index: int, paths: Sequence[str], kind: str, flagged_left_out: bool
+) -> Optional[Dict[str, object]]:
     """The ``mzen_match`` entry of image ``index`` (None when its priming was not recorded)."""
     record = cameras.match
     if not record.primed(index):
@@ -76,6 +83,7 @@ def _match(cameras: ZoomCameras, index: int, paths: Sequence[str], kind: str) ->
         runner_up,
         GEOMETRIC_SCORE_KIND if bool(record.geometric[index]) else kind,
         bool(record.flagged[index]),
+        not (flagged_left_out and bool(record.flagged[index])),
     )
 
 

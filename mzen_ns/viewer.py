@@ -76,6 +76,8 @@ class PanelState:
     """Crop-and-match pairs (zoom-in file, wide file it was primed from)."""
     flagged: Tuple[str, ...] = ()
     """Zoom-ins whose match was not clearly better than the runner-up (priming flagged them)."""
+    flagged_left_out: bool = True
+    """Whether flagged zoom-ins are left out of the field (phase C does not train on them)."""
 
 
 def wide_fov_y(cameras: Any) -> float:
@@ -124,10 +126,17 @@ def overview_camera(
 
 
 def panel_state(
-    cameras: Any, levels: torch.Tensor, dials: List[float], names: List[str], phase: str, step: Optional[int]
+    cameras: Any,
+    levels: torch.Tensor,
+    dials: List[float],
+    names: List[str],
+    phase: str,
+    step: Optional[int],
+    flagged_left_out: bool = True,
 ) -> PanelState:
     """The panel's values from the learned cameras (``levels``: level per image; ``dials``: the
-    scene's dial per level; ``names``: file path per image)."""
+    scene's dial per level; ``names``: file path per image; ``flagged_left_out``: whether the field
+    is trained without the flagged zoom-ins)."""
     with torch.no_grad():
         zooms = cameras.zoom().cpu()
         focal = float(cameras.focal)
@@ -151,7 +160,14 @@ def panel_state(
     flagged = tuple(names[i] for i in torch.nonzero(cameras.match.flagged.cpu()).squeeze(-1).tolist())
     fov_x = math.degrees(2.0 * math.atan(0.5 * cameras.width / focal))
     return PanelState(
-        phase=phase, step=step, focal=focal, wide_fov_x_deg=fov_x, levels=rows, pairs=pairs, flagged=flagged
+        phase=phase,
+        step=step,
+        focal=focal,
+        wide_fov_x_deg=fov_x,
+        levels=rows,
+        pairs=pairs,
+        flagged=flagged,
+        flagged_left_out=flagged_left_out,
     )
 
 
@@ -182,13 +198,14 @@ def panel_markdown(state: PanelState, max_pairs: int = 40) -> str:
         f"{r['zoom_max']:.3f} |"
         for r in state.levels
     ]
-    flags = f", {len(state.flagged)} flagged: no clear best match" if state.flagged else ""
-    lines += ["", f"**Crop-and-match** ({len(state.pairs)} zoom-ins primed{flags})", ""]
+    fate = ", left out of the field" if state.flagged_left_out else ""
+    flags = f", {len(state.flagged)} flagged: no clear best match{fate}" if state.flagged else ""
+    lines += ["", f"**Priming** ({len(state.pairs)} zoom-ins primed{flags})", ""]
+    mark = "flagged, not in field" if state.flagged_left_out else "flagged"
     if state.pairs:
         lines += ["| zoom-in | wide | |", "|---|---|---|"]
         lines += [
-            f"| {zoom} | {wide} | {'flagged' if zoom in state.flagged else ''} |"
-            for zoom, wide in state.pairs[:max_pairs]
+            f"| {zoom} | {wide} | {mark if zoom in state.flagged else ''} |" for zoom, wide in state.pairs[:max_pairs]
         ]
         if len(state.pairs) > max_pairs:
             lines.append(f"| … {len(state.pairs) - max_pairs} more | |")
@@ -253,7 +270,13 @@ class CameraPanel(nn.Module):
         levels = metadata["mzen_level"]
         phase = panel_phase(pipeline, step)
         self.state = panel_state(
-            cameras, levels, list(metadata["mzen_levels"]), [str(p) for p in metadata["mzen_file_paths"]], phase, step
+            cameras,
+            levels,
+            list(metadata["mzen_levels"]),
+            [str(p) for p in metadata["mzen_file_paths"]],
+            phase,
+            step,
+            not pipeline.config.model.phases.train_field_on_flagged,
         )
         self.summary.set_content(panel_markdown(self.state))
         if self.control.viewer is not None:

@@ -81,6 +81,23 @@ def test_ground_truth_kept_for_evaluation_only(make_manifest_scene):
     assert truth["zoom"].tolist() == pytest.approx([1.0, 1.0, 4.12])
     assert truth["focal"] == 33.0
     assert torch.equal(out.cameras.camera_to_worlds[0], torch.eye(4)[:3])  # gt never becomes a pose
+    assert truth["points"] == [None, None, None]
+
+
+def test_ground_truth_surface_points_kept_per_frame(make_manifest_scene):
+    frames = [{"gt_points": [[0.0, 0.1, -1.0], [0.2, 0.0, -0.9]]}, {}]
+    truth = parse(make_manifest_scene(zooms=[1, 1], frames=frames), test_every=0).metadata["mzen_ground_truth"]
+    assert truth["points"][0].tolist() == [[0.0, 0.1, -1.0], [0.2, 0.0, -0.9]]
+    assert truth["points"][1] is None
+
+
+@pytest.mark.parametrize(
+    "points", [[[0.0, 1.0]], [[0.0, "a", 1.0]], [[0.0, float("nan"), 1.0]], {"x": 1}, [1.0, 2.0, 3.0]]
+)
+def test_error_bad_surface_points(make_manifest_scene, points):
+    root = make_manifest_scene(zooms=[1, 1], frames=[{}, {"gt_points": points}])
+    with pytest.raises(SceneFormatError, match=r"frame 1 .*'gt_points'"):
+        parse(root)
 
 
 def test_pose_prior_used_only_when_asked(make_manifest_scene):

@@ -53,6 +53,29 @@ def test_eval_keys_and_independent_recomputation(trained):
     assert "lpips" not in results or pipeline.mzen_model.lpips_available
 
 
+def test_eval_reports_own_pixel_errors_per_level_and_counts_a_zoom_in_placed_wrong(trained):
+    pipeline = trained.pipeline
+    cameras = pipeline.mzen_model.cameras
+    results = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
+    for key in ("reproj_px_1x", "reproj_px_4x", "reproj_px_4x_p90", "test_reproj_px_1x", "test_reproj_px_4x"):
+        assert np.isfinite(results[key]) and results[key] >= 0
+    assert results["reproj_px_4x_p90"] >= results["reproj_px_4x"]
+    placed = sum(results[f"zoom_ins_{kind}"] for kind in ("placed_2d3d", "placed_search", "flagged"))
+    assert placed == cameras.zoom_index.numel()
+    zoom_ins = cameras.zoom_index
+    kept = cameras.base_c2w[zoom_ins].clone()
+    try:
+        with torch.no_grad():
+            turn = torch.tensor([[0.94, 0.0, 0.342], [0.0, 1.0, 0.0], [-0.342, 0.0, 0.94]])  # 20° about y
+            cameras.base_c2w[zoom_ins, :3, :3] = cameras.base_c2w[zoom_ins, :3, :3] @ turn  # another part
+        moved = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
+    finally:
+        with torch.no_grad():
+            cameras.base_c2w[zoom_ins] = kept
+    assert moved["zoom_ins_wrong_unflagged"] + moved["zoom_ins_wrong_flagged"] == zoom_ins.numel()
+    assert moved["reproj_px_4x_p90"] > results["reproj_px_4x_p90"]
+
+
 def test_registration_does_not_worsen_the_fit(trained):
     pipeline = trained.pipeline
     before = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)

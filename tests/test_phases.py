@@ -56,6 +56,16 @@ def test_groups_and_images_per_phase():
     assert schedule.group_start("fields") == 0 and schedule.group_start("zooms") == 50
 
 
+def test_phases_that_train_the_field_leave_out_unverified_zoom_ins():
+    is_wide = torch.tensor([True, True, False, False])
+    flagged = torch.tensor([False, False, True, False])
+    assert allowed_images("A", is_wide, flagged).tolist() == [True, True, False, False]
+    assert allowed_images("B", is_wide, flagged).tolist() == [False, False, True, True]  # registered, field frozen
+    assert allowed_images("C", is_wide, flagged).tolist() == [True, True, False, True]
+    assert PhaseScheduleConfig().unverified(flagged) is flagged
+    assert PhaseScheduleConfig(train_field_on_flagged=True).unverified(flagged) is None
+
+
 def test_sanity_check_names_unknown_and_unconfigured_groups():
     groups = ["fields", "proposal_networks", "wide_poses", "zoom_poses", "focal", "zooms"]
     check_sanity(groups, groups)

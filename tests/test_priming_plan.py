@@ -137,6 +137,7 @@ def test_ambiguous_match_is_flagged_in_table_rows_and_picture(tmp_path):
         and row["runner_up_score"] == pytest.approx(row["score"], abs=1e-4)
     )
     assert row["matched_wide"] in ("img2", "img4") and len(row["window_centre_px"]) == 2
+    assert row["trains_field"] is False and plan_rows(plan, names, dials, flagged_left_out=False)[0]["trains_field"]
     console = Console(record=True, width=200)
     console.print(plan_table(plan, names, dials))
     assert "FLAGGED" in console.export_text()

@@ -352,3 +352,55 @@ def test_held_out_zoom_ins_look_at_a_spot_a_training_zoom_in_saw_from_another_pl
             assert max(nearest) < limit  # within a quarter of the field (per axis) of a training zoom-in's spot
         else:
             assert max(nearest) > 1.0  # aimed on their own: at least one misses every training zoom-in
+
+
+def test_apart_zoom_ins_lie_outside_every_shallower_training_zoom_in(tmp_path):
+    options = {**SMALL, "zooms": (1.0, 4.0, 16.0), "n_zoom": 4, "n_wide": 6}
+    config = SceneMakerConfig(output=tmp_path / "apart", apart=True, seed=4, **options)
+    make_scene(config)
+    assert _deep_points_inside_shallower(config) == 0
+    default = SceneMakerConfig(output=tmp_path / "default", seed=4, **options)
+    make_scene(default)
+    assert _deep_points_inside_shallower(default) > 0  # without --apart 16x zoom-ins lie inside 4x ones
+
+
+def _deep_points_inside_shallower(config: SceneMakerConfig) -> int:
+    """How many of the training 16x zoom-ins' surface points a training 4x zoom-in sees."""
+    frames = json.loads((config.output / "transforms.json").read_text())["frames"]
+    train = [f for f in frames if f["split"] == "train"]
+    size = np.array([config.width, config.height])
+    count = 0
+    for deep in (f for f in train if f["zoom"] == 16.0):
+        seen = np.array(deep["gt_points"])  # the surface the 16x sees, at a grid of its pixels
+        for shallow in (f for f in train if f["zoom"] == 4.0):
+            c2w, focal = np.array(shallow["gt_transform_matrix"]), config.base_focal() * shallow["gt_zoom"]
+            pixels, _ = project(c2w, focal, config.width, config.height, seen)
+            count += int(((pixels > 0) & (pixels < size)).all(axis=1).sum())
+    return count
+
+
+def test_every_frame_records_the_surface_points_it_sees_at_a_pixel_grid(default_scene):
+    manifest = json.loads((default_scene / "transforms.json").read_text())
+    width, height = manifest["w"], manifest["h"]
+    surface = scene_surface(SceneMakerConfig(output=default_scene, seed=3, **SMALL))
+    grid = np.stack(np.meshgrid((np.arange(8) + 0.5) * width / 8, (np.arange(6) + 0.5) * height / 6), -1)
+    for frame in manifest["frames"]:
+        points = np.array(frame["gt_points"])
+        focal = manifest["gt_focal"] * frame["gt_zoom"]
+        pixels, depth = project(np.array(frame["gt_transform_matrix"]), focal, width, height, points)
+        assert len(points) == 48 and (depth > 0).all()
+        assert np.abs(pixels - grid.reshape(-1, 2)).max() < 1e-3
+        z = surface.surface_z(torch.from_numpy(points[:, :2]).float()).numpy()
+        assert np.abs(z - points[:, 2]).max() < 1e-4  # on the surface
+
+
+def test_detail_contrast_sets_how_much_texture_a_zoom_in_sees(tmp_path):
+    spread = {}
+    for contrast in (0.35, 0.02):
+        options = {**SMALL, "zooms": (1.0, 16.0)}  # finer than one texture layer
+        config = SceneMakerConfig(output=tmp_path / f"c{contrast}", seed=6, detail_contrast=contrast, **options)
+        make_scene(config)
+        manifest, images = load(config.output)
+        zoom_ins = [images[f["file_path"]] for f in manifest["frames"] if f["zoom"] > 1.0]
+        spread[contrast] = float(np.mean([np.abs(z - gaussian_filter(z, (2, 2, 0))).mean() for z in zoom_ins]))
+    assert spread[0.02] < 0.7 * spread[0.35]  # what is left is the wide layer's texture, seen 16x magnified

@@ -191,3 +191,22 @@ def test_sampler_phase_masks_images(scene, tmp_path):
     for step in range(5):
         _, batch = pipeline.datamanager.next_train(step)
         assert set(batch["indices"][:, 0].tolist()) <= set(torch.nonzero(~cameras.is_wide).squeeze(-1).tolist())
+
+
+def test_a_flagged_zoom_in_is_registered_in_phase_b_and_never_drawn_in_phase_c(scene, tmp_path):
+    trainer = build(tiny_trainer_config(scene, tmp_path, steps=10, boundaries=(0.4, 0.7)))
+    pipeline = trainer.pipeline
+    cameras = pipeline.mzen_model.cameras
+    pipeline.enter_phase_of(4)  # phase B: priming ran
+    flagged = int(cameras.zoom_index[0])
+    cameras.match.flagged[flagged] = True  # as priming records a zoom-in it could not verify
+    pipeline.phase = None  # enter phase B again with the flag set
+    pipeline.enter_phase_of(4)
+    drawn_b = {i for step in range(4, 7) for i in pipeline.datamanager.next_train(step)[1]["indices"][:, 0].tolist()}
+    assert flagged in drawn_b
+    pipeline.enter_phase_of(7)
+    assert pipeline.phase == "C"
+    drawn_c = {i for step in range(7, 12) for i in pipeline.datamanager.next_train(step)[1]["indices"][:, 0].tolist()}
+    assert (
+        flagged not in drawn_c and int(cameras.zoom_index[1]) in drawn_c and set(cameras.wide_index.tolist()) <= drawn_c
+    )

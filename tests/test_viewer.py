@@ -2,6 +2,7 @@
 
 import math
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,4 +133,7 @@ def test_panel_marks_flagged_zoom_ins():
         flagged=("4x/b.png",),
     )
     text = panel_markdown(state)
-    assert "1 flagged" in text and "| 4x/b.png | 1x/w.png | flagged |" in text and "| 4x/a.png | 1x/w.png |  |" in text
+    assert "1 flagged" in text and "left out of the field" in text
+    assert "| 4x/b.png | 1x/w.png | flagged, not in field |" in text and "| 4x/a.png | 1x/w.png |  |" in text
+    trained_on = panel_markdown(replace(state, flagged_left_out=False))
+    assert "| 4x/b.png | 1x/w.png | flagged |" in trained_on and "left out" not in trained_on

@@ -12,6 +12,14 @@ and the same with a ``test_`` prefix for the registered held-out cameras; also
 ``wide_pair_rot_err_deg``, the gauge-free mean pairwise relative-rotation error of the training
 wide views; ``zoom_source_rot_err_deg``, the same for each primed zoom-in against the wide view
 it was primed from; ``rot_err_deg_<z>x`` (and ``test_rot_err_deg_<z>x``) per zoom level.
+
+Where frames list their true surface points (``gt_points``), the error in each image's own pixels
+(:mod:`mzen_ns.evaluation.reprojection`, after a similarity fitted to the wide views):
+``reproj_px_<z>x`` (median over the level's points) and ``reproj_px_<z>x_p90`` for the training
+images, ``test_reproj_px_<z>x[_p90]`` for the held-out ones. How the training zoom-ins were placed:
+``zoom_ins_placed_2d3d``, ``zoom_ins_placed_search`` (by the window search, not flagged),
+``zoom_ins_flagged``; with points, ``zoom_ins_wrong_unflagged`` and ``zoom_ins_wrong_flagged``:
+zoom-ins that show another part of the scene (:func:`~mzen_ns.evaluation.reprojection.wrong`).
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from mzen_ns.evaluation.registration import (
     prime_views,
     register,
 )
+from mzen_ns.evaluation.reprojection import level_errors, own_pixel_errors, wrong
+from mzen_ns.geometry.similarity import sim3_alignment
 from mzen_ns.priming.plan import PrimingConfig
 
 LOWER_IS_BETTER = frozenset({"lpips"})
@@ -167,4 +177,57 @@ def evaluate(
         alignment,
     )
     results.update({f"test_{name}": value for name, value in test_errors.items()})
+    results.update(placement_counts(trained))
+    results.update(own_pixel_results(trained, train_truth, cameras, test.metadata["mzen_ground_truth"]))
     return results
+
+
+def placement_counts(trained: Any) -> Dict[str, float]:
+    """How the training zoom-ins of ``trained`` (:class:`~mzen_ns.cameras.ZoomCameras`) were placed:
+    by 2D–3D matches, by the window search (not flagged), flagged."""
+    record, zoom_ins = trained.match, trained.zoom_index
+    primed = record.source[zoom_ins] >= 0
+    geometric, flagged = record.geometric[zoom_ins] & primed, record.flagged[zoom_ins] & primed
+    return {
+        "zoom_ins_placed_2d3d": float(geometric.sum()),
+        "zoom_ins_placed_search": float((primed & ~geometric & ~flagged).sum()),
+        "zoom_ins_flagged": float(flagged.sum()),
+    }
+
+
+def own_pixel_results(trained: Any, train_truth: Dict[str, Any], held_out: Any, test_truth: Dict[str, Any]):
+    """Errors in each image's own pixels (:func:`~mzen_ns.evaluation.reprojection.own_pixel_errors`)
+    of the training cameras the run trained on and of the registered held-out cameras, after the
+    similarity fitted to the training wide views; wrongly placed training zoom-ins, by flag. Empty
+    without true focal, two true wide poses and surface points."""
+    solved = trained.solved.cpu().numpy()
+    true_c2w = train_truth["c2w"].numpy()
+    have = trained.is_wide.cpu().numpy() & solved & np.isfinite(true_c2w).all(axis=(1, 2))
+    if not train_truth.get("focal") or have.sum() < 2 or train_truth.get("points") is None:
+        return {}
+    learned = trained.c2w().detach().cpu().numpy()
+    alignment = sim3_alignment(learned[have], true_c2w[have, :3])
+    train_errors = _own_pixel_errors(trained, train_truth, alignment)
+    train_errors = [e if keep else np.zeros(0) for e, keep in zip(train_errors, solved)]
+    results = level_errors(train_errors, trained.dials.cpu().tolist())
+    test_errors = _own_pixel_errors(held_out, test_truth, alignment)
+    results.update({f"test_{k}": v for k, v in level_errors(test_errors, held_out.dials.cpu().tolist()).items()})
+    zoom_ins = trained.zoom_index.cpu().numpy()
+    placed_wrong = wrong([train_errors[i] for i in zoom_ins], trained.width)
+    flagged = trained.match.flagged.cpu().numpy()[zoom_ins]
+    results["zoom_ins_wrong_unflagged"] = float((placed_wrong & ~flagged).sum())
+    results["zoom_ins_wrong_flagged"] = float((placed_wrong & flagged).sum())
+    return results
+
+
+def _own_pixel_errors(cameras: Any, truth: Dict[str, Any], alignment) -> List[np.ndarray]:
+    return own_pixel_errors(
+        cameras.c2w().detach().cpu().numpy(),
+        cameras.fx().detach().cpu().numpy(),
+        truth["c2w"].numpy(),
+        truth["focal"] * truth["zoom"].numpy() if truth.get("focal") else np.full(len(truth["zoom"]), np.nan),
+        cameras.principal_points().cpu().numpy(),
+        float(cameras.aspect),
+        [None if p is None else p.numpy() for p in truth.get("points") or [None] * len(truth["zoom"])],
+        alignment,
+    )

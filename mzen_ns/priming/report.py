@@ -26,9 +26,11 @@ def match_entry(
     runner_up: Optional[float],
     score_kind: str,
     flagged: bool,
+    trains_field: bool,
 ) -> Dict[str, object]:
     """How one image was primed, as written to ``crop_and_match.json`` and the solved-camera export
-    (``runner_up`` None: no candidate led to another wide view)."""
+    (``runner_up`` None: no candidate led to another wide view; ``trains_field`` False: left out of
+    the field, as flagged zoom-ins are by default)."""
     return {
         "primed_from": primed_from,
         "matched_wide": matched_wide,
@@ -38,11 +40,15 @@ def match_entry(
         "runner_up_score": runner_up,
         "score_kind": score_kind,
         "flagged": flagged,
+        "trains_field": trains_field,
     }
 
 
-def plan_rows(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"]) -> List[Dict[str, object]]:
-    """One JSON-able row per query."""
+def plan_rows(
+    plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"], flagged_left_out: bool = True
+) -> List[Dict[str, object]]:
+    """One JSON-able row per query; ``trains_field`` is false for a flagged one when flagged zoom-ins
+    are left out of the field (``flagged_left_out``)."""
     rows = []
     for row, query in enumerate(plan.query.tolist()):
         runner_up = float(plan.runner_up[row])
@@ -56,6 +62,7 @@ def plan_rows(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"
             runner_up if math.isfinite(runner_up) else None,
             GEOMETRIC_SCORE_KIND if geometric else plan.score_kind,
             bool(plan.flagged[row]),
+            not (flagged_left_out and bool(plan.flagged[row])),
         )
         rows.append({"zoom_in": names[query], "dial": float(dials[query]), **entry})
     return rows
@@ -83,9 +90,14 @@ def plan_table(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N
 
 
 def save_plan_picture(
-    plan: PrimingPlan, images: Float[Tensor, "N H W 3"], path: Path, names: Optional[Sequence[str]] = None
+    plan: PrimingPlan,
+    images: Float[Tensor, "N H W 3"],
+    path: Path,
+    names: Optional[Sequence[str]] = None,
+    flagged_left_out: bool = True,
 ) -> Path:
-    """Each zoom-in beside its source view with the matched window drawn on it (red if flagged)."""
+    """Each zoom-in beside its source view with the matched window drawn on it (red if flagged,
+    captioned as left out of the field when ``flagged_left_out``)."""
     from PIL import Image, ImageDraw
 
     height, width = images.shape[1:3]
@@ -106,7 +118,8 @@ def save_plan_picture(
         geometric = plan.geometric is not None and bool(plan.geometric[row])
         score = f"{float(plan.score[row]):.0f} 2D-3D" if geometric else f"{float(plan.score[row]):.3f}"
         caption = f"{_short(names, query)} <- {_short(names, source)} {score}"
-        draw.text((1, top), caption + (" FLAGGED" if flagged else ""), fill=(0, 0, 0))
+        mark = (" FLAGGED, not in field" if flagged_left_out else " FLAGGED") if flagged else ""
+        draw.text((1, top), caption + mark, fill=(0, 0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path

@@ -39,7 +39,7 @@ TEXTURE_SIZE = 512
 LAYER_RATIO = 4
 """Each texture layer's tiles are this many times smaller than the previous layer's."""
 DETAIL_CONTRAST = 0.35
-"""Strength of the multiplicative modulation each finer layer adds."""
+"""Default strength of the multiplicative modulation each finer layer adds."""
 Shading = Literal["lambert", "sem"]
 
 
@@ -59,6 +59,8 @@ class Surface:
     """Size of one tile of texture layer 0 (world units; about the wide views' footprint)."""
     layers: List[List[Float[Tensor, "1 3 S S"]]]
     """Per texture layer, its mip pyramid (finest first)."""
+    detail_contrast: float = DETAIL_CONTRAST
+    """Strength of the modulation each finer layer adds (low: zoom-ins see little texture of their own)."""
 
     def surface_z(self, xy: Float[Tensor, "N 2"]) -> Float[Tensor, " N"]:
         """World z of the surface above each (x, y)."""
@@ -85,18 +87,25 @@ class Surface:
             if index == 0:
                 colour = colour * sample
             else:
-                colour = colour * (1.0 + 2.0 * DETAIL_CONTRAST * (sample - 0.5))
+                colour = colour * (1.0 + 2.0 * self.detail_contrast * (sample - 0.5))
         return colour.clamp(0.0, 1.0)
 
 
 def make_surface(
-    seed: int, depth: float, relief: float, extent: float, base_period: float, max_texel_density: float
+    seed: int,
+    depth: float,
+    relief: float,
+    extent: float,
+    base_period: float,
+    max_texel_density: float,
+    detail_contrast: float = DETAIL_CONTRAST,
 ) -> Surface:
     """Build the scene: relief crop and texture layers chosen by ``seed``.
 
     Args:
         max_texel_density: texels per world unit the finest view needs (focal × zoom / depth);
             layers are added until the finest one reaches it.
+        detail_contrast: strength of the finer layers' modulation.
     """
     rng = np.random.default_rng(seed)
     n_layers = 1
@@ -106,7 +115,7 @@ def make_surface(
     details = [name for name in rng.permutation(DETAIL_PHOTOS) if name != base]
     names = [base] + [str(details[i % len(details)]) for i in range(n_layers - 1)]
     layers = [_pyramid(_photo(name, detail=i > 0, flip=bool(rng.integers(2)))) for i, name in enumerate(names)]
-    return Surface(_relief(rng), depth, relief, extent, base_period, layers)
+    return Surface(_relief(rng), depth, relief, extent, base_period, layers, detail_contrast)
 
 
 def _photo(name: str, detail: bool, flip: bool) -> Float[Tensor, "1 3 S S"]:
@@ -230,6 +239,21 @@ def render(surface: Surface, camera: PinholeCamera, supersample: int, shading: S
         colours.append(_shade_rays(surface, camera, chunk, s, shading))
     image = torch.cat(colours).view(camera.height * s, camera.width * s, 3)
     return F.avg_pool2d(image.permute(2, 0, 1)[None], s)[0].permute(1, 2, 0)
+
+
+def surface_points(surface: Surface, camera: PinholeCamera, pixels: Float[Tensor, "P 2"]) -> Float[Tensor, "P 3"]:
+    """World points of the surface seen at continuous pixel positions ``pixels`` (x, y) of ``camera``."""
+    local = torch.stack(
+        [
+            (pixels[:, 0] - camera.width / 2.0) / camera.focal,
+            -(pixels[:, 1] - camera.height / 2.0) / camera.focal,
+            -torch.ones(len(pixels)),
+        ],
+        dim=-1,
+    )
+    directions = F.normalize(local, dim=-1) @ camera.c2w[:3, :3].T
+    origin = camera.c2w[:3, 3]
+    return origin + intersect(surface, origin, directions)[:, None] * directions
 
 
 def _shade_rays(

@@ -12,7 +12,13 @@ Variants:
   surface normal and viewing direction, and shot (Poisson) noise.
 
 Ground truth is written in the ``gt_*`` fields (``docs/format.md``); ``gt_parent`` names the wide view a
-zoom-in was taken from.
+zoom-in was taken from, ``gt_points`` the surface points each frame sees at a grid of its pixels.
+
+Zoom-ins look near the middle of their wide view by default, so a deep zoom-in usually lies inside a
+shallower one. ``--apart`` aims each deeper zoom-in where no shallower training zoom-in looks, anywhere
+in its wide view's central part; ``--off-axis`` pushes aims towards the edges; ``--detail-contrast``
+sets how much texture a zoom-in sees of its own; ``--relief 0`` makes the surface a plane;
+``--baseline 0.001 --variant sem`` is SEM stage drift (views turning about nearly one centre).
 """
 
 from __future__ import annotations
@@ -31,7 +37,16 @@ from jaxtyping import Float
 from torch import Tensor
 from typing_extensions import Annotated, assert_never
 
-from mzen_ns.synthetic.raycast import PinholeCamera, Shading, Surface, look_at, make_surface, render
+from mzen_ns.synthetic.raycast import (
+    DETAIL_CONTRAST,
+    PinholeCamera,
+    Shading,
+    Surface,
+    look_at,
+    make_surface,
+    render,
+    surface_points,
+)
 
 Variant = Literal["default", "bleff", "sem"]
 
@@ -74,6 +89,10 @@ class SceneMakerConfig:
     """Zoom-ins aim up to this fraction of the half field of view off their wide view's axis (0: centred)."""
     nested: bool = False
     """Aim each deeper zoom-in inside one of the previous level's zoom-ins, as an operator zooms in by steps."""
+    apart: bool = False
+    """Aim each deeper training zoom-in at a spot no shallower training zoom-in sees, anywhere in its wide view."""
+    detail_contrast: float = DETAIL_CONTRAST
+    """Strength of the texture finer than the wide views resolve (low: zoom-ins with few features of their own)."""
     test_zoom_target: Literal["trained", "own"] = "trained"
     """Held-out zoom-ins: on a training zoom-in's spot from a held-out wide view's place, or aimed on their own."""
     relief: float = 0.15
@@ -118,10 +137,18 @@ class Shot:
     """For zoom-ins: the wide frame it was zoomed from."""
     image: Optional[Float[Tensor, "H W 3"]] = field(default=None, repr=False)
     """The rendered image, once rendered."""
+    points: Optional[Float[Tensor, "P 3"]] = field(default=None, repr=False)
+    """Surface points the frame sees at :data:`POINT_GRID` pixels, once computed."""
 
 
 DEPTH = 1.0
 """Distance of the mean surface from the cameras."""
+POINT_GRID = (8, 6)
+"""Columns and rows of the pixel grid whose surface points each frame records (``gt_points``)."""
+APART_REACH = 0.8
+"""``--apart``: zoom-ins aim within this fraction of their wide view's half field of view."""
+APART_TRIES = 200
+"""``--apart``: aims drawn per zoom-in before the scene is refused."""
 
 
 def make_scene(config: SceneMakerConfig) -> Path:
@@ -138,14 +165,28 @@ def make_scene(config: SceneMakerConfig) -> Path:
     elif config.variant in ("default", "sem"):
         shading: Shading = "sem" if config.variant == "sem" else "lambert"
         for shot in wides + zoom_ins:
-            camera = PinholeCamera(shot.c2w, config.base_focal() * shot.true_zoom, config.width, config.height)
-            shot.image = render(surface, camera, config.supersample, shading)
+            shot.image = render(surface, _true_camera(config, shot), config.supersample, shading)
         if config.variant == "sem":
             for shot in wides + zoom_ins:
                 shot.image = _shot_noise(shot.image, config.sem_dose, generator)
     else:
         assert_never(config.variant)
+    for shot in wides + zoom_ins:
+        shot.points = surface_points(surface, _true_camera(config, shot), grid_pixels(config.width, config.height))
     return _write(config, wides + zoom_ins)
+
+
+def _true_camera(config: SceneMakerConfig, shot: Shot) -> PinholeCamera:
+    return PinholeCamera(shot.c2w, config.base_focal() * shot.true_zoom, config.width, config.height)
+
+
+def grid_pixels(width: int, height: int) -> Float[Tensor, "P 2"]:
+    """Pixel positions (x, y) of the :data:`POINT_GRID` cell centres of a ``width`` × ``height`` image."""
+    columns, rows = POINT_GRID
+    ys, xs = torch.meshgrid(
+        (torch.arange(rows) + 0.5) * height / rows, (torch.arange(columns) + 0.5) * width / columns, indexing="ij"
+    )
+    return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)
 
 
 def scene_surface(config: SceneMakerConfig) -> Surface:
@@ -153,7 +194,7 @@ def scene_surface(config: SceneMakerConfig) -> Surface:
     density = config.base_focal() * max(config.zooms) / min(config.zooms) / (DEPTH - config.relief)
     half_view = DEPTH * math.tan(math.radians(config.fov_deg) / 2.0) + config.baseline + config.look_jitter
     extent = 1.5 * half_view + config.relief
-    return make_surface(config.seed, DEPTH, config.relief, extent, 2.0 * half_view, density)
+    return make_surface(config.seed, DEPTH, config.relief, extent, 2.0 * half_view, density, config.detail_contrast)
 
 
 def _check(config: SceneMakerConfig) -> None:
@@ -167,6 +208,10 @@ def _check(config: SceneMakerConfig) -> None:
         raise ValueError("--width and --height must be at least 8 pixels")
     if not 0.0 <= config.off_axis <= 0.9:
         raise ValueError("--off-axis must lie in [0, 0.9]")
+    if config.apart and (config.nested or config.variant == "bleff"):
+        raise ValueError("--apart aims zoom-ins away from shallower ones: it cannot go with --nested or bleff crops")
+    if not 0.0 <= config.detail_contrast <= 1.0:
+        raise ValueError("--detail-contrast must lie in [0, 1]")
 
 
 def _level_name(zoom: float) -> str:
@@ -202,6 +247,7 @@ def _zoom_shots(
     tan_y = tan_x * config.height / config.width
     shots: List[Shot] = []
     previous: List[Shot] = []
+    shallower: List[Shot] = []
     by_name = {shot.name: shot for shot in wides}
     for level in zooms[1:]:
         dial = level / zooms[0]
@@ -220,6 +266,8 @@ def _zoom_shots(
             true_zoom = dial * (1.0 + rng.uniform(-config.dial_error, config.dial_error))
             if config.variant == "bleff":
                 c2w = parent.c2w.clone()
+            elif config.apart and split == "train":
+                c2w = _apart_pose(config, parent, true_zoom, shallower, rng)
             else:
                 scale = 1.0 / aim_from.true_zoom  # the aiming view's half field of view, in wide tangents
                 c2w = _zoom_pose(config, aim_from.c2w, tan_x * scale, tan_y * scale, rng)
@@ -233,7 +281,42 @@ def _zoom_shots(
             level_shots.append(Shot(name, level, true_zoom, c2w, split, parent=parent.name))
         shots += level_shots
         previous = level_shots
+        shallower += [shot for shot in level_shots if shot.split == "train"]
     return shots
+
+
+def _footprint(config: SceneMakerConfig, c2w: Float[Tensor, "4 4"], zoom: float) -> Tuple[float, float, float, float]:
+    """(x, y, half width, half height) of the rectangle a camera at ``zoom`` sees on the mean surface plane."""
+    hit = _axis_hit(c2w)
+    distance = float(c2w[2, 3]) + DEPTH
+    half_w = distance * math.tan(math.radians(config.fov_deg) / 2.0) / zoom
+    return float(hit[0]), float(hit[1]), half_w, half_w * config.height / config.width
+
+
+def _overlap(a: Tuple[float, float, float, float], b: Tuple[float, float, float, float]) -> bool:
+    return abs(a[0] - b[0]) < a[2] + b[2] and abs(a[1] - b[1]) < a[3] + b[3]
+
+
+def _apart_pose(
+    config: SceneMakerConfig, parent: Shot, true_zoom: float, shallower: List[Shot], rng: np.random.Generator
+) -> Float[Tensor, "4 4"]:
+    """A zoom-in's pose from near ``parent``'s centre, aimed anywhere within :data:`APART_REACH` of its
+    half field of view, where its footprint overlaps no ``shallower`` zoom-in's."""
+    tan_x = math.tan(math.radians(config.fov_deg) / 2.0)
+    tan_y = tan_x * config.height / config.width
+    taken = [_footprint(config, shot.c2w, shot.true_zoom) for shot in shallower]
+    for _ in range(APART_TRIES):
+        offset = rng.uniform(-APART_REACH, APART_REACH, 2)
+        local_target = torch.tensor([offset[0] * tan_x, offset[1] * tan_y, -1.0], dtype=torch.float32)
+        c2w = parent.c2w @ look_at(torch.zeros(3), local_target, rng.uniform(-1.0, 1.0))
+        c2w[:3, 3] = parent.c2w[:3, 3] + torch.tensor(rng.normal(0.0, config.drift, 3), dtype=torch.float32)
+        footprint = _footprint(config, c2w, true_zoom)
+        if not any(_overlap(footprint, other) for other in taken):
+            return c2w
+    raise ValueError(
+        f"--apart: no spot in {parent.name} that no shallower zoom-in sees after {APART_TRIES} tries; "
+        "use fewer zoom-ins per level or larger zooms"
+    )
 
 
 def _axis_hit(c2w: Float[Tensor, "4 4"]) -> Float[Tensor, "3"]:
@@ -342,6 +425,8 @@ def _write(config: SceneMakerConfig, shots: List[Shot]) -> Path:
         )
         if shot.parent is not None:
             frame["gt_parent"] = shot.parent
+        if shot.points is not None:
+            frame["gt_points"] = [[round(float(v), 7) for v in point] for point in shot.points]
         if config.write_pose_prior:
             frame["transform_matrix"] = shot.c2w.tolist()
         frames.append(frame)
