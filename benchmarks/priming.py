@@ -8,7 +8,8 @@ flagged, zoom-ins placed wrong (median error over a quarter of the width) withou
 the primed cameras' error in their own pixels (median and 90th percentile over the level's surface
 points), rotation error of the primed pose (deg, against the zoom-in's true pose; no alignment
 needed) and zoom error, mean over seeds. ``--no-nested --apart`` aims zoom-ins anywhere with no
-16× inside a 4×; ``--detail-contrast`` and ``--width``/``--height`` vary texture and size.
+16× inside a 4×; ``--detail-contrast``, ``--relief`` and ``--width``/``--height`` vary texture,
+shape and size.
 
 Training (``--stage train``): ``ns-train mzen-cpu --pipeline.priming.method M`` + ``ns-eval`` on the
 same scenes; per-level rotation errors of the training zoom-ins after phase C (Sim(3)-aligned).
@@ -67,6 +68,8 @@ class PrimingBenchmark:
     """Scene maker: zoom-ins aimed anywhere, none inside a shallower one (needs ``--no-nested``)."""
     detail_contrast: float = DETAIL_CONTRAST
     """Scene maker: strength of the texture only zoom-ins resolve."""
+    relief: float = 0.15
+    """Scene maker: height range of the surface (0: a plane)."""
     width: int = 128
     """Scene maker: image width."""
     height: int = 96
@@ -98,7 +101,8 @@ def scene_name(config: PrimingBenchmark, seed: int, off_axis: float) -> str:
     size = "" if (config.width, config.height) == (128, 96) else f"-{config.width}x{config.height}"
     texture = "" if config.detail_contrast == DETAIL_CONTRAST else f"-detail{config.detail_contrast:g}"
     aims = ("-nested" if config.nested else "") + ("-apart" if config.apart else "")
-    return f"seed{seed}-off{off_axis:g}{aims}{size}{texture}"
+    shape = "" if config.relief == 0.15 else f"-relief{config.relief:g}"
+    return f"seed{seed}-off{off_axis:g}{aims}{size}{texture}{shape}"
 
 
 def scene(config: PrimingBenchmark, seed: int, off_axis: float) -> Path:
@@ -114,6 +118,7 @@ def scene(config: PrimingBenchmark, seed: int, off_axis: float) -> Path:
                 nested=config.nested,
                 apart=config.apart,
                 detail_contrast=config.detail_contrast,
+                relief=config.relief,
                 width=config.width,
                 height=config.height,
             )

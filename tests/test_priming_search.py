@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mzen_ns.priming.search import PositionSearchConfig, search_positions
+from mzen_ns.priming.search import PositionSearchConfig, pair_width, search_positions
 from tests.helpers import texture, zoom_in
 
 
@@ -32,3 +32,10 @@ def test_too_deep_zoom_is_not_placed_directly():
     query = zoom_in(candidates[0], (64.0, 48.0), 32.0)[None]
     placement = search_positions(query, candidates, torch.full((1, 1), 32.0), PositionSearchConfig(work_width=128))
     assert float(placement.score[0, 0]) == -1.0  # footprint below min_template: hierarchical matching's job
+
+
+def test_a_pair_is_searched_where_its_footprint_has_the_smallest_useful_size():
+    config = PositionSearchConfig(min_footprint=12, scales=(1.0,))
+    assert pair_width(96, 4.0, 512, 384, config) == 96  # 24 x 18 px at 96: enough
+    assert pair_width(96, 16.0, 512, 384, config) == 256  # 12 px tall at 256
+    assert pair_width(96, 16.0, 128, 96, config) == 128  # never above the native size

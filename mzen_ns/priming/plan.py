@@ -29,7 +29,7 @@ from torch import Tensor
 from typing_extensions import assert_never
 
 from mzen_ns.priming.centred import crop_and_match
-from mzen_ns.priming.search import Placement, PositionSearchConfig, search_positions
+from mzen_ns.priming.search import Placement, PositionSearchConfig, corresponding, search_positions
 from mzen_ns.priming.verify import WindowFitConfig, axis_pixel, fit_windows, window_rotation
 
 PrimingMethod = Literal["centred", "position", "hierarchical"]
@@ -61,6 +61,8 @@ class PrimingConfig:
     """``centred``: width of the copies all pairs are scored on before the best 3 are re-scored exactly."""
     prefer_centre_within: float = 0.0
     """Among placements within this NCC of the best, the one nearest its view's centre wins (0: best score only)."""
+    prefer_deeper_within: float = 0.02
+    """Among placements within this NCC of the best, those in the deepest candidate win (more pixels in the window)."""
     flag_margin: float = 0.3
     """Flag a zoom-in when the runner-up's misfit exceeds the best's by less than this fraction of the best's."""
 
@@ -246,6 +248,7 @@ def _plan_search(views: Views, posed: Tensor, wide: Tensor, roots: Tensor, confi
     rows: Dict[str, List[Tensor]] = {
         key: [] for key in ("query", "source", "centre", "zoom", "rotation", "score", "runner_up")
     }
+    to_root = {int(w): torch.eye(3) for w in torch.nonzero(wide).squeeze(-1)}  # orientation in the root's frame
     queries = torch.nonzero(~posed).squeeze(-1)
     for dial in torch.unique(views.dials[queries]):
         level = queries[views.dials[queries] == dial]
@@ -258,11 +261,13 @@ def _plan_search(views: Views, posed: Tensor, wide: Tensor, roots: Tensor, confi
         rows["zoom"].append(placement.zoom[best])
         rows["rotation"].append(rotation[best])
         rows["score"].append(placement.score[best])
-        rival = root[candidates][None, :] != root[source][:, None]
-        rows["runner_up"].append(placement.score.masked_fill(~rival, -math.inf).max(dim=1).values)
+        rows["runner_up"].append(_runner_up(views, focal, to_root, root, candidates, placement, rotation, best[1]))
         root[level] = root[source]
         focal[level] = focal[source] * placement.zoom[best]
         planned[level] = True
+        for q, s, r in zip(level.tolist(), source.tolist(), rotation[best]):
+            if s in to_root:
+                to_root[q] = to_root[s] @ r
     stacked = {key: torch.cat(value) if value else torch.empty(0) for key, value in rows.items()}
     query, score = stacked["query"].long(), stacked["score"]
     return PrimingPlan(
@@ -279,6 +284,60 @@ def _plan_search(views: Views, posed: Tensor, wide: Tensor, roots: Tensor, confi
     )
 
 
+def _runner_up(
+    views: Views,
+    focal: Tensor,
+    to_root: Dict[int, Tensor],
+    root: Tensor,
+    candidates: Tensor,
+    placement: Placement,
+    rotation: Tensor,
+    best: Tensor,
+) -> Float[Tensor, " Q"]:
+    """Per query, the best score of a placement that shows another part of the scene than the chosen
+    one; −inf where there is none. Where both placements' windows in their wide views are known, that
+    is decided by the windows: the same place in one wide view, or corresponding places in two
+    (:func:`~mzen_ns.priming.search.corresponding`) — overlapping wide views all see the zoom-in's
+    patch, and the same patch seen from a neighbour or through a shallower zoom-in is no rival.
+    Otherwise every placement leading to another wide view is a rival."""
+    runner_up = torch.full((len(best),), -math.inf)
+    for q, b in enumerate(best.tolist()):
+        chosen = _root_window(views, focal, to_root, root, int(candidates[b]), rotation[q, b], placement.zoom[q, b])
+        chosen_root = int(root[candidates[b]])
+        for c in placement.score[q].argsort(descending=True).tolist():
+            score = float(placement.score[q, c])
+            if not score > -1.0:
+                break
+            if c == b:
+                continue
+            other_root = int(root[candidates[c]])
+            other = _root_window(views, focal, to_root, root, int(candidates[c]), rotation[q, c], placement.zoom[q, c])
+            if chosen is None or other is None:
+                same = other_root == chosen_root
+            elif other_root == chosen_root:
+                same = float((chosen[0] - other[0]).norm()) <= 0.5 * other[1]
+            else:
+                same = corresponding(views.images[chosen_root], *chosen, views.images[other_root], *other)
+            if not same:
+                runner_up[q] = score
+                break
+    return runner_up
+
+
+def _root_window(
+    views: Views, focal: Tensor, to_root: Dict[int, Tensor], root: Tensor, source: int, rotation: Tensor, zoom: Tensor
+) -> Optional[Tuple[Tensor, float]]:
+    """(centre, width) in pixels of a placement's window in its wide view (``rotation``, ``zoom``:
+    the query relative to ``source``), or None where the source's orientation there is unknown."""
+    if source not in to_root:
+        return None
+    wide = int(root[source])
+    centre = axis_pixel(
+        (to_root[source] @ rotation)[None], focal[wide][None], views.aspect, views.principal[wide][None]
+    )
+    return centre[0], float(views.images.shape[2] * focal[wide] / (focal[source] * zoom))
+
+
 def _place_level(
     views: Views, focal: Tensor, level: Tensor, candidates: Tensor, candidate_roots: Tensor, config: PrimingConfig
 ) -> Tuple[Tensor, Placement, Tensor, Tuple[Tensor, Tensor]]:
@@ -292,7 +351,7 @@ def _place_level(
     if config.fit.candidates > 0:
         _verify(views, focal, level, candidates, candidate_roots, placement, rotation, config.fit)
     best = _choose(
-        placement.score,
+        _deepest_within(placement.score, views.dials[candidates], config.prefer_deeper_within),
         placement.centre,
         views.principal[candidates],
         views.images.shape[1:3],
@@ -355,6 +414,15 @@ def _fit_groups(dials: Tensor, candidates: Tensor, candidate_roots: Tensor, scor
         return []
     chosen_dials = dials[candidates[chosen]]
     return [[c for c, d in zip(chosen, chosen_dials) if d == dial] for dial in torch.unique(chosen_dials)]
+
+
+def _deepest_within(score: Tensor, dials: Tensor, within: float) -> Tensor:
+    """``score`` with every placement masked (−inf) but those in the deepest candidate among the
+    ones within ``within`` of each query's best: a shallower zoom-in's window has more pixels than a
+    wide view's, so it places the query more precisely when both fit about as well."""
+    near = score >= score.max(dim=1, keepdim=True).values - within
+    depth = dials[None].expand_as(score).masked_fill(~near, -math.inf)
+    return score.masked_fill(depth < depth.max(dim=1, keepdim=True).values, -math.inf)
 
 
 def _choose(score: Tensor, centre: Tensor, principal: Tensor, size, within: float) -> Tensor:

@@ -5,12 +5,15 @@ operator moved the stage before zooming. Here each zoom-in is shrunk to its foot
 candidate image — ``(W / z, H / z)`` for the relative zoom ``z``, at a few scales around the dial
 to absorb dial error — and slid over the whole candidate with normalised cross-correlation
 (OpenCV's ``matchTemplate``, ``TM_CCOEFF_NORMED``) on grayscale copies downsampled to
-``work_width``; candidates are ranked by their best score. The centred match is the special case
-of a window found at the image centre at scale 1.
+``work_width``; candidates are ranked by their best score. A pair whose footprint would be smaller
+than ``min_footprint`` pixels on those copies is searched on wider ones (up to the native size), so
+a 16× zoom-in is searched in every wide view, not only in the shallower zoom-ins. The centred match
+is the special case of a window found at the image centre at scale 1.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple
 
@@ -36,6 +39,8 @@ class PositionSearchConfig:
     """Multipliers of the relative dial zoom tried (dial error)."""
     min_template: int = 6
     """Smallest footprint searched (pixels either side); smaller ones score −1 and need hierarchical priming."""
+    min_footprint: int = 12
+    """A pair whose footprint's shorter side would be below this on the copies is searched on wider ones."""
 
 
 @dataclass
@@ -90,20 +95,21 @@ def _search(
     width: int,
     config: PositionSearchConfig,
 ) -> Placement:
-    """NCC placement of the listed (query, candidate) pairs on copies ``work_width`` wide."""
+    """NCC placement of the listed (query, candidate) pairs on copies ``work_width`` wide, or wider
+    where the footprint would be below ``config.min_footprint`` (:func:`pair_width`)."""
     import cv2
 
     height = gray_q[0].shape[0]
-    factor = min(1.0, work_width / width)
-    work_w, work_h = max(1, round(width * factor)), max(1, round(height * factor))
     small: dict = {}
     templates: dict = {}
     score = torch.full(tuple(relative_zoom.shape), -1.0)
     centre = torch.tensor([width / 2.0, height / 2.0]).expand(tuple(relative_zoom.shape) + (2,)).clone()
     zoom = relative_zoom.clone().float()
     for q, c in pairs:
-        if c not in small:
-            small[c] = area_resize(gray_c[c], work_w, work_h)
+        factor = pair_width(work_width, float(relative_zoom[q, c]), width, height, config) / width
+        work_w, work_h = max(1, round(width * factor)), max(1, round(height * factor))
+        if (c, work_w) not in small:
+            small[(c, work_w)] = area_resize(gray_c[c], work_w, work_h)
         for scale in config.scales:
             z = float(relative_zoom[q, c]) * scale
             tw, th = round(work_w / z), round(work_h / z)
@@ -111,7 +117,7 @@ def _search(
                 continue
             if (q, tw, th) not in templates:
                 templates[(q, tw, th)] = area_resize(gray_q[q], tw, th)
-            result = cv2.matchTemplate(small[c], templates[(q, tw, th)], cv2.TM_CCOEFF_NORMED)
+            result = cv2.matchTemplate(small[(c, work_w)], templates[(q, tw, th)], cv2.TM_CCOEFF_NORMED)
             _, value, _, (x, y) = cv2.minMaxLoc(result)
             if np.isfinite(value) and value > score[q, c]:
                 score[q, c] = float(value)
@@ -119,3 +125,52 @@ def _search(
                 centre[q, c, 1] = (y + th / 2) / factor
                 zoom[q, c] = work_w / tw  # the zoom of the window actually searched (rounded size)
     return Placement(score=score, centre=centre, zoom=zoom)
+
+
+def pair_width(work_width: int, relative_zoom: float, width: int, height: int, config: PositionSearchConfig) -> int:
+    """Width of the copies a pair is searched on: ``work_width``, or wider so that the footprint's
+    shorter side reaches ``config.min_footprint`` pixels, never above the native ``width``."""
+    shorter = min(width, height)
+    needed = config.min_footprint * relative_zoom * max(config.scales) * width / shorter
+    return min(width, max(work_width, int(math.ceil(needed))))
+
+
+CONTEXT = 3.0
+""":func:`corresponding` compares a patch this many times the window's size around it (more than the
+window itself, so that repeated texture and planar content do not decide)."""
+CONTEXT_WIDTH = 48
+"""Widest copy of the context patch :func:`corresponding` matches (both images shrink alike)."""
+
+
+def corresponding(
+    first: Float[Tensor, "H W C"],
+    first_centre: Float[Tensor, "2"],
+    first_size: float,
+    second: Float[Tensor, "H W C"],
+    second_centre: Float[Tensor, "2"],
+    second_size: float,
+) -> bool:
+    """Whether a window (centre (x, y), width in pixels) of ``first`` and one of ``second``, two
+    views at the same zoom, show the same part of the scene: the patch :data:`CONTEXT` times the
+    first window around it is found in ``second`` by normalised cross-correlation within half a
+    window of the second window's centre."""
+    import cv2
+
+    height, width = first.shape[:2]
+    side = min(max(CONTEXT * first_size, 16.0), 0.5 * width)
+    half_w, half_h = side / 2, side * height / width / 2
+    x0, x1 = int(max(0, first_centre[0] - half_w)), int(min(width, first_centre[0] + half_w))
+    y0, y1 = int(max(0, first_centre[1] - half_h)), int(min(height, first_centre[1] + half_h))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return False
+    factor = min(1.0, CONTEXT_WIDTH / (x1 - x0))
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    template = area_resize(
+        gray(first[y0:y1, x0:x1].cpu().numpy()), round((x1 - x0) * factor), round((y1 - y0) * factor)
+    )
+    scene = area_resize(gray(second.cpu().numpy()), *size)
+    if min(template.shape) < 4 or template.std() < 1e-6:
+        return False
+    _, _, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(scene, template, cv2.TM_CCOEFF_NORMED))
+    found = torch.tensor([x / factor + float(first_centre[0]) - x0, y / factor + float(first_centre[1]) - y0])
+    return float((found - second_centre.float()).norm()) <= max(0.5 * second_size, 1.0 / factor)
