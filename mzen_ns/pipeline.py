@@ -222,6 +222,7 @@ class MZENPipeline(VanillaPipeline):
             cameras.principal_points().cpu(),
             cameras.fx().detach().cpu(),
             float(cameras.aspect),
+            cameras.c2w()[:, :, :3].detach().cpu(),
         )
         posed, roots = cameras.is_wide.cpu().clone(), torch.arange(len(views))
         posed[placed.query], roots[placed.query] = True, placed.root

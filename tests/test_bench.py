@@ -127,3 +127,16 @@ def test_footprint_runs_are_named_ordered_and_compared_with_the_point_sampled_ru
     assert _configurations(records) == ["mzen", "oracle", "oracle+downweight"]
     [row] = [line for line in _footprint_section(records) if line.startswith("| oracle+downweight")]
     assert row == "| oracle+downweight | 4x | 2 | 2.00 ± 1.00 | 1.00 |"  # deltas 1 and 3 dB
+
+
+def test_the_report_shows_how_zoom_ins_were_placed_and_their_error_in_their_own_pixels():
+    from mzen_ns.scripts.bench import _placement_section
+
+    counts = dict(
+        zoom_ins_placed_2d3d=2.0, zoom_ins_placed_search=5.0, zoom_ins_flagged=1.0, zoom_ins_wrong_unflagged=0.0
+    )
+    pixels = dict(reproj_px_4x=0.8, reproj_px_4x_p90=1.9, test_reproj_px_4x=1.2, test_reproj_px_4x_p90=2.5)
+    records = [_record("a", "mzen", psnr_4x=20.0, **counts, **pixels), _record("b", "oracle", psnr_4x=21.0)]
+    rows = [line for line in _placement_section(records) if line.startswith("| a ")]
+    assert rows == ["| a | mzen | 2 | 5 | 1 | 0 | 4x | 0.80 (1.90) | 1.20 (2.50) |"]
+    assert not any(line.startswith("| b ") for line in _placement_section(records))  # no zoom-ins placed

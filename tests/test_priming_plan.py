@@ -256,3 +256,23 @@ def test_a_plan_with_nothing_left_to_place_is_empty_and_joins_placed_rows():
     )
     joined = placed.cat(plan).cat(empty_plan("-mse"))
     assert joined.query.tolist() == [2] and joined.geometric.tolist() == [True] and joined.score_kind == "ncc"
+
+
+def test_a_posed_zoom_ins_orientation_in_its_wide_views_frame_is_known_when_the_views_carry_orientations():
+    from mzen_ns.priming.plan import _orientations_in_roots
+
+    images, dials = _scene()
+    turn = window_rotation(
+        torch.tensor([[30.0, 70.0]]), torch.tensor([[WIDTH / 2, HEIGHT / 2]]), *[torch.tensor([FOCAL])] * 2
+    )[0]
+    wide_turn = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    orientation = torch.eye(3).repeat(6, 1, 1)
+    orientation[2], orientation[4] = wide_turn, wide_turn @ turn  # zoom-in 4 placed (by geometry) from wide 2
+    principal = torch.tensor([[WIDTH / 2, HEIGHT / 2]]).expand(6, 2)
+    posed = torch.tensor([True, True, True, True, True, False])
+    root = torch.tensor([0, 1, 2, 3, 2, -1])
+    views = Views(images, dials, principal, torch.full((6,), FOCAL), 1.0, orientation)
+    known = _orientations_in_roots(views, posed, dials == 1.0, root)
+    assert sorted(known) == [0, 1, 2, 3, 4] and torch.allclose(known[4], turn, atol=1e-6)
+    views.orientation = None
+    assert sorted(_orientations_in_roots(views, posed, dials == 1.0, root)) == [0, 1, 2, 3]

@@ -96,9 +96,17 @@ def prime_views(
         trained.principal_points().cpu(),
         trained.fx().detach().cpu(),
         float(trained.aspect),
+        trained.c2w()[:, :, :3].detach().cpu(),
     )
     test_focal = torch.where(found, cameras.fx().detach().cpu(), torch.zeros(count))
-    test_views = Views(images, dials.cpu().float(), cameras.principal_points().cpu(), test_focal, train_views.aspect)
+    test_views = Views(
+        images,
+        dials.cpu().float(),
+        cameras.principal_points().cpu(),
+        test_focal,
+        train_views.aspect,
+        cameras.c2w()[:, :, :3].detach().cpu(),
+    )
     views = train_views.cat(test_views)
     plan = plan_priming(views, torch.cat([posed, found]), torch.cat([roots, test_roots]), priming)
 

@@ -81,18 +81,24 @@ class Views:
     """Current focal fx in pixels (base focal × zoom); only the posed images' values are used."""
     aspect: float
     """fy / fx of every image."""
+    orientation: Optional[Float[Tensor, "N 3 3"]] = None
+    """Current camera-to-world rotation; only the posed images' are used (None: unknown)."""
 
     def __len__(self) -> int:
         return int(self.dials.numel())
 
     def cat(self, other: "Views") -> "Views":
-        """These views followed by ``other``'s (same size and aspect)."""
+        """These views followed by ``other``'s (same size and aspect; orientations kept when both have them)."""
+        orientation = None
+        if self.orientation is not None and other.orientation is not None:
+            orientation = torch.cat([self.orientation, other.orientation])
         return Views(
             torch.cat([self.images, other.images]),
             torch.cat([self.dials, other.dials]),
             torch.cat([self.principal, other.principal]),
             torch.cat([self.focal, other.focal]),
             self.aspect,
+            orientation,
         )
 
 
@@ -248,7 +254,7 @@ def _plan_search(views: Views, posed: Tensor, wide: Tensor, roots: Tensor, confi
     rows: Dict[str, List[Tensor]] = {
         key: [] for key in ("query", "source", "centre", "zoom", "rotation", "score", "runner_up")
     }
-    to_root = {int(w): torch.eye(3) for w in torch.nonzero(wide).squeeze(-1)}  # orientation in the root's frame
+    to_root = _orientations_in_roots(views, posed, wide, root)
     queries = torch.nonzero(~posed).squeeze(-1)
     for dial in torch.unique(views.dials[queries]):
         level = queries[views.dials[queries] == dial]
@@ -282,6 +288,16 @@ def _plan_search(views: Views, posed: Tensor, wide: Tensor, roots: Tensor, confi
         flagged=_flagged(1 - score, 1 - stacked["runner_up"], config.flag_margin),
         score_kind=score_kind(config.method),
     )
+
+
+def _orientations_in_roots(views: Views, posed: Tensor, wide: Tensor, root: Tensor) -> Dict[int, Tensor]:
+    """Each posed image's orientation in its wide view's frame, where known: the wide views', and
+    the other posed images' when ``views`` has orientations."""
+    to_root = {int(w): torch.eye(3) for w in torch.nonzero(wide).squeeze(-1)}
+    if views.orientation is not None:
+        for k in torch.nonzero(posed & ~wide & (root >= 0)).squeeze(-1).tolist():
+            to_root[k] = views.orientation[root[k]].float().T @ views.orientation[k].float()
+    return to_root
 
 
 def _runner_up(

@@ -309,6 +309,7 @@ def report(records: Sequence[RunRecord], config: BenchConfig, pictures: Sequence
     lines += _quality_section(records, [m for m in IMAGE_METRICS if m != "lpips" or lpips])
     lines += _means_section(records)
     lines += _cameras_section(records)
+    lines += _placement_section(records)
     lines += _pictures_section(pictures, config.output)
     return "\n".join(lines)
 
@@ -439,6 +440,43 @@ def _cameras_section(records: Sequence[RunRecord]) -> List[str]:
         "Plots: `psnr_per_zoom.png`, `pose_error.png`.",
         "",
     ]
+
+
+PLACEMENT_KEYS = ("zoom_ins_placed_2d3d", "zoom_ins_placed_search", "zoom_ins_flagged", "zoom_ins_wrong_unflagged")
+"""How the training zoom-ins were placed (``ns-eval``'s counts), in the report's column order."""
+
+
+def _placement_section(records: Sequence[RunRecord]) -> List[str]:
+    """Per run with zoom-ins: how they were placed, and the error in each image's own pixels per
+    level (training, then held-out: median (90th percentile))."""
+    rows = [r for r in records if "zoom_ins_placed_search" in r.results]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Zoom-in placement and error in each image's own pixels",
+        "",
+        "| scene | config | by 2D–3D | by search | flagged | wrong, unflagged | level | own px | held-out own px |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        counts = [_fmt(r.results.get(k), 0) for k in PLACEMENT_KEYS]
+        for dial in r.dials:
+            cells = [_pixels(r.results, level_key(prefix + "reproj_px", dial)) for prefix in ("", "test_")]
+            lines.append(f"| {r.scene} | {r.configuration} | " + " | ".join(counts + [f"{dial:g}x"] + cells) + " |")
+    return lines + [
+        "",
+        "Own px: where true surface points land through the learned camera against the true one, in that "
+        "image's pixels, after a similarity fitted to the wide views; median (90th percentile) over the level's "
+        "points. Wrong: a median over a quarter of the image width.",
+        "",
+    ]
+
+
+def _pixels(results: Dict[str, float], key: str) -> str:
+    if key not in results:
+        return "–"
+    return f"{_fmt(results[key], 2)} ({_fmt(results.get(key + '_p90'), 2)})"
 
 
 def _configurations(records: Sequence[RunRecord]) -> List[str]:
