@@ -51,11 +51,6 @@ class MatchRecord(nn.Module):
         self.register_buffer("geometric", torch.zeros(count, dtype=torch.bool))
         """Placed by 2D–3D registration (its ``score``: the correspondences), not by the window search."""
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        """Checkpoints written before zoom-ins could be placed by geometry have none so placed."""
-        state_dict.setdefault(prefix + "geometric", torch.zeros_like(self.geometric))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     @torch.no_grad()
     def record(self, index: Int[Tensor, " Q"], **values: Tensor) -> None:
         """Store one value per :attr:`FIELDS` name for images ``index``; a runner-up of −inf

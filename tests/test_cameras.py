@@ -114,14 +114,3 @@ def test_learned_cameras_export_matches_rays():
     origin, direction, _, _ = cameras.rays(torch.tensor([3]), torch.tensor([[12, 17]]))
     assert torch.allclose(rays.origins.double(), origin, atol=1e-5)
     assert torch.allclose(rays.directions.double(), direction, atol=1e-5)
-
-
-def test_a_checkpoint_without_geometric_placements_loads_as_none_placed():
-    from mzen_ns.cameras import MatchRecord
-
-    record = MatchRecord(4)
-    state = {k: v for k, v in record.state_dict().items() if k != "geometric"}
-    fresh = MatchRecord(4)
-    fresh.geometric.fill_(True)
-    fresh.load_state_dict(state)
-    assert not fresh.geometric.any()

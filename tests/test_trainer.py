@@ -210,3 +210,23 @@ def test_a_flagged_zoom_in_is_registered_in_phase_b_and_never_drawn_in_phase_c(s
     assert (
         flagged not in drawn_c and int(cameras.zoom_index[1]) in drawn_c and set(cameras.wide_index.tolist()) <= drawn_c
     )
+
+
+def test_a_checkpoint_keeps_how_every_zoom_in_was_primed(scene, tmp_path):
+    trained = build(tiny_trainer_config(scene, tmp_path / "a", steps=10)).pipeline
+    record = trained.mzen_model.cameras.match
+    zoom_in = int(trained.mzen_model.cameras.zoom_index[0])
+    record.record(
+        torch.tensor([zoom_in]),
+        source=torch.tensor([0]),
+        centre=torch.tensor([[3.0, 4.0]]),
+        relative_zoom=torch.tensor([4.1]),
+        score=torch.tensor([57.0]),
+        runner_up=torch.tensor([0.5]),
+        flagged=torch.tensor([True]),
+        geometric=torch.tensor([True]),
+    )
+    loaded = build(tiny_trainer_config(scene, tmp_path / "b", steps=10)).pipeline
+    loaded.load_pipeline(dict(trained.state_dict()), step=5)
+    for name, value in record.state_dict().items():
+        assert torch.equal(getattr(loaded.mzen_model.cameras.match, name), value), name
