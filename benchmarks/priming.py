@@ -8,8 +8,8 @@ flagged, zoom-ins placed wrong (median error over a quarter of the width) withou
 the primed cameras' error in their own pixels (median and 90th percentile over the level's surface
 points), rotation error of the primed pose (deg, against the zoom-in's true pose; no alignment
 needed) and zoom error, mean over seeds. ``--no-nested --apart`` aims zoom-ins anywhere with no
-16× inside a 4×; ``--detail-contrast``, ``--relief`` and ``--width``/``--height`` vary texture,
-shape and size.
+16× inside a 4×; ``--detail-contrast``, ``--relief``, ``--width``/``--height`` and ``--baseline 0.001
+--variant sem`` (stage drift) vary texture, shape, size and rig.
 
 Training (``--stage train``): ``ns-train mzen-cpu --pipeline.priming.method M`` + ``ns-eval`` on the
 same scenes; per-level rotation errors of the training zoom-ins after phase C (Sim(3)-aligned).
@@ -70,6 +70,10 @@ class PrimingBenchmark:
     """Scene maker: strength of the texture only zoom-ins resolve."""
     relief: float = 0.15
     """Scene maker: height range of the surface (0: a plane)."""
+    baseline: float = 0.12
+    """Scene maker: half-size of the square the wide cameras spread over (0.001: stage drift)."""
+    variant: Literal["default", "sem"] = "default"
+    """Scene maker: ``sem`` renders grey, noisy SEM-like frames."""
     width: int = 128
     """Scene maker: image width."""
     height: int = 96
@@ -102,7 +106,10 @@ def scene_name(config: PrimingBenchmark, seed: int, off_axis: float) -> str:
     texture = "" if config.detail_contrast == DETAIL_CONTRAST else f"-detail{config.detail_contrast:g}"
     aims = ("-nested" if config.nested else "") + ("-apart" if config.apart else "")
     shape = "" if config.relief == 0.15 else f"-relief{config.relief:g}"
-    return f"seed{seed}-off{off_axis:g}{aims}{size}{texture}{shape}"
+    rig = ("" if config.baseline == 0.12 else f"-baseline{config.baseline:g}") + (
+        "" if config.variant == "default" else f"-{config.variant}"
+    )
+    return f"seed{seed}-off{off_axis:g}{aims}{size}{texture}{shape}{rig}"
 
 
 def scene(config: PrimingBenchmark, seed: int, off_axis: float) -> Path:
@@ -119,6 +126,8 @@ def scene(config: PrimingBenchmark, seed: int, off_axis: float) -> Path:
                 apart=config.apart,
                 detail_contrast=config.detail_contrast,
                 relief=config.relief,
+                baseline=config.baseline,
+                variant=config.variant,
                 width=config.width,
                 height=config.height,
             )

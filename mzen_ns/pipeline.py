@@ -156,13 +156,12 @@ class MZENPipeline(VanillaPipeline):
             self.phase_schedule = self.phase_schedule.without_registration()
             phase = self.phase_schedule.phase_at(step)
             if phase == "C":
-                CONSOLE.print("[bold]phase B skipped:[/] every zoom-in was placed by geometry and is held")
+                CONSOLE.print("[bold]phase B skipped:[/] every zoom-in is held where it was placed")
         allowed = allowed_images(phase, cameras.is_wide, self.config.model.phases.unverified(cameras.match.flagged))
         self.datamanager.set_allowed_images(allowed)
         cameras.solved |= allowed
-        hold = self.geometric_hold
-        self.mzen_model.set_phase(phase, hold)
-        cameras.hold(cameras.match.geometric if hold == "always" else None)
+        self.mzen_model.set_phase(phase, self.geometric_hold)
+        cameras.hold(self.held_zoom_ins())
         self.phase = phase
         self._phase_started = time.perf_counter()
         end = self.phase_schedule.end_of(phase)
@@ -170,12 +169,22 @@ class MZENPipeline(VanillaPipeline):
         self._refresh_viewer(step)
         return phase
 
+    def held_zoom_ins(self) -> torch.Tensor:
+        """The images whose pose and zoom the phases leave where priming put them: zoom-ins placed by
+        geometry when cameras from geometry are held, and every primed zoom-in when zoom-ins placed by
+        the window search are not refined (``phases.refine-searched``)."""
+        record = self.mzen_model.cameras.match
+        held = record.geometric.clone() if self.geometric_hold == "always" else torch.zeros_like(record.geometric)
+        if not self.config.model.phases.refine_searched:
+            held |= record.source >= 0
+        return held
+
     def nothing_to_register(self) -> bool:
-        """Whether phase B would step nothing: every zoom-in was placed by geometry and the phases hold
-        it (the same answer on resume: placement and start are in the checkpoint)."""
+        """Whether phase B would step nothing: every zoom-in is held (the same answer on resume:
+        placement and start are in the checkpoint)."""
         cameras = self.mzen_model.cameras
-        placed = cameras.match.geometric[cameras.zoom_index]
-        return self.geometric_hold == "always" and placed.numel() > 0 and bool(placed.all())
+        held = self.held_zoom_ins()[cameras.zoom_index]
+        return held.numel() > 0 and bool(held.all())
 
     def start_cameras(self) -> None:
         """Start the wide cameras where the initialiser's ladder says (``cameras.init``), in the world
@@ -320,8 +329,8 @@ class MZENPipeline(VanillaPipeline):
         if flagged:
             fate = "left out of the field (phase C)" if left_out else "primed from the best anyway"
             CONSOLE.print(
-                f"[bold yellow]Priming: {len(flagged)} zoom-in(s) have no clear best match (a view leading to another "
-                f"wide view fits within {self.config.priming.flag_margin:.0%} as well); {fate}, check them: "
+                f"[bold yellow]Priming: {len(flagged)} zoom-in(s) have no clear best match (another part of the "
+                f"scene fits within {self.config.priming.flag_margin:.0%} as well); {fate}, check them: "
                 f"{', '.join(flagged)}"
             )
         if self.run_dir is not None and is_main_process():

@@ -208,7 +208,8 @@ def own_pixel_results(trained: Any, train_truth: Dict[str, Any], held_out: Any, 
     learned = trained.c2w().detach().cpu().numpy()
     alignment = sim3_alignment(learned[have], true_c2w[have, :3])
     train_errors = _own_pixel_errors(trained, train_truth, alignment)
-    train_errors = [e if keep else np.zeros(0) for e, keep in zip(train_errors, solved)]
+    placed = solved | (trained.match.source.cpu().numpy() >= 0)  # a flagged zoom-in may never be trained on
+    train_errors = [e if keep else np.zeros(0) for e, keep in zip(train_errors, placed)]
     results = level_errors(train_errors, trained.dials.cpu().tolist())
     test_errors = _own_pixel_errors(held_out, test_truth, alignment)
     results.update({f"test_{k}": v for k, v in level_errors(test_errors, held_out.dials.cpu().tolist()).items()})

@@ -12,9 +12,9 @@ Three methods, the ``method`` of :class:`PrimingConfig`:
   lower levels (primed before it); the best placement wins and the pose is composed through the
   chain (wide → 4× → 16×).
 
-Every placement carries its score and the best score among candidates that lead to *another*
-wide view (a chain through a zoom-in of the same wide view is not a rival); a zoom-in whose best
-is not clearly better than that runner-up is flagged.
+Every placement carries its score and the best score of a placement that shows another part of
+the scene (the same patch seen from a neighbouring wide view, or through a shallower zoom-in, is
+not a rival); a zoom-in whose best is not clearly better than that runner-up is flagged.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class PrimingPlan:
     score: Float[Tensor, " Q"]
     """Match score, higher is better (NCC; −MSE for ``centred``)."""
     runner_up: Float[Tensor, " Q"]
-    """Best score among candidates leading to another wide view (−inf: there is none)."""
+    """Best score of a placement showing another part of the scene (−inf: there is none)."""
     flagged: Bool[Tensor, " Q"]
     """Best match not clearly better than the runner-up."""
     score_kind: ScoreKind

@@ -29,7 +29,7 @@ def match_entry(
     trains_field: bool,
 ) -> Dict[str, object]:
     """How one image was primed, as written to ``crop_and_match.json`` and the solved-camera export
-    (``runner_up`` None: no candidate led to another wide view; ``trains_field`` False: left out of
+    (``runner_up`` None: no placement showed another part of the scene; ``trains_field`` False: left out of
     the field, as flagged zoom-ins are by default)."""
     return {
         "primed_from": primed_from,
