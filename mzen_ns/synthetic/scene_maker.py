@@ -306,10 +306,7 @@ def _apart_pose(
     tan_y = tan_x * config.height / config.width
     taken = [_footprint(config, shot.c2w, shot.true_zoom) for shot in shallower]
     for _ in range(APART_TRIES):
-        offset = rng.uniform(-APART_REACH, APART_REACH, 2)
-        local_target = torch.tensor([offset[0] * tan_x, offset[1] * tan_y, -1.0], dtype=torch.float32)
-        c2w = parent.c2w @ look_at(torch.zeros(3), local_target, rng.uniform(-1.0, 1.0))
-        c2w[:3, 3] = parent.c2w[:3, 3] + torch.tensor(rng.normal(0.0, config.drift, 3), dtype=torch.float32)
+        c2w = _aimed(config, parent.c2w, rng.uniform(-APART_REACH, APART_REACH, 2) * np.array([tan_x, tan_y]), rng)
         footprint = _footprint(config, c2w, true_zoom)
         if not any(_overlap(footprint, other) for other in taken):
             return c2w
@@ -348,9 +345,16 @@ def _zoom_pose(
     offset = rng.uniform(-reach, reach, 2)
     if config.off_axis > 0:  # aim between half the requested offset and the full offset
         offset = np.sign(offset + 1e-12) * rng.uniform(0.5 * config.off_axis, config.off_axis, 2)
-    local_target = torch.tensor([offset[0] * tan_x, offset[1] * tan_y, -1.0], dtype=torch.float32)
-    aim = look_at(torch.zeros(3), local_target, rng.uniform(-1.0, 1.0))
-    c2w = parent @ aim
+    return _aimed(config, parent, offset * np.array([tan_x, tan_y]), rng)
+
+
+def _aimed(
+    config: SceneMakerConfig, parent: Float[Tensor, "4 4"], tangent: np.ndarray, rng: np.random.Generator
+) -> Float[Tensor, "4 4"]:
+    """Parent's pose turned to look along ``tangent`` (x, y over depth in the parent's frame), rolled
+    up to 1°, its optical centre drifted."""
+    local_target = torch.tensor([tangent[0], tangent[1], -1.0], dtype=torch.float32)
+    c2w = parent @ look_at(torch.zeros(3), local_target, rng.uniform(-1.0, 1.0))
     c2w[:3, 3] = parent[:3, 3] + torch.tensor(rng.normal(0.0, config.drift, 3), dtype=torch.float32)
     return c2w
 
