@@ -137,7 +137,7 @@ class PhaseScheduleConfig:
     refine_geometric: bool = False
     """Let phases B and C move cameras from geometry (wide views after a geometric start, zoom-ins placed by 2D–3D)."""
     refine_searched: bool = True
-    """Let phases B and C refine zoom-ins placed by the window search (off: they keep their primed pose and zoom)."""
+    """Let phases B and C refine zoom-ins the window search placed (off: after a geometric start they stay put)."""
     train_field_on_flagged: bool = False
     """Let zoom-ins whose priming was flagged train the field in phase C (off: their placement is unverified)."""
 

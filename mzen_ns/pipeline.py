@@ -170,14 +170,16 @@ class MZENPipeline(VanillaPipeline):
         return phase
 
     def held_zoom_ins(self) -> torch.Tensor:
-        """The images whose pose and zoom the phases leave where priming put them: zoom-ins placed by
-        geometry when cameras from geometry are held, and every primed zoom-in when zoom-ins placed by
-        the window search are not refined (``phases.refine-searched``)."""
+        """The images whose pose and zoom the phases leave where priming put them, when cameras from
+        geometry are held: the zoom-ins placed by geometry, and every primed zoom-in unless those placed
+        by the window search are refined (``phases.refine-searched``). Otherwise none: wide cameras
+        that move take their zoom-ins along."""
         record = self.mzen_model.cameras.match
-        held = record.geometric.clone() if self.geometric_hold == "always" else torch.zeros_like(record.geometric)
-        if not self.config.model.phases.refine_searched:
-            held |= record.source >= 0
-        return held
+        if self.geometric_hold != "always":
+            return torch.zeros_like(record.geometric)
+        if self.config.model.phases.refine_searched:
+            return record.geometric.clone()
+        return record.source >= 0
 
     def nothing_to_register(self) -> bool:
         """Whether phase B would step nothing: every zoom-in is held (the same answer on resume:

@@ -496,3 +496,25 @@ def test_cameras_from_geometry_stay_put_when_the_phases_may_not_refine_them(zoom
     zoom_ins = cameras.zoom_index
     assert torch.allclose(cameras.zoom(zoom_ins), cameras.match.relative_zoom[zoom_ins])  # as placed (wide zoom 1)
     assert any(p.grad is not None for p in pipeline.mzen_model.field.parameters())  # the field did train
+
+
+@pytest.mark.parametrize("refine_searched", [False, True])
+def test_zoom_ins_the_search_placed_after_a_geometric_start_stay_put_unless_refined(
+    zoom_scene: Path, tmp_path: Path, refine_searched: bool
+) -> None:
+    from dataclasses import replace
+
+    from tests.helpers import tiny_trainer_config, train
+
+    config = tiny_trainer_config(zoom_scene, tmp_path, steps=6, boundaries=(0.34, 0.5))
+    pipeline_config = replace(config.pipeline, priming=replace(config.pipeline.priming, geometry=False))
+    model = pipeline_config.model
+    phases = replace(model.phases, refine_searched=refine_searched)
+    pipeline_config = replace(pipeline_config, model=replace(model, phases=phases))
+    pipeline = train(replace(config, pipeline=pipeline_config)).pipeline
+    cameras = pipeline.mzen_model.cameras
+    zoom_ins = cameras.zoom_index
+    assert cameras.start["start"] == "sfm" and not cameras.match.geometric.any()
+    assert bool((cameras.match.source[zoom_ins] >= 0).all())
+    skipped = pipeline.phase_schedule.c_start == pipeline.phase_schedule.b_start
+    assert skipped == (not refine_searched) and bool(cameras.zoom_pose.any()) == refine_searched

@@ -13,7 +13,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocati
 
 from mzen_ns.cameras import ZoomCameras
 from mzen_ns.trainer import MZENTrainer, NonFiniteError
-from tests.helpers import build, tiny_scene, tiny_trainer_config, train
+from tests.helpers import build, tiny_scene, tiny_trainer_config
 
 
 def add_callback(trainer: MZENTrainer, where: TrainingCallbackLocation, func) -> None:
@@ -230,20 +230,3 @@ def test_a_checkpoint_keeps_how_every_zoom_in_was_primed(scene, tmp_path):
     loaded.load_pipeline(dict(trained.state_dict()), step=5)
     for name, value in record.state_dict().items():
         assert torch.equal(getattr(loaded.mzen_model.cameras.match, name), value), name
-
-
-def test_zoom_ins_placed_by_the_search_keep_their_primed_cameras_when_not_refined(scene, tmp_path):
-    from dataclasses import replace
-
-    config = tiny_trainer_config(scene, tmp_path, steps=8, boundaries=(0.25, 0.5))
-    model = config.pipeline.model
-    model = replace(model, phases=replace(model.phases, refine_searched=False))
-    trainer = train(replace(config, pipeline=replace(config.pipeline, model=model)))
-    pipeline = trainer.pipeline
-    cameras = pipeline.mzen_model.cameras
-    assert pipeline.phase == "C" and pipeline.phase_schedule.c_start == pipeline.phase_schedule.b_start == 2
-    zoom_ins = cameras.zoom_index
-    assert bool((cameras.match.source[zoom_ins] >= 0).all()) and not cameras.match.geometric.any()
-    assert not cameras.zoom_pose.any()  # never moved from where priming put them
-    primed_zoom = cameras.zoom(cameras.match.source[zoom_ins]) * cameras.match.relative_zoom[zoom_ins]
-    assert torch.allclose(cameras.zoom(zoom_ins), primed_zoom)
