@@ -76,6 +76,31 @@ def test_eval_reports_own_pixel_errors_per_level_and_counts_a_zoom_in_placed_wro
     assert moved["reproj_px_4x_p90"] > results["reproj_px_4x_p90"]
 
 
+def test_a_training_zoom_in_never_trained_on_is_not_primed_again_at_evaluation(trained, monkeypatch):
+    from mzen_ns.cameras import ZoomCameras
+
+    pipeline = trained.pipeline
+    cameras = pipeline.mzen_model.cameras
+    zoom_in = int(cameras.zoom_index[0])
+    kept = cameras.c2w(torch.tensor([zoom_in])).detach().clone()
+    primed, prime_from = [], ZoomCameras.prime_from
+
+    def recording(self, indices, *args):
+        primed.append((self is cameras, indices.tolist()))
+        return prime_from(self, indices, *args)
+
+    monkeypatch.setattr(ZoomCameras, "prime_from", recording)
+    cameras.solved[zoom_in] = False  # as a flagged zoom-in whose phases were all skipped
+    try:
+        results = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
+    finally:
+        cameras.solved[zoom_in] = True
+    held_out = pipeline.datamanager.eval_dataset
+    assert primed and all(not trained_ones and 0 <= min(i) and max(i) < len(held_out) for trained_ones, i in primed)
+    assert np.isfinite(results["psnr_4x"]) and results["views_4x"] == 1
+    assert torch.equal(cameras.c2w(torch.tensor([zoom_in])).detach(), kept)
+
+
 def test_registration_does_not_worsen_the_fit(trained):
     pipeline = trained.pipeline
     before = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)

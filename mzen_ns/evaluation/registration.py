@@ -90,13 +90,22 @@ def prime_views(
         cameras.prime_from(index.to(device), located.c2w[index].float(), located.zoom[index].float(), test_roots[index])
     if bool(found.all()):
         return cameras, cameras.matched_wide.cpu().clone()  # every view placed: nothing to prime
+    # the plan numbers the posed training views, then the held-out ones; ``back`` maps it to the
+    # training-then-held-out numbering (a training view never trained on, such as a flagged zoom-in
+    # the phases left alone, primes nothing and is no query)
+    keep = torch.nonzero(posed).squeeze(-1)
+    back = torch.cat([keep, torch.arange(n_train, n_train + count)])
+    renumber = torch.full((n_train + count,), -1, dtype=torch.long)
+    renumber[back] = torch.arange(back.numel())
+    all_roots = torch.cat([roots, test_roots])
+    plan_roots = torch.where(all_roots >= 0, renumber[all_roots.clamp(min=0)], all_roots)[back]
     train_views = Views(
-        train_images,
-        trained.dials.cpu(),
-        trained.principal_points().cpu(),
-        trained.fx().detach().cpu(),
+        train_images[keep],
+        trained.dials.cpu()[keep],
+        trained.principal_points().cpu()[keep],
+        trained.fx().detach().cpu()[keep],
         float(trained.aspect),
-        trained.c2w()[:, :, :3].detach().cpu(),
+        trained.c2w()[:, :, :3].detach().cpu()[keep],
     )
     test_focal = torch.where(found, cameras.fx().detach().cpu(), torch.zeros(count))
     test_views = Views(
@@ -108,9 +117,10 @@ def prime_views(
         cameras.c2w()[:, :, :3].detach().cpu(),
     )
     views = train_views.cat(test_views)
-    plan = plan_priming(views, torch.cat([posed, found]), torch.cat([roots, test_roots]), priming)
+    plan = plan_priming(views, torch.cat([torch.ones_like(keep, dtype=torch.bool), found]), plan_roots, priming)
 
     def lookup(index: Tensor) -> Tuple[Tensor, Tensor]:  # a source is a training view or a shallower held-out one
+        index = back[index]
         held_out = (index >= n_train).to(device)
         train_index, test_index = index.clamp(max=n_train - 1).to(device), (index - n_train).clamp(min=0).to(device)
         c2w = torch.where(held_out[:, None, None], cameras.c2w(test_index), trained.c2w(train_index))
@@ -120,7 +130,7 @@ def prime_views(
         plan,
         views.dials,
         lookup,
-        lambda i, c2w, zoom, wide: cameras.prime_from((i - n_train).to(device), c2w, zoom, wide),
+        lambda i, c2w, zoom, wide: cameras.prime_from((back[i] - n_train).to(device), c2w, zoom, back[wide]),
     )
     return cameras, cameras.matched_wide.cpu().clone()
 
