@@ -51,9 +51,10 @@ def capture_model() -> Iterator[Dict[str, object]]:
     kept: Dict[str, object] = {}
     place = sfm._zoom_in_poses
 
-    def keeping(reconstruction, wide_names, names, dials):
+    def keeping(reconstruction, wide_names, copies, dials):
+        names = [copy.name for copy in sorted(copies, key=lambda c: c.zoom_in) if copy.shrink == (1.0, 1.0)]
         kept.update(model=reconstruction, wide_names=wide_names, names=names)
-        return place(reconstruction, wide_names, names, dials)
+        return place(reconstruction, wide_names, copies, dials)
 
     sfm._zoom_in_poses = keeping
     try:
@@ -70,13 +71,16 @@ def gl_c2w(rotation: np.ndarray, centre: np.ndarray) -> np.ndarray:
 def refits(model, image, wide_names: List[str], placed_zoom: float, true_zoom: float, parent_centre) -> Dict:
     """(rotation, centre) of the zoom-in ``image`` per refit that can be made (all but ``placed``)."""
     pixels, points = sfm._correspondences(model, image)
+    unit = np.ones(len(points))  # matches found at the zoom-in's own size
     camera = model.cameras[image.camera_id]
     principal = np.array([camera.principal_point_x, camera.principal_point_y])
     start = image.cam_from_world().matrix()
     wide_focal = model.cameras[sfm._wide_camera(model, wide_names)].focal_length
     out = {}
-    out["true zoom"], _ = sfm._refit_pose(pixels, points, start, wide_focal * true_zoom, principal)
-    _, turned = sfm._focal_from_centre(pixels, points, parent_centre, start[:, :3], camera.focal_length, principal)
+    out["true zoom"], _ = sfm._refit_pose(pixels, points, unit, start, wide_focal * true_zoom, principal)
+    _, turned = sfm._focal_from_centre(
+        pixels, points, unit, parent_centre, start[:, :3], camera.focal_length, principal
+    )
     out["centre held"] = np.column_stack([turned, -turned @ parent_centre])
     wide_ids = {i.image_id for i in model.images.values() if i.name in wide_names}
     seen = [
@@ -85,7 +89,9 @@ def refits(model, image, wide_names: List[str], placed_zoom: float, true_zoom: f
         if sum(e.image_id in wide_ids for e in model.points3D[p.point3D_id].track.elements) >= 2
     ]
     if len(seen) >= MIN_POINTS:
-        out["wide points"], _ = sfm._refit_pose(pixels[seen], points[seen], start, wide_focal * placed_zoom, principal)
+        out["wide points"], _ = sfm._refit_pose(
+            pixels[seen], points[seen], unit[seen], start, wide_focal * placed_zoom, principal
+        )
     return {way: (pose[:, :3], -pose[:, :3].T @ pose[:, 3]) for way, pose in out.items()}
 
 

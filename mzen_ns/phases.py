@@ -141,9 +141,14 @@ class PhaseScheduleConfig:
     train_field_on_flagged: bool = False
     """Let zoom-ins whose priming was flagged train the field in phase C (off: their placement is unverified)."""
 
+    @property
+    def flagged_left_out(self) -> bool:
+        """Whether zoom-ins whose priming was flagged stay out of the field (what reports say of them)."""
+        return not self.train_field_on_flagged
+
     def unverified(self, flagged: Bool[Tensor, " N"]) -> Optional[Bool[Tensor, " N"]]:
         """What phases that train the field leave out (:func:`allowed_images`): the flagged images, unless allowed."""
-        return None if self.train_field_on_flagged else flagged
+        return flagged if self.flagged_left_out else None
 
     def hold(self, geometric_start: bool) -> Hold:
         """What the phases hold of cameras from geometry, for a run whose wide cameras did or did not start there."""

@@ -327,7 +327,7 @@ class MZENPipeline(VanillaPipeline):
         dials = self.mzen_model.cameras.dials.cpu()
         CONSOLE.print(plan_table(plan, names, dials))
         flagged = flagged_names(plan, names)
-        left_out = not self.config.model.phases.train_field_on_flagged
+        left_out = self.config.model.phases.flagged_left_out
         if flagged:
             fate = "left out of the field (phase C)" if left_out else "primed from the best anyway"
             CONSOLE.print(
@@ -407,7 +407,7 @@ class MZENPipeline(VanillaPipeline):
             [Path(p) for p in dataset.image_filenames],
             self.config.priming.method,
             output_dir,
-            not self.config.model.phases.train_field_on_flagged,
+            self.config.model.phases.flagged_left_out,
         )
 
     def export_cameras(self) -> Optional[Path]:

@@ -276,7 +276,7 @@ class CameraPanel(nn.Module):
             [str(p) for p in metadata["mzen_file_paths"]],
             phase,
             step,
-            not pipeline.config.model.phases.train_field_on_flagged,
+            pipeline.config.model.phases.flagged_left_out,
         )
         self.summary.set_content(panel_markdown(self.state))
         if self.control.viewer is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -518,3 +519,38 @@ def test_zoom_ins_the_search_placed_after_a_geometric_start_stay_put_unless_refi
     assert bool((cameras.match.source[zoom_ins] >= 0).all())
     skipped = pipeline.phase_schedule.c_start == pipeline.phase_schedule.b_start
     assert skipped == (not refine_searched) and bool(cameras.zoom_pose.any()) == refine_searched
+
+
+def test_a_deep_zoom_in_of_faint_detail_registers_through_a_copy_shrunk_to_a_shallower_level(tmp_path) -> None:
+    """16× zoom-ins whose detail is faint (few SIFT features at their own size) register through
+    copies shrunk to look like 4× frames, placed within a few of their own pixels."""
+    from mzen_ns.evaluation.reprojection import own_pixel_errors
+    from mzen_ns.geometry.similarity import sim3_alignment
+    from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
+
+    config = SceneMakerConfig(output=tmp_path, zooms=(1.0, 4.0, 16.0), n_wide=6, n_zoom=3, n_test=0, width=512)
+    make_scene(replace(config, height=384, seed=2, detail_contrast=0.05, nested=True))
+    manifest = json.loads((tmp_path / "transforms.json").read_text())
+    wides = [f for f in manifest["frames"] if f["zoom"] == 1.0]
+    deep = [f for f in manifest["frames"] if f["zoom"] == 16.0]
+    solution = solve_sfm(
+        [tmp_path / f["file_path"] for f in wides],
+        zoom_ins=[(tmp_path / f["file_path"], f["zoom"]) for f in manifest["frames"] if f["zoom"] != 1.0],
+    )
+    placed = solution.zoom_ins
+    found = np.flatnonzero(placed.found[-len(deep) :])
+    assert len(found) >= 2  # at their own size alone, none of the three registers
+    alignment = sim3_alignment(solution.c2w, np.array([f["gt_transform_matrix"] for f in wides])[:, :3])
+    errors = own_pixel_errors(
+        placed.c2w[-len(deep) :][found],
+        placed.zoom[-len(deep) :][found] * solution.focal,
+        np.array([deep[k]["gt_transform_matrix"] for k in found]),
+        np.array([deep[k]["gt_zoom"] * manifest["gt_focal"] for k in found]),
+        np.tile([[256.0, 192.0]], (len(found), 1)),
+        1.0,
+        [np.array(deep[k]["gt_points"]) for k in found],
+        alignment,
+    )
+    assert max(float(np.median(e)) for e in errors) < 3.0  # a 16× at 512 px: its footprint in a wide view is 32 px
+    true_zoom = np.array([deep[k]["gt_zoom"] for k in found])
+    assert np.abs(placed.zoom[-len(deep) :][found] / true_zoom - 1.0).max() < 0.02

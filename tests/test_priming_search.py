@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mzen_ns.priming.search import PositionSearchConfig, pair_width, search_positions
+from mzen_ns.priming.search import PositionSearchConfig, ncc_map, pair_width, search_positions
 from tests.helpers import texture, zoom_in
 
 
@@ -25,6 +25,20 @@ def test_absorbs_dial_error_with_the_scale_search():
     placement = search_positions(query, candidates, torch.full((1, 3), 4.0), PositionSearchConfig(work_width=128))
     assert int(placement.score[0].argmax()) == 1
     assert float(placement.zoom[0, 1]) == pytest.approx(4.4, rel=0.06)
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0])
+def test_a_window_without_contrast_is_no_candidate(level):
+    """Black (outside the rendered content) or saturated patches: OpenCV's NCC there is rounding
+    noise (0, or clipped to ±1, which placed deep zoom-ins in black margins); such windows score −1."""
+    rng = np.random.default_rng(0)
+    image = rng.random((96, 128)).astype(np.float32)
+    image[:, 80:] = level
+    image[:40, 90:] += rng.normal(0.0, 1e-5, (40, 38)).astype(np.float32)  # near-flat: noise over noise
+    template = image[30:42, 10:26].copy()
+    scores = ncc_map(image, template)
+    assert (scores[:, 80:] == -1.0).all()
+    assert np.unravel_index(scores.argmax(), scores.shape) == (30, 10) and scores.max() > 0.99
 
 
 def test_too_deep_zoom_is_not_placed_directly():

@@ -13,10 +13,16 @@ pycolmap is imported here, when a solver runs, so importing the plugin stays che
 Zoom-ins, when given, are registered against that model afterwards, never as free-focal cameras:
 each gets its own camera fixed at the wide focal × its dial, COLMAP continues the mapping with the
 wide views and intrinsics held (absolute pose from 2D–3D matches; points seen only by zoom-ins are
-triangulated, so a deep zoom-in registers through shallower ones). Each registered zoom-in's focal
-is then fitted to its 2D–3D matches with its centre held at the nearest wide view's (the dial only
-says the zoom to a few per cent; the zoom-in was taken from about that centre), and its pose
-refitted freely at that focal.
+triangulated, so a deep zoom-in registers through shallower ones). A zoom-in that pass leaves out
+is tried again in a second pass as copies shrunk to look like each shallower level (a 16× shrunk 4×
+looks like a 4× frame), where a copy keeps at least :data:`COPY_MIN_PX` pixels on its longest side,
+contrast stretched: a deep zoom-in of faint detail has few features at its own scale, and its coarse
+structure is what the shallower views saw. Copies join only in that second pass: registered beside
+every zoom-in they change which points COLMAP triangulates, and fewer 16× zoom-ins register.
+Each registered zoom-in's focal is then fitted to the 2D–3D matches of its registered copies, in
+its own pixels (a copy's residuals weighted down by its shrink), with its centre held at the
+nearest wide view's (the dial only says the zoom to a few per cent; the zoom-in was taken from
+about that centre), and its pose refitted freely at that focal.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -46,6 +53,25 @@ RANSAC_SEED = 0
 """Seed of every random choice COLMAP makes (two-view verification, mapping), so a scene gives one answer."""
 NEIGHBOURS = 12
 """Partners kept per view: those with the most verified coarse matches (a pair kept by either view is matched)."""
+COPY_MIN_PX = 96
+"""Fewest pixels on a shrunk copy's longest side (a copy of a zoom-in made to look like a shallower level)."""
+SHRUNK_MIN_INLIERS = 15
+"""2D–3D inliers a shrunk copy is registered with (COLMAP's 30 asks more than a small copy has; the
+refit's residual and zoom checks still apply)."""
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """A zoom-in as COLMAP sees it: itself or a shrunk copy."""
+
+    zoom_in: int
+    """Which zoom-in (index into the zoom-ins given)."""
+    name: str
+    """Its image name in COLMAP's image folder."""
+    dial: float
+    """The dial it looks like (relative to the wide views): the zoom-in's dial over its shrink."""
+    shrink: Tuple[float, float]
+    """Native pixels per copy pixel along x and y ((1, 1): the zoom-in itself)."""
 
 
 def solve_sfm(
@@ -53,11 +79,13 @@ def solve_sfm(
     focal_prior: Optional[float] = None,
     principal_point: Optional[Tuple[float, float]] = None,
     zoom_ins: Sequence[Tuple[Path, float]] = (),
+    shrunk_copies: bool = True,
 ) -> WideSolution:
     """Poses of the wide images ``paths`` (in order) and their shared focal by COLMAP; views COLMAP
     leaves out have NaN poses. ``focal_prior`` (pixels) starts the shared camera when known.
     ``zoom_ins`` (image, dial relative to the wide views) are then registered against the model
-    (:attr:`WideSolution.zoom_ins`)."""
+    (:attr:`WideSolution.zoom_ins`), those left out tried again as shrunk copies unless
+    ``shrunk_copies`` is False."""
     started = time.perf_counter()
     try:
         import pycolmap
@@ -69,15 +97,37 @@ def solve_sfm(
             built = _reconstruct(pycolmap, work, wide_names, focal_prior, principal_point)
             solution = _solution(built[1], wide_names) if built is not None else None
             if solution is not None and zoom_ins:
-                dials = [dial for _, dial in zoom_ins]
-                joint = _register_zoom_ins(pycolmap, work, built, wide_names, zoom_names, dials)
-                solution.zoom_ins = _zoom_in_poses(joint, wide_names, zoom_names, dials)
+                solution.zoom_ins = _place_zoom_ins(
+                    pycolmap, work, built, wide_names, zoom_names, zoom_ins, shrunk_copies
+                )
     except (RuntimeError, ValueError, OSError) as error:
         return WideSolution("sfm", None, math.nan, failure=f"COLMAP failed: {error}")
     if solution is None:
         solution = WideSolution("sfm", None, math.nan, failure="COLMAP built no model (too few matches)")
     solution.seconds = time.perf_counter() - started
     return solution
+
+
+def _place_zoom_ins(
+    pycolmap,
+    work: Path,
+    built,
+    wide_names: List[str],
+    names: List[str],
+    zoom_ins: Sequence[Tuple[Path, float]],
+    shrunk_copies: bool,
+) -> PlacedViews:
+    """The zoom-ins (image ``names`` in COLMAP's folder; path and dial) registered against the wide
+    model ``built``: at their own size, then (``shrunk_copies``) the ones left out as shrunk copies,
+    in a second pass."""
+    dials = [dial for _, dial in zoom_ins]
+    copies = [_Copy(k, name, dial, (1.0, 1.0)) for k, (name, dial) in enumerate(zip(names, dials))]
+    joint = _register_zoom_ins(pycolmap, work, built, wide_names, copies, copies, "joint")
+    missed = [k for k, name in enumerate(names) if name not in _posed_names(joint[1])]
+    shrunk = _shrunk_copies(zoom_ins, missed, names, work / "images") if shrunk_copies else []
+    if shrunk:
+        joint = _register_zoom_ins(pycolmap, work, joint, wide_names, shrunk, copies + shrunk, "shrunk")
+    return _zoom_in_poses(joint[1], wide_names, copies + shrunk, dials)
 
 
 def _link_images(paths: Sequence[Path], folder: Path) -> List[str]:
@@ -218,58 +268,125 @@ def _map(pycolmap, work: Path, output: Path, mapping, input_path: Optional[Path]
     if not models:
         return None
     key = max(models, key=lambda k: models[k].num_reg_images())
-    return output / str(key), models[key]
+    folder = output / str(key)
+    folder.mkdir(exist_ok=True)
+    models[key].write(folder)  # a continued mapping may leave it unwritten; a later pass reads it
+    return folder, models[key]
 
 
-def _register_zoom_ins(pycolmap, work: Path, built, wide_names: List[str], names: List[str], dials: List[float]):
-    """The wide model ``built`` continued with the zoom-ins ``names``: their cameras fixed at the
-    wide focal × dial, the wide views' poses and all intrinsics held."""
+def _shrunk_copies(
+    zoom_ins: Sequence[Tuple[Path, float]], indices: Sequence[int], names: List[str], folder: Path
+) -> List[_Copy]:
+    """Copies of the zoom-ins ``indices`` (into ``zoom_ins`` and their image ``names``) shrunk to look
+    like each shallower level (the dials given and the wide level) where a copy keeps
+    :data:`COPY_MIN_PX` pixels, contrast stretched (:func:`_stretched`), written into ``folder``;
+    none of a zoom-in OpenCV cannot read."""
+    import cv2
+
+    levels = sorted({1.0, *(dial for _, dial in zoom_ins)})
+    copies = []
+    for k in indices:
+        path, dial = zoom_ins[k]
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            continue
+        height, width = image.shape[:2]
+        for level in (level for level in levels if level < dial / 1.5):
+            size = (round(width * level / dial), round(height * level / dial))
+            if max(size) >= COPY_MIN_PX:
+                copy = f"{Path(names[k]).stem}-x{level:g}.png"
+                cv2.imwrite(str(folder / copy), cv2.resize(_stretched(image), size, interpolation=cv2.INTER_AREA))
+                copies.append(_Copy(k, copy, level, (width / size[0], height / size[1])))
+    return copies
+
+
+def _stretched(image: np.ndarray) -> np.ndarray:
+    """An 8-bit image whose 0.5th and 99.5th intensity percentiles span 0–255. SIFT keeps only
+    features above a contrast threshold: a zoom-in of faint detail would otherwise have a handful;
+    the descriptors are normalised, so the stretch changes what is detected, not how it matches."""
+    values = image.astype(np.float32)
+    low, high = np.percentile(values, [0.5, 99.5])
+    return np.clip((values - low) * (255.0 / max(float(high - low), 1e-6)), 0, 255).astype(np.uint8)
+
+
+def _register_zoom_ins(
+    pycolmap, work: Path, built, wide_names: List[str], copies: List[_Copy], every: List[_Copy], output: str
+):
+    """(folder, model): the model ``built`` continued with the zoom-ins' ``copies``: each copy's camera
+    fixed at the wide focal × the dial it looks like (principal point shrunk with it), every pose
+    already in the model and all intrinsics held. Each copy is matched with every wide view and with
+    every copy in ``every`` of another zoom-in."""
     folder, model = built
     database = work / "database.db"
-    camera = next(iter(model.cameras.values()))
+    camera = model.cameras[_wide_camera(model, wide_names)]
     focal, cx, cy = camera.focal_length, camera.principal_point_x, camera.principal_point_y
-    for dial in sorted(set(dials)):
+    for dial, shrink in sorted({(copy.dial, copy.shrink) for copy in copies}):
         reader = pycolmap.ImageReaderOptions()
         reader.camera_model = "SIMPLE_PINHOLE"
-        reader.camera_params = f"{focal * dial},{cx},{cy}"
-        level = [name for name, d in zip(names, dials) if d == dial]
+        reader.camera_params = f"{focal * dial},{cx / shrink[0]},{cy / shrink[1]}"
+        level = [copy.name for copy in copies if (copy.dial, copy.shrink) == (dial, shrink)]
         _extract(pycolmap, database, work / "images", level, reader, pycolmap.CameraMode.PER_IMAGE)
-    pairs = sorted({(min(z, v), max(z, v)) for z in names for v in list(wide_names) + names if v != z})
-    _match_pairs(pycolmap, database, pairs)  # every pair with a zoom-in, no new wide pair
+    pairs = {(min(c.name, w), max(c.name, w)) for c in copies for w in wide_names}
+    pairs |= {(min(a.name, b.name), max(a.name, b.name)) for a in copies for b in every if a.zoom_in != b.zoom_in}
+    _match_pairs(pycolmap, database, sorted(pairs))  # no new wide pair, no zoom-in with its own copy
     mapping = _mapping_options(pycolmap)
     mapping.fix_existing_frames = True
     mapping.ba_refine_focal_length = False
     mapping.ba_refine_principal_point = False
     mapping.ba_refine_extra_params = False
     mapping.mapper.abs_pose_refine_focal_length = False
-    joint = _map(pycolmap, work, work / "joint", mapping, input_path=folder)
-    return joint[1] if joint is not None else model
+    if output == "shrunk":
+        mapping.mapper.abs_pose_min_num_inliers = SHRUNK_MIN_INLIERS
+    joint = _map(pycolmap, work, work / output, mapping, input_path=folder)
+    return joint if joint is not None else built
 
 
-def _zoom_in_poses(reconstruction, wide_names: List[str], names: List[str], dials: List[float]) -> PlacedViews:
-    poses = PlacedViews.unplaced(len(names))
+def _posed_names(reconstruction) -> set:
+    return {image.name for image in reconstruction.images.values() if image.has_pose}
+
+
+def _zoom_in_poses(reconstruction, wide_names: List[str], copies: List[_Copy], dials: List[float]) -> PlacedViews:
+    """Each zoom-in with a registered copy, placed by the 2D–3D matches of all its registered copies."""
+    poses = PlacedViews.unplaced(len(dials))
     wide_centres = {}
-    for image in reconstruction.images.values():
-        if image.has_pose and image.name in wide_names:
-            wide_centres[wide_names.index(image.name)] = image.projection_center()
+    images = {image.name: image for image in reconstruction.images.values() if image.has_pose}
+    for name, image in images.items():
+        if name in wide_names:
+            wide_centres[wide_names.index(name)] = image.projection_center()
+    if not wide_centres:
+        return poses
     wide_focal = reconstruction.cameras[_wide_camera(reconstruction, wide_names)].focal_length
-    for image in reconstruction.images.values():
-        if not image.has_pose or image.name not in names or not wide_centres:
+    wide = reconstruction.cameras[_wide_camera(reconstruction, wide_names)]
+    principal = np.array([wide.principal_point_x, wide.principal_point_y])
+    for k, dial in enumerate(dials):
+        registered = [copy for copy in copies if copy.zoom_in == k and copy.name in images]
+        if not registered:
             continue
-        k = names.index(image.name)
-        pixels, points = _correspondences(reconstruction, image)
-        camera = reconstruction.cameras[image.camera_id]
-        principal = np.array([camera.principal_point_x, camera.principal_point_y])
-        source = min(wide_centres, key=lambda w: float(np.linalg.norm(wide_centres[w] - image.projection_center())))
-        rotation = image.cam_from_world().rotation.matrix()
-        focal, _ = _focal_from_centre(pixels, points, wide_centres[source], rotation, camera.focal_length, principal)
-        pose, rms = _refit_pose(pixels, points, image.cam_from_world().matrix(), focal, principal)
+        pixels, points, scale = _native_correspondences(reconstruction, images, registered)
+        first = images[max(registered, key=lambda copy: copy.dial).name]  # the least shrunk
+        source = min(wide_centres, key=lambda w: float(np.linalg.norm(wide_centres[w] - first.projection_center())))
+        rotation = first.cam_from_world().rotation.matrix()
+        start = wide_focal * dial
+        focal, _ = _focal_from_centre(pixels, points, scale, wide_centres[source], rotation, start, principal)
+        pose, rms = _refit_pose(pixels, points, scale, first.cam_from_world().matrix(), focal, principal)
         zoom = focal / wide_focal
-        if rms > MAX_ZOOM_IN_RMS_PX or not ZOOM_RANGE[0] * dials[k] <= zoom <= ZOOM_RANGE[1] * dials[k]:
+        if rms > MAX_ZOOM_IN_RMS_PX or not ZOOM_RANGE[0] * dial <= zoom <= ZOOM_RANGE[1] * dial:
             continue
         poses.c2w[k] = cv_pose_to_gl(np.linalg.inv(np.vstack([pose, [0.0, 0.0, 0.0, 1.0]]))[:3])
         poses.zoom[k], poses.source[k], poses.inliers[k] = zoom, source, len(points)
     return poses
+
+
+def _native_correspondences(reconstruction, images, registered: List[_Copy]):
+    """(pixels in the zoom-in's own pixels, 3D points, native pixels per copy pixel) of every
+    registered copy's keypoints that belong to a 3D point."""
+    pixels, points, scale = [], [], []
+    for copy in registered:
+        found_pixels, found_points = _correspondences(reconstruction, images[copy.name])
+        pixels.append(found_pixels * np.array(copy.shrink))
+        points.append(found_points)
+        scale.append(np.full(len(found_points), max(copy.shrink)))
+    return np.concatenate(pixels), np.concatenate(points), np.concatenate(scale)
 
 
 def _wide_camera(reconstruction, wide_names: List[str]) -> int:
@@ -287,22 +404,25 @@ def _project(points, rotation, translation, focal: float, principal) -> np.ndarr
     return seen[:, :2] / seen[:, 2:3] * focal + principal
 
 
-def _focal_from_centre(pixels, points, centre, rotation, focal: float, principal) -> Tuple[float, np.ndarray]:
+def _focal_from_centre(pixels, points, scale, centre, rotation, focal: float, principal) -> Tuple[float, np.ndarray]:
     """The focal and the orientation (camera-from-world, OpenCV axes) that best fit the 2D–3D matches
-    seen from ``centre`` (Huber loss), starting from ``rotation`` and ``focal``."""
+    seen from ``centre`` (Huber loss on residuals over ``scale``, the native pixels per pixel of the
+    copy each match was found in), starting from ``rotation`` and ``focal``."""
     from scipy.optimize import least_squares
     from scipy.spatial.transform import Rotation
 
     def residual(theta):
         turned = Rotation.from_rotvec(theta[:3]).as_matrix() @ rotation
-        return (_project(points, turned, -turned @ centre, focal * math.exp(theta[3]), principal) - pixels).ravel()
+        projected = _project(points, turned, -turned @ centre, focal * math.exp(theta[3]), principal)
+        return ((projected - pixels) / scale[:, None]).ravel()
 
     theta = least_squares(residual, np.zeros(4), loss="huber").x
     return focal * math.exp(float(theta[3])), Rotation.from_rotvec(theta[:3]).as_matrix() @ rotation
 
 
-def _refit_pose(pixels, points, cam_from_world, focal: float, principal) -> Tuple[np.ndarray, float]:
-    """Camera-from-world (OpenCV axes) fitted to the 2D–3D matches at ``focal``, and its RMS error (pixels)."""
+def _refit_pose(pixels, points, scale, cam_from_world, focal: float, principal) -> Tuple[np.ndarray, float]:
+    """Camera-from-world (OpenCV axes) fitted to the 2D–3D matches at ``focal`` (residuals over
+    ``scale``, as :func:`_focal_from_centre`), and its RMS weighted error (pixels of the copies)."""
     from scipy.optimize import least_squares
     from scipy.spatial.transform import Rotation
 
@@ -312,7 +432,7 @@ def _refit_pose(pixels, points, cam_from_world, focal: float, principal) -> Tupl
         return Rotation.from_rotvec(theta[:3]).as_matrix() @ rotation, translation + theta[3:]
 
     def residual(theta):
-        return (_project(points, *pose(theta), focal, principal) - pixels).ravel()
+        return ((_project(points, *pose(theta), focal, principal) - pixels) / scale[:, None]).ravel()
 
     fit = least_squares(residual, np.zeros(6), loss="huber", x_scale="jac")
     turned, moved = pose(fit.x)

@@ -117,7 +117,7 @@ def _search(
                 continue
             if (q, tw, th) not in templates:
                 templates[(q, tw, th)] = area_resize(gray_q[q], tw, th)
-            result = cv2.matchTemplate(small[(c, work_w)], templates[(q, tw, th)], cv2.TM_CCOEFF_NORMED)
+            result = ncc_map(small[(c, work_w)], templates[(q, tw, th)])
             _, value, _, (x, y) = cv2.minMaxLoc(result)
             if np.isfinite(value) and value > score[q, c]:
                 score[q, c] = float(value)
@@ -125,6 +125,29 @@ def _search(
                 centre[q, c, 1] = (y + th / 2) / factor
                 zoom[q, c] = work_w / tw  # the zoom of the window actually searched (rounded size)
     return Placement(score=score, centre=centre, zoom=zoom)
+
+
+MIN_CONTRAST = 0.1
+"""A window whose intensity spread is below this fraction of the template's scores −1: NCC against a
+flat window (a saturated or featureless patch) is noise over noise, and OpenCV clips it to 1."""
+
+
+def ncc_map(image: Float[np.ndarray, "H W"], template: Float[np.ndarray, "h w"]) -> Float[np.ndarray, "H-h+1 W-w+1"]:
+    """Normalised cross-correlation of ``template`` at every position inside ``image`` (OpenCV's
+    ``TM_CCOEFF_NORMED``), −1 where the window is flat (:data:`MIN_CONTRAST`)."""
+    import cv2
+
+    result = cv2.matchTemplate(image, template, cv2.TM_CCOEFF_NORMED)
+    height, width = template.shape
+    sums, squares = cv2.integral2(image.astype(np.float64), sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
+
+    def window(table: np.ndarray) -> np.ndarray:
+        return table[height:, width:] - table[:-height, width:] - table[height:, :-width] + table[:-height, :-width]
+
+    count = height * width
+    spread = np.sqrt(np.maximum(window(squares) / count - (window(sums) / count) ** 2, 0.0))
+    flat = spread < MIN_CONTRAST * float(template.std()) + 1e-6
+    return np.where(flat, -1.0, result).astype(np.float32)
 
 
 def pair_width(work_width: int, relative_zoom: float, width: int, height: int, config: PositionSearchConfig) -> int:
@@ -171,6 +194,6 @@ def corresponding(
     scene = area_resize(gray(second.cpu().numpy()), *size)
     if min(template.shape) < 4 or template.std() < 1e-6:
         return False
-    _, _, _, (x, y) = cv2.minMaxLoc(cv2.matchTemplate(scene, template, cv2.TM_CCOEFF_NORMED))
+    _, _, _, (x, y) = cv2.minMaxLoc(ncc_map(scene, template))
     found = torch.tensor([x / factor + float(first_centre[0]) - x0, y / factor + float(first_centre[1]) - y0])
     return float((found - second_centre.float()).norm()) <= max(0.5 * second_size, 1.0 / factor)
