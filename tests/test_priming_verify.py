@@ -120,6 +120,15 @@ def test_a_window_outside_the_candidate_scores_minus_one():
     assert _fit(query, wide[None], outside, 4.0)[0].score == -1.0
 
 
+def test_a_flat_candidate_window_scores_minus_one():
+    """A black margin has nothing to fit: its score is −1, not the 0 that standardising nothing gives."""
+    wide = texture(0)
+    query = _turned_zoom_in(wide, torch.eye(3), 4.0)
+    black = torch.zeros_like(wide)
+    fits = _fit(query, torch.stack([wide, black]), _start((WIDTH / 2, HEIGHT / 2), 2), 4.0)
+    assert fits[0].score > 0.9 and fits[1].score == -1.0
+
+
 @pytest.fixture(scope="module")
 def off_axis_scene(tmp_path_factory):
     folder = tmp_path_factory.mktemp("off-axis")

@@ -21,6 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mzen_ns.priming.images import area_resize
+from mzen_ns.priming.search import MIN_CONTRAST
 
 MIN_PIXELS = 16
 """Fewest candidate pixels a window is compared on (fewer: it scores −1)."""
@@ -161,6 +162,9 @@ class _Problem:
     """1 for compared pixels, 0 for padding."""
     target: Float[Tensor, "B P C"]
     """The candidates' standardised values at those pixels."""
+    textured: Float[Tensor, " B"]
+    """Whether each candidate's compared pixels have contrast (:data:`~mzen_ns.priming.search.MIN_CONTRAST`
+    of the query's spread); a flat one has nothing to fit and scores −1."""
     size: Tuple[int, int]
     """(width, height) of the fit resolution."""
     base: Float[Tensor, "B 3 3"]
@@ -204,9 +208,11 @@ class _Problem:
         values = torch.stack(
             [torch.from_numpy(area_resize(_array(c), *size)).double().reshape(-1, query.shape[-1]) for c in candidates]
         )
-        target = _standardise(values.gather(1, order[..., None].expand(-1, -1, values.shape[-1])), mask)
+        compared = values.gather(1, order[..., None].expand(-1, -1, values.shape[-1]))
+        spread = _spread(compared, mask).amax(dim=-1)
+        textured = spread >= MIN_CONTRAST * float(source.std()) + 1e-6
         pixels = grid.gather(1, order[..., None].expand(-1, -1, 2))
-        return cls(source, pixels, mask, target, size, base, warp, config)
+        return cls(source, pixels, mask, _standardise(compared, mask), textured, size, base, warp, config)
 
     def sample(self, theta: Tensor) -> Tuple[Tensor, Tensor]:
         """The blurred query at every compared pixel's image under ``theta`` (rotation tangent, log
@@ -240,7 +246,7 @@ class _Problem:
         score = (_standardise(sampled, self.mask) * self.target * self.mask).sum(dim=(1, 2)) / (
             (compared - 1) * self.target.shape[-1]
         )
-        valid = torch.isfinite(score) & (inside >= self.config.min_inside) & (compared >= MIN_PIXELS)
+        valid = torch.isfinite(score) & (inside >= self.config.min_inside) & (compared >= MIN_PIXELS) & self.textured
         return torch.where(valid, score, torch.full_like(score, -1.0))
 
 
@@ -282,11 +288,17 @@ def _skew(v: Float[Tensor, "B 3"]) -> Float[Tensor, "B 3 3"]:
     )
 
 
+def _spread(values: Float[Tensor, "B P C"], mask: Float[Tensor, "B P 1"]) -> Float[Tensor, "B C"]:
+    """Standard deviation of the masked values per fit and channel."""
+    count = mask.sum(dim=1, keepdim=True).clamp(min=2)
+    mean = (values * mask).sum(dim=1, keepdim=True) / count
+    return ((((values - mean) * mask) ** 2).sum(dim=1, keepdim=True) / (count - 1)).sqrt()[:, 0]
+
+
 def _standardise(values: Float[Tensor, "B P C"], mask: Float[Tensor, "B P 1"]) -> Float[Tensor, "B P C"]:
     count = mask.sum(dim=1, keepdim=True).clamp(min=2)
     mean = (values * mask).sum(dim=1, keepdim=True) / count
-    std = ((((values - mean) * mask) ** 2).sum(dim=1, keepdim=True) / (count - 1)).sqrt().clamp(min=1e-8)
-    return (values - mean) / std
+    return (values - mean) / _spread(values, mask)[:, None].clamp(min=1e-8)
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
