@@ -173,8 +173,8 @@ def prime_once(folder: Path, priming: PrimingConfig) -> Dict[str, Dict[str, floa
     )
     principal = torch.tensor([[width / 2, height / 2]]).expand(count, 2)
     start = time.perf_counter()
-    views = Views(images, dials, principal, torch.full((count,), focal), 1.0)
-    plan = plan_priming(views, is_wide, torch.arange(count), priming)
+    views = Views(images, dials, principal, torch.full((count,), focal), 1.0, true_c2w[:, :3, :3].float())
+    plan = plan_priming(views, is_wide, torch.arange(count), priming)  # orientations of the posed views, as a run
     seconds = time.perf_counter() - start
     apply_plan(plan, dials, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
     primed = cameras.c2w(plan.query).detach()

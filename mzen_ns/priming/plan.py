@@ -333,11 +333,39 @@ def _runner_up(
             elif other_root == chosen_root:
                 same = float((chosen[0] - other[0]).norm()) <= 0.5 * other[1]
             else:
-                same = corresponding(views.images[chosen_root], *chosen, views.images[other_root], *other)
+                same = _turned_onto(views, focal, chosen_root, chosen, other_root, other) or corresponding(
+                    views.images[chosen_root], *chosen, views.images[other_root], *other
+                )
             if not same:
                 runner_up[q] = score
                 break
     return runner_up
+
+
+def _turned_onto(
+    views: Views,
+    focal: Tensor,
+    first: int,
+    first_window: Tuple[Tensor, float],
+    second: int,
+    second_window: Tuple[Tensor, float],
+) -> bool:
+    """Whether the centre of a window of wide view ``first``, carried into wide view ``second`` by the
+    rotation between their cameras, lands within half of ``second_window`` (False where orientations
+    are unknown). Two views from one optical centre (stage drift) see every point where that
+    rotation says, whatever its depth; with a baseline the parallax moves it away, and
+    :func:`~mzen_ns.priming.search.corresponding` decides."""
+    if views.orientation is None:
+        return False
+    (x, y), fx = first_window[0].tolist(), float(focal[first])
+    cx, cy = views.principal[first].tolist()
+    ray = torch.tensor([(x - cx) / fx, -(y - cy) / (fx * views.aspect), -1.0])
+    x, y, z = (views.orientation[second].float().T @ (views.orientation[first].float() @ ray)).tolist()
+    if z >= 0:
+        return False  # behind the second camera
+    gx, (cx, cy) = float(focal[second]), views.principal[second].tolist()
+    seen = torch.tensor([cx + gx * x / -z, cy - gx * views.aspect * y / -z])
+    return float((seen - second_window[0].float()).norm()) <= 0.5 * second_window[1]
 
 
 def _root_window(
