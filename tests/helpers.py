@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -141,3 +142,25 @@ def run_stock_ns_train(
         parser,
     ]
     return subprocess.run([sys.executable, "-c", _NS_TRAIN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def turn(axis, degrees: float) -> torch.Tensor:
+    """The rotation by ``degrees`` about ``axis``."""
+    vector = torch.tensor(axis, dtype=torch.float64)
+    x, y, z = (vector / vector.norm() * math.radians(degrees)).tolist()
+    return torch.linalg.matrix_exp(torch.tensor([[0, -z, y], [z, 0, -x], [-y, x, 0]], dtype=torch.float64)).float()
+
+
+def turned_view(image: torch.Tensor, rotation: torch.Tensor, zoom: float, focal: float) -> torch.Tensor:
+    """What a camera at ``image``'s optical centre (focal ``focal``, principal point at the centre)
+    turned by ``rotation`` and ``zoom``× longer sees."""
+    height, width = image.shape[:2]
+    ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+    rays = torch.stack(
+        [(xs - width / 2) / (focal * zoom), -(ys - height / 2) / (focal * zoom), -torch.ones_like(xs)], -1
+    )
+    local = rays @ rotation.T
+    u = width / 2 + focal * local[..., 0] / -local[..., 2]
+    v = height / 2 - focal * local[..., 1] / -local[..., 2]
+    grid = torch.stack([u / width * 2 - 1, v / height * 2 - 1], -1)[None]
+    return F.grid_sample(image.permute(2, 0, 1)[None], grid, mode="bicubic", align_corners=False)[0].permute(1, 2, 0)

@@ -13,7 +13,7 @@ from mzen_ns.priming.report import flagged_names, plan_rows, plan_table, save_pl
 from mzen_ns.priming.search import PositionSearchConfig
 from mzen_ns.priming.verify import window_rotation
 from mzen_ns.solved_cameras import cameras_manifest
-from tests.helpers import texture, zoom_in
+from tests.helpers import texture, turn, turned_view, zoom_in
 
 HEIGHT, WIDTH = 96, 128
 FOCAL = 150.0
@@ -175,27 +175,6 @@ def test_the_same_patch_seen_from_another_wide_view_is_no_rival():
     assert float(plan.runner_up[0]) < float(plan.score[0]) - 0.3  # the runner-up is an unrelated view, not the copy
 
 
-def _turned(image: torch.Tensor, rotation: torch.Tensor, zoom: float = 1.0) -> torch.Tensor:
-    """What a camera at ``image``'s optical centre turned by ``rotation`` (camera-to-world, relative)
-    and ``zoom``× longer sees."""
-    ys, xs = torch.meshgrid(torch.arange(HEIGHT) + 0.5, torch.arange(WIDTH) + 0.5, indexing="ij")
-    rays = torch.stack(
-        [(xs - WIDTH / 2) / (FOCAL * zoom), -(ys - HEIGHT / 2) / (FOCAL * zoom), -torch.ones_like(xs)], -1
-    )
-    local = rays @ rotation.T
-    u = WIDTH / 2 + FOCAL * local[..., 0] / -local[..., 2]
-    v = HEIGHT / 2 - FOCAL * local[..., 1] / -local[..., 2]
-    grid = torch.stack([u / WIDTH * 2 - 1, v / HEIGHT * 2 - 1], -1)[None]
-    warped = torch.nn.functional.grid_sample(image.permute(2, 0, 1)[None], grid, align_corners=False)
-    return warped[0].permute(1, 2, 0)
-
-
-def _turn(axis, degrees: float) -> torch.Tensor:
-    vector = torch.tensor(axis, dtype=torch.float64) * math.radians(degrees)
-    x, y, z = vector.tolist()
-    return torch.linalg.matrix_exp(torch.tensor([[0, -z, y], [z, 0, -x], [-y, x, 0]], dtype=torch.float64)).float()
-
-
 def test_a_zoom_in_seen_by_two_wide_views_from_one_optical_centre_has_no_rival_in_the_other(monkeypatch):
     """Stage drift: wide view 1 is wide view 0 turned about the same centre. The zoom-in's placements
     in both show the same spot, as the rotation between the views says, even where comparing the
@@ -203,10 +182,10 @@ def test_a_zoom_in_seen_by_two_wide_views_from_one_optical_centre_has_no_rival_i
     from mzen_ns.priming import plan as plan_module
 
     monkeypatch.setattr(plan_module, "corresponding", lambda *args: False)
-    turn = _turn([0.0, 0.0, 1.0], 10.0) @ _turn([0.0, 1.0, 0.0], 3.0)
+    turned = turn([0.0, 0.0, 1.0], 10.0) @ turn([0.0, 1.0, 0.0], 3.0)
     wide = texture(0)
-    wides = torch.stack([wide, _turned(wide, turn), texture(2), texture(3)])
-    query = _turned(wide, _turn([1.0, 0.0, 0.0], 2.0), 4.0)
+    wides = torch.stack([wide, turned_view(wide, turned, 1.0, FOCAL), texture(2), texture(3)])
+    query = turned_view(wide, turn([1.0, 0.0, 0.0], 2.0), 4.0, FOCAL)
     dials = torch.tensor([1.0, 1, 1, 1, 4])
     principal = torch.tensor([[WIDTH / 2, HEIGHT / 2]]).expand(5, 2)
     search = PositionSearchConfig(work_width=128, coarse_width=64, min_template=8)
@@ -217,7 +196,7 @@ def test_a_zoom_in_seen_by_two_wide_views_from_one_optical_centre_has_no_rival_i
             torch.arange(5),
             PrimingConfig(method="position", search=search),
         )
-        for orientation in (torch.stack([torch.eye(3), turn, torch.eye(3), torch.eye(3), torch.eye(3)]), None)
+        for orientation in (torch.stack([torch.eye(3), turned, torch.eye(3), torch.eye(3), torch.eye(3)]), None)
     ]
     assert int(plans[0].root[0]) in (0, 1) and not bool(plans[0].flagged[0])
     assert float(plans[0].runner_up[0]) < float(plans[0].score[0]) - 0.3  # an unrelated view

@@ -1,42 +1,20 @@
 """Verifying placements by the camera model: rotation + zoom fits, and what they decide."""
 
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from mzen_ns.geometry.similarity import rotation_angles_deg
 from mzen_ns.priming.plan import PrimingConfig, Views, plan_priming
 from mzen_ns.priming.verify import WindowFitConfig, axis_pixel, fit_windows, window_rotation
 from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
-from tests.helpers import texture
+from tests.helpers import texture, turn, turned_view
 
 HEIGHT, WIDTH, FOCAL = 96, 128, 150.0
 PRINCIPAL = torch.tensor([WIDTH / 2, HEIGHT / 2])
-
-
-def _rotation(axis, degrees: float) -> torch.Tensor:
-    axis = torch.tensor(axis, dtype=torch.float64)
-    axis = axis / axis.norm() * math.radians(degrees)
-    x, y, z = axis.tolist()
-    return torch.linalg.matrix_exp(torch.tensor([[0, -z, y], [z, 0, -x], [-y, x, 0]], dtype=torch.float64)).float()
-
-
-def _turned_zoom_in(wide: torch.Tensor, rotation: torch.Tensor, zoom: float) -> torch.Tensor:
-    """What a camera at the wide view's optical centre, turned by ``rotation`` and ``zoom``× longer, sees."""
-    ys, xs = torch.meshgrid(torch.arange(HEIGHT) + 0.5, torch.arange(WIDTH) + 0.5, indexing="ij")
-    rays = torch.stack(
-        [(xs - WIDTH / 2) / (FOCAL * zoom), -(ys - HEIGHT / 2) / (FOCAL * zoom), -torch.ones_like(xs)], -1
-    )
-    local = rays @ rotation.T
-    u = WIDTH / 2 + FOCAL * local[..., 0] / -local[..., 2]
-    v = HEIGHT / 2 - FOCAL * local[..., 1] / -local[..., 2]
-    grid = torch.stack([u / WIDTH * 2 - 1, v / HEIGHT * 2 - 1], -1)[None]
-    return F.grid_sample(wide.permute(2, 0, 1)[None], grid, mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
 
 
 def _angle_deg(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -67,10 +45,10 @@ def _fit(query, candidates, start, zoom, config=WindowFitConfig()):
 
 def _turned_query():
     wide = texture(0)
-    truth = _rotation([0.0, 1.0, 0.0], 8.0) @ _rotation([1.0, 0.0, 0.0], -5.0) @ _rotation([0.0, 0.0, 1.0], 3.0)
+    truth = turn([0.0, 1.0, 0.0], 8.0) @ turn([1.0, 0.0, 0.0], -5.0) @ turn([0.0, 0.0, 1.0], 3.0)
     centre = axis_pixel(truth[None], torch.tensor([FOCAL]), 1.0, PRINCIPAL[None])[0]
     start = _start((float(centre[0]) + 2.0, float(centre[1]) - 2.0))  # a sliding-window guess: no roll, 2 px off
-    return wide, _turned_zoom_in(wide, truth, 4.1), truth, centre, start
+    return wide, turned_view(wide, truth, 4.1, FOCAL), truth, centre, start
 
 
 def test_fit_recovers_the_turn_roll_included_and_the_zoom():
@@ -101,8 +79,8 @@ def test_a_free_focal_absorbs_a_wrong_focal_and_keeps_the_window_centre():
 
 def test_fits_side_by_side_are_independent():
     wide, other = texture(0), texture(1)
-    truth = _rotation([0.0, 1.0, 0.0], -6.0)
-    query = _turned_zoom_in(wide, truth, 4.0)
+    truth = turn([0.0, 1.0, 0.0], -6.0)
+    query = turned_view(wide, truth, 4.0, FOCAL)
     centre = axis_pixel(truth[None], torch.tensor([FOCAL]), 1.0, PRINCIPAL[None])[0]
     start = _start((float(centre[0]) + 1.5, float(centre[1])), 2)
     alone = _fit(query, wide[None], start[:1], 4.0)[0]
@@ -115,15 +93,15 @@ def test_fits_side_by_side_are_independent():
 
 def test_a_window_outside_the_candidate_scores_minus_one():
     wide = texture(0)
-    query = _turned_zoom_in(wide, torch.eye(3), 4.0)
-    outside = _rotation([0.0, 1.0, 0.0], 40.0)[None]  # 40° away: beyond the 46° field of view's edge
+    query = turned_view(wide, torch.eye(3), 4.0, FOCAL)
+    outside = turn([0.0, 1.0, 0.0], 40.0)[None]  # 40° away: beyond the 46° field of view's edge
     assert _fit(query, wide[None], outside, 4.0)[0].score == -1.0
 
 
 def test_a_flat_candidate_window_scores_minus_one():
     """A black margin has nothing to fit: its score is −1, not the 0 that standardising nothing gives."""
     wide = texture(0)
-    query = _turned_zoom_in(wide, torch.eye(3), 4.0)
+    query = turned_view(wide, torch.eye(3), 4.0, FOCAL)
     black = torch.zeros_like(wide)
     fits = _fit(query, torch.stack([wide, black]), _start((WIDTH / 2, HEIGHT / 2), 2), 4.0)
     assert fits[0].score > 0.9 and fits[1].score == -1.0

@@ -355,9 +355,8 @@ def _zoom_in_poses(reconstruction, wide_names: List[str], copies: List[_Copy], d
             wide_centres[wide_names.index(name)] = image.projection_center()
     if not wide_centres:
         return poses
-    wide_focal = reconstruction.cameras[_wide_camera(reconstruction, wide_names)].focal_length
     wide = reconstruction.cameras[_wide_camera(reconstruction, wide_names)]
-    principal = np.array([wide.principal_point_x, wide.principal_point_y])
+    wide_focal, principal = wide.focal_length, np.array([wide.principal_point_x, wide.principal_point_y])
     for k, dial in enumerate(dials):
         registered = [copy for copy in copies if copy.zoom_in == k and copy.name in images]
         if not registered:

@@ -357,14 +357,10 @@ def _turned_onto(
     :func:`~mzen_ns.priming.search.corresponding` decides."""
     if views.orientation is None:
         return False
-    (x, y), fx = first_window[0].tolist(), float(focal[first])
-    cx, cy = views.principal[first].tolist()
-    ray = torch.tensor([(x - cx) / fx, -(y - cy) / (fx * views.aspect), -1.0])
-    x, y, z = (views.orientation[second].float().T @ (views.orientation[first].float() @ ray)).tolist()
-    if z >= 0:
-        return False  # behind the second camera
-    gx, (cx, cy) = float(focal[second]), views.principal[second].tolist()
-    seen = torch.tensor([cx + gx * x / -z, cy - gx * views.aspect * y / -z])
+    fx = focal[[first]]
+    window = window_rotation(first_window[0][None].float(), views.principal[[first]], fx, fx * views.aspect)
+    turned = views.orientation[second].float().T @ views.orientation[first].float() @ window
+    seen = axis_pixel(turned, focal[[second]], views.aspect, views.principal[[second]])[0]
     return float((seen - second_window[0].float()).norm()) <= 0.5 * second_window[1]
 
 

@@ -209,7 +209,7 @@ class _Problem:
             [torch.from_numpy(area_resize(_array(c), *size)).double().reshape(-1, query.shape[-1]) for c in candidates]
         )
         compared = values.gather(1, order[..., None].expand(-1, -1, values.shape[-1]))
-        spread = _spread(compared, mask).amax(dim=-1)
+        spread = _moments(compared, mask)[1].amax(dim=(1, 2))
         textured = spread >= MIN_CONTRAST * float(source.std()) + 1e-6
         pixels = grid.gather(1, order[..., None].expand(-1, -1, 2))
         return cls(source, pixels, mask, _standardise(compared, mask), textured, size, base, warp, config)
@@ -288,17 +288,16 @@ def _skew(v: Float[Tensor, "B 3"]) -> Float[Tensor, "B 3 3"]:
     )
 
 
-def _spread(values: Float[Tensor, "B P C"], mask: Float[Tensor, "B P 1"]) -> Float[Tensor, "B C"]:
-    """Standard deviation of the masked values per fit and channel."""
+def _moments(values: Float[Tensor, "B P C"], mask: Float[Tensor, "B P 1"]) -> Tuple[Tensor, Tensor]:
+    """Mean and standard deviation of the masked values per fit and channel, each (B, 1, C)."""
     count = mask.sum(dim=1, keepdim=True).clamp(min=2)
     mean = (values * mask).sum(dim=1, keepdim=True) / count
-    return ((((values - mean) * mask) ** 2).sum(dim=1, keepdim=True) / (count - 1)).sqrt()[:, 0]
+    return mean, ((((values - mean) * mask) ** 2).sum(dim=1, keepdim=True) / (count - 1)).sqrt()
 
 
 def _standardise(values: Float[Tensor, "B P C"], mask: Float[Tensor, "B P 1"]) -> Float[Tensor, "B P C"]:
-    count = mask.sum(dim=1, keepdim=True).clamp(min=2)
-    mean = (values * mask).sum(dim=1, keepdim=True) / count
-    return (values - mean) / _spread(values, mask)[:, None].clamp(min=1e-8)
+    mean, std = _moments(values, mask)
+    return (values - mean) / std.clamp(min=1e-8)
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
