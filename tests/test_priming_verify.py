@@ -63,6 +63,33 @@ def test_fit_recovers_the_turn_roll_included_and_the_zoom():
     assert free.relative_zoom == pytest.approx(4.1, rel=0.01)
 
 
+def _with_dial(query, candidate, start, searched: float, dial: float):
+    args = (query, candidate[None], torch.tensor([FOCAL]), 1.0, PRINCIPAL, PRINCIPAL[None], start)
+    args += (torch.tensor([searched]), dial)
+    return fit_windows(*args, WindowFitConfig(), torch.tensor([dial]))[0], fit_windows(*args, WindowFitConfig())[0]
+
+
+def test_a_window_that_pins_the_zoom_keeps_it_against_the_dial():
+    wide, query, truth, _, start = _turned_query()  # true zoom 4.1: 2.5% off the dial's 4.0
+    held, free = _with_dial(query, wide, start, 4.0, 4.0)
+    assert free.relative_zoom == pytest.approx(4.1, rel=0.01)
+    assert held.relative_zoom == pytest.approx(free.relative_zoom, rel=0.002)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_zoom_the_window_pins_loosely_is_drawn_to_the_dial(seed):
+    """A 16× zoom-in's footprint is 8×6 wide pixels at 128×96: with noise its pixels pin the zoom to
+    about a per cent, and the dial (here the true zoom) holds it closer."""
+    wide, truth = texture(seed), turn([0.0, 1.0, 0.0], 6.0) @ turn([1.0, 0.0, 0.0], -4.0)
+    noise = 0.05 * torch.randn(HEIGHT, WIDTH, 3, generator=torch.Generator().manual_seed(seed))
+    query = turned_view(wide, truth, 16.0, FOCAL) + noise
+    centre = axis_pixel(truth[None], torch.tensor([FOCAL]), 1.0, PRINCIPAL[None])[0]
+    start = _start((float(centre[0]) + 0.5, float(centre[1]) - 0.5))
+    held, free = _with_dial(query, wide, start, 16.8, 16.0)  # the search's guess 5% long
+    assert abs(free.relative_zoom / 16.0 - 1) > 0.005
+    assert abs(held.relative_zoom / 16.0 - 1) < 0.8 * abs(free.relative_zoom / 16.0 - 1)
+
+
 def test_a_free_focal_absorbs_a_wrong_focal_and_keeps_the_window_centre():
     wide, query, truth, centre, _ = _turned_query()
     short = FOCAL * 0.83  # phase A often leaves the focal ~15% short

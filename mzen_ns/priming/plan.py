@@ -427,6 +427,7 @@ def _verify(
                 placement.zoom[q, group],
                 float(views.dials[query] / views.dials[index[0]]),
                 config,
+                _dial_zoom(views, focal, query, index, candidate_roots[group]),
             )
             for c, fit in zip(group, fits):
                 placement.score[q, c], placement.zoom[q, c], rotation[q, c] = fit.score, fit.relative_zoom, fit.rotation
@@ -441,6 +442,13 @@ def _verify(
         views.principal[candidates].repeat(count, 1),
     )
     placement.centre.copy_(centre.view_as(placement.centre))
+
+
+def _dial_zoom(views: Views, focal: Tensor, query: int, candidates: Tensor, roots: Tensor) -> Tensor:
+    """The query's zoom relative to each candidate that the dials say: the query's dial over its
+    candidate's root wide view's, at that wide view's focal, over the candidate's current focal
+    (a shallower zoom-in's fitted zoom, not its dial)."""
+    return focal[roots] * views.dials[query] / (views.dials[roots] * focal[candidates])
 
 
 def _fit_groups(dials: Tensor, candidates: Tensor, candidate_roots: Tensor, score: Tensor, top: int) -> List[List[int]]:

@@ -45,6 +45,8 @@ class WindowFitConfig:
     """Standard deviation of the prior on the log focal scale fitted with ``free_focal``."""
     min_inside: float = 0.95
     """A fitted window must lie this much inside the candidate, or it scores −1."""
+    dial_spread: float = 0.03
+    """Relative spread of a true zoom about its dial: a prior that holds zooms the window cannot pin (0: none)."""
 
 
 @dataclass
@@ -70,10 +72,12 @@ def fit_windows(
     relative_zoom: Float[Tensor, " B"],
     template_zoom: float,
     config: WindowFitConfig = WindowFitConfig(),
+    dial_zoom: Optional[Float[Tensor, " B"]] = None,
 ) -> List[Fit]:
     """Refine placements of ``query`` in each of ``candidates`` (same size, full resolution),
     starting from ``rotation`` (query orientation in each candidate's frame) and ``relative_zoom``;
     ``candidate_fx`` is each candidate's focal in pixels, ``aspect`` fy / fx of all.
+    ``dial_zoom``, the relative zoom the dials say, is a prior on the zoom (``config.dial_spread``).
 
     Each candidate's own pixels inside the window are compared, never resampled: each is mapped into
     the query, which is blurred to the candidates' resolution (Gaussian, σ = 0.3 × ``template_zoom``,
@@ -100,6 +104,9 @@ def fit_windows(
         dim=1,
     )
     theta = _levenberg_marquardt(problem.residual, theta, config.iterations)
+    if dial_zoom is not None and config.dial_spread > 0:
+        problem.hold_zoom_near(dial_zoom.double().log(), theta)
+        theta = _levenberg_marquardt(problem.residual, theta, config.iterations)
     score = problem.score(theta)
     fitted = base @ torch.linalg.matrix_exp(_skew(theta[:, :3]))
     if config.free_focal:
@@ -173,6 +180,8 @@ class _Problem:
     """Candidate pixels → query pixels."""
     config: WindowFitConfig
     """The fit's options."""
+    dial: Optional[Tuple[Tensor, Tensor]] = None
+    """(log relative zoom the dials say, weight) per fit: the zoom prior's residual, once set."""
 
     @classmethod
     def build(
@@ -229,13 +238,28 @@ class _Problem:
         )
         return sampled[0, :, 0].T.reshape(batch, count, -1), inside[:, 0]
 
+    def image_residual(self, theta: Tensor) -> Tensor:
+        """(B, P·C) standardised differences; their mean square is 2 (1 − NCC)."""
+        return ((_standardise(self.sample(theta)[0], self.mask) - self.target) * self.mask).reshape(len(theta), -1)
+
     def residual(self, theta: Tensor) -> Tensor:
-        """(B, P·C [+ 1]) residuals; the image part's mean square is 2 (1 − NCC), the last one the
-        log focal scale's prior N(0, ``focal_prior``²)."""
-        image = ((_standardise(self.sample(theta)[0], self.mask) - self.target) * self.mask).reshape(len(theta), -1)
-        if not self.config.free_focal:
-            return image
-        return torch.cat([image, theta[:, 4:] / self.config.focal_prior], dim=1)
+        """(B, P·C [+ 1] [+ 1]) residuals: the image part, the log focal scale's prior
+        N(0, ``focal_prior``²) with ``free_focal``, the zoom's dial prior once set."""
+        parts = [self.image_residual(theta)]
+        if self.config.free_focal:
+            parts.append(theta[:, 4:] / self.config.focal_prior)
+        if self.dial is not None:
+            centre, weight = self.dial
+            parts.append(((theta[:, 3] - centre) * weight)[:, None])
+        return torch.cat(parts, dim=1)
+
+    def hold_zoom_near(self, log_dial_zoom: Float[Tensor, " B"], theta: Float[Tensor, "B K"]) -> None:
+        """Add the dial prior N(``log_dial_zoom``, ``dial_spread``²) on each fit's log zoom, weighed
+        against that fit's residual noise at ``theta``: the image part's variance per compared pixel
+        (its channels counted as one sample: they see one texture)."""
+        compared = self.mask.sum(dim=(1, 2)).clamp(min=1)
+        noise = (self.image_residual(theta).pow(2).sum(dim=1) / compared).sqrt().clamp(min=1e-3)
+        self.dial = (log_dial_zoom, noise / self.config.dial_spread)
 
     @torch.no_grad()
     def score(self, theta: Tensor) -> Float[Tensor, " B"]:
