@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mzen_ns.priming.search import PositionSearchConfig, ncc_map, pair_width, search_positions
+from mzen_ns.priming.search import PositionSearchConfig, corresponding, ncc_map, pair_width, search_positions
 from tests.helpers import texture, zoom_in
 
 
@@ -53,3 +53,15 @@ def test_a_pair_is_searched_where_its_footprint_has_the_smallest_useful_size():
     assert pair_width(96, 4.0, 512, 384, config) == 96  # 24 x 18 px at 96: enough
     assert pair_width(96, 16.0, 512, 384, config) == 256  # 12 px tall at 256
     assert pair_width(96, 16.0, 128, 96, config) == 128  # never above the native size
+
+
+@pytest.mark.parametrize("x_first", [24.0, 124.0])
+def test_the_same_spot_near_a_border_of_either_view_corresponds(x_first):
+    """Two views 20 px apart: the spot at x 24 of the first is at x 4 of the second, by its left
+    border; the spot at x 124 of the first lies 4 px from that view's right border. A context
+    patch around either would leave a view: only what both views show is compared."""
+    scene = texture(3, height=96, width=148)
+    first, second = scene[:, :128], scene[:, 20:]
+    window = torch.tensor([x_first, 40.0])
+    assert corresponding(first, window, 8.0, second, window - torch.tensor([20.0, 0.0]), 8.0)
+    assert not corresponding(first, window, 8.0, second, torch.tensor([64.0, 70.0]), 8.0)

@@ -176,14 +176,18 @@ def corresponding(
     """Whether a window (centre (x, y), width in pixels) of ``first`` and one of ``second``, two
     views at the same zoom, show the same part of the scene: the patch :data:`CONTEXT` times the
     first window around it is found in ``second`` by normalised cross-correlation within half a
-    window of the second window's centre."""
+    window of the second window's centre. The patch keeps only what both views would show if the
+    windows corresponded (near a border the rest lies outside one of them)."""
     import cv2
 
     height, width = first.shape[:2]
     side = min(max(CONTEXT * first_size, 16.0), 0.5 * width)
     half_w, half_h = side / 2, side * height / width / 2
-    x0, x1 = int(max(0, first_centre[0] - half_w)), int(min(width, first_centre[0] + half_w))
-    y0, y1 = int(max(0, first_centre[1] - half_h)), int(min(height, first_centre[1] + half_h))
+    shift = first_centre.float() - second_centre.float()  # first's pixels minus second's, if they correspond
+    x0 = int(max(0.0, float(first_centre[0]) - half_w, float(shift[0])))
+    x1 = int(min(float(width), float(first_centre[0]) + half_w, width + float(shift[0])))
+    y0 = int(max(0.0, float(first_centre[1]) - half_h, float(shift[1])))
+    y1 = int(min(float(height), float(first_centre[1]) + half_h, height + float(shift[1])))
     if x1 - x0 < 4 or y1 - y0 < 4:
         return False
     factor = min(1.0, CONTEXT_WIDTH / (x1 - x0))
