@@ -136,8 +136,8 @@ class PhaseScheduleConfig:
     """Hold wide cameras that started from geometry (SfM, rotation-only) through phase A."""
     refine_geometric: bool = False
     """Let phases B and C move cameras from geometry (wide views after a geometric start, zoom-ins placed by 2D–3D)."""
-    refine_searched: bool = True
-    """Let phases B and C refine zoom-ins the window search placed (off: after a geometric start they stay put)."""
+    refine_searched: bool = False
+    """Let phases B and C refine zoom-ins the window search placed after a geometric start (off: kept as primed)."""
     train_field_on_flagged: bool = False
     """Let zoom-ins whose priming was flagged train the field in phase C (off: their placement is unverified)."""
 
