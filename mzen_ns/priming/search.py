@@ -183,11 +183,9 @@ def corresponding(
     height, width = first.shape[:2]
     side = min(max(CONTEXT * first_size, 16.0), 0.5 * width)
     half_w, half_h = side / 2, side * height / width / 2
-    shift = first_centre.float() - second_centre.float()  # first's pixels minus second's, if they correspond
-    x0 = int(max(0.0, float(first_centre[0]) - half_w, float(shift[0])))
-    x1 = int(min(float(width), float(first_centre[0]) + half_w, width + float(shift[0])))
-    y0 = int(max(0.0, float(first_centre[1]) - half_h, float(shift[1])))
-    y1 = int(min(float(height), float(first_centre[1]) + half_h, height + float(shift[1])))
+    (cx, cy), (sx, sy) = first_centre.tolist(), second_centre.tolist()
+    x0, x1 = _shared_span(cx, half_w, cx - sx, width)
+    y0, y1 = _shared_span(cy, half_h, cy - sy, height)
     if x1 - x0 < 4 or y1 - y0 < 4:
         return False
     factor = min(1.0, CONTEXT_WIDTH / (x1 - x0))
@@ -199,5 +197,11 @@ def corresponding(
     if min(template.shape) < 4 or template.std() < 1e-6:
         return False
     _, _, _, (x, y) = cv2.minMaxLoc(ncc_map(scene, template))
-    found = torch.tensor([x / factor + float(first_centre[0]) - x0, y / factor + float(first_centre[1]) - y0])
+    found = torch.tensor([x / factor + cx - x0, y / factor + cy - y0])
     return float((found - second_centre.float()).norm()) <= max(0.5 * second_size, 1.0 / factor)
+
+
+def _shared_span(centre: float, half: float, shift: float, size: int) -> Tuple[int, int]:
+    """Along one axis, the pixels of the first view within ``half`` of ``centre`` that lie inside
+    both views when the second view's pixels are the first's minus ``shift`` (both ``size`` long)."""
+    return int(max(0.0, centre - half, shift)), int(min(float(size), centre + half, size + shift))

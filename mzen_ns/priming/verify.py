@@ -12,7 +12,7 @@ score. Measured results are in ``docs/results.md`` (priming)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -105,7 +105,7 @@ def fit_windows(
     )
     theta = _levenberg_marquardt(problem.residual, theta, config.iterations)
     if dial_zoom is not None and config.dial_spread > 0:
-        problem.hold_zoom_near(dial_zoom.double().log(), theta)
+        problem = problem.with_dial_prior(dial_zoom.double().log(), theta)
         theta = _levenberg_marquardt(problem.residual, theta, config.iterations)
     score = problem.score(theta)
     fitted = base @ torch.linalg.matrix_exp(_skew(theta[:, :3]))
@@ -181,7 +181,7 @@ class _Problem:
     config: WindowFitConfig
     """The fit's options."""
     dial: Optional[Tuple[Tensor, Tensor]] = None
-    """(log relative zoom the dials say, weight) per fit: the zoom prior's residual, once set."""
+    """(log relative zoom the dials say, weight) per fit: the zoom prior's residual (None: no prior)."""
 
     @classmethod
     def build(
@@ -244,7 +244,7 @@ class _Problem:
 
     def residual(self, theta: Tensor) -> Tensor:
         """(B, P·C [+ 1] [+ 1]) residuals: the image part, the log focal scale's prior
-        N(0, ``focal_prior``²) with ``free_focal``, the zoom's dial prior once set."""
+        N(0, ``focal_prior``²) with ``free_focal``, the zoom's dial prior where given."""
         parts = [self.image_residual(theta)]
         if self.config.free_focal:
             parts.append(theta[:, 4:] / self.config.focal_prior)
@@ -253,13 +253,13 @@ class _Problem:
             parts.append(((theta[:, 3] - centre) * weight)[:, None])
         return torch.cat(parts, dim=1)
 
-    def hold_zoom_near(self, log_dial_zoom: Float[Tensor, " B"], theta: Float[Tensor, "B K"]) -> None:
-        """Add the dial prior N(``log_dial_zoom``, ``dial_spread``²) on each fit's log zoom, weighed
-        against that fit's residual noise at ``theta``: the image part's variance per compared pixel
-        (its channels counted as one sample: they see one texture)."""
+    def with_dial_prior(self, log_dial_zoom: Float[Tensor, " B"], theta: Float[Tensor, "B K"]) -> "_Problem":
+        """This problem with the dial prior N(``log_dial_zoom``, ``dial_spread``²) on each fit's log
+        zoom, weighed against that fit's residual noise at ``theta``: the image part's variance per
+        compared pixel (its channels counted as one sample: they see one texture)."""
         compared = self.mask.sum(dim=(1, 2)).clamp(min=1)
         noise = (self.image_residual(theta).pow(2).sum(dim=1) / compared).sqrt().clamp(min=1e-3)
-        self.dial = (log_dial_zoom, noise / self.config.dial_spread)
+        return replace(self, dial=(log_dial_zoom, noise / self.config.dial_spread))
 
     @torch.no_grad()
     def score(self, theta: Tensor) -> Float[Tensor, " B"]:
