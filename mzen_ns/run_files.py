@@ -3,7 +3,10 @@
 - ``config.yml`` is read by :class:`ConfigLoader`, which builds only config dataclasses, the
   classes and functions they name, paths, tuples and enum values of nerfstudio, mzen and the
   nerfstudio plugins installed — never anything that runs code (PyYAML's full loader, which
-  nerfstudio uses, will call any Python function a file names).
+  nerfstudio uses, will call any Python function a file names). Then :func:`check_config` holds
+  every config to its dataclass: each ``_target`` a class of the kind that config builds (a loader
+  calls it), a function only where the field's own default is that function, no field missing
+  that a loader would read.
 - Checkpoints are read with torch's safe loader; a damaged, empty or foreign file is reported by
   name, and the newest readable checkpoint of a folder is used, saying which were skipped.
 - Checkpoints are written to a staging file and renamed into place, so a kill mid-save leaves the
@@ -20,6 +23,7 @@ import os
 import pathlib
 import re
 import sys
+import typing
 from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -115,12 +119,16 @@ class ConfigLoader(yaml.SafeLoader):
         instance.__dict__.update(state)
 
     def construct_call(self, suffix: str, node: yaml.Node) -> Any:
-        """``!!python/object/apply:X [...]``: a path, or an enum member looked up by value."""
-        target = self.find_trusted_name(suffix, node)
+        """``!!python/object/apply:X [...]``: a path, an enum member looked up by value, or a generic
+        class of a trusted package specialised with classes (``VanillaDataManager[DepthDataset]``,
+        which PyYAML writes as ``_operator.getitem``)."""
         if not isinstance(node, yaml.SequenceNode):
             raise yaml.constructor.ConstructorError(
                 None, None, f"{suffix!r}: only the short form is accepted", node.start_mark
             )
+        if suffix == "_operator.getitem":
+            return self.construct_generic(node)
+        target = self.find_trusted_name(suffix, node)
         args = self.construct_sequence(node, deep=True)
         if target in PATH_TYPES and all(isinstance(arg, str) for arg in args):
             return target(*args)
@@ -128,6 +136,23 @@ class ConfigLoader(yaml.SafeLoader):
             return target(args[0])
         raise yaml.constructor.ConstructorError(
             None, None, f"{suffix!r} may not be called by a config", node.start_mark
+        )
+
+    def construct_generic(self, node: yaml.SequenceNode) -> Any:
+        """``Generic[parameters]`` where the generic class and every parameter are classes the loader
+        accepted (each came through ``!!python/name``)."""
+        args = self.construct_sequence(node, deep=True)
+        if len(args) == 2:
+            generic, parameters = args
+            listed = parameters if isinstance(parameters, tuple) else (parameters,)
+            if (
+                isinstance(generic, type)
+                and issubclass(generic, typing.Generic)  # type: ignore[arg-type]
+                and all(isinstance(p, type) for p in listed)
+            ):
+                return generic[parameters]
+        raise yaml.constructor.ConstructorError(
+            None, None, "'_operator.getitem' is only accepted on a generic config class", node.start_mark
         )
 
     def construct_tuple_value(self, node: yaml.Node) -> Tuple[Any, ...]:
@@ -142,9 +167,10 @@ ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple", ConfigLoader.cons
 
 
 def parse_config(text: str, where: str) -> Any:
-    """A run configuration from YAML ``text`` (``where`` names it in errors)."""
+    """A run configuration from YAML ``text`` (``where`` names it in errors), checked by
+    :func:`check_config`."""
     try:
-        return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is the restricted loader above
+        config = yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is the restricted loader above
     except yaml.YAMLError as error:
         problem = str(getattr(error, "problem", None) or error).strip()
         raise RunFileError(where, f"not a run configuration mzen can load safely: {problem}") from None
@@ -152,6 +178,88 @@ def parse_config(text: str, where: str) -> Any:
         raise RunFileError(where, f"not a run configuration mzen can load safely: {first_line(error)}") from None
     except RecursionError:
         raise RunFileError(where, "not a run configuration: nested too deeply") from None
+    check_config(config, where)
+    return config
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+    """A field's default value (built by its factory), or ``dataclasses.MISSING``."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def target_kind(default: type) -> type:
+    """What a config whose default ``_target`` is ``default`` may build: the most general class
+    among ``default`` and its bases that its own top-level package defines (nerfacto's model config
+    builds a nerfstudio ``Model``, an Adam config a torch ``Optimizer``, mzen's pipeline config an
+    ``MZENPipeline``)."""
+    package = default.__module__.split(".")[0]
+    return [base for base in default.__mro__ if base.__module__.split(".")[0] == package][-1]
+
+
+def _check_target(value: Any, default: Any, key: str, where: str) -> None:
+    """A generic class specialised (``VanillaDataManager[DepthDataset]``) counts as its class."""
+    value, default = typing.get_origin(value) or value, typing.get_origin(default) or default
+    if not isinstance(default, type):
+        if value is not default:
+            raise RunFileError(where, f"{key}: {value!r} is not what this config builds ({default!r})")
+        return
+    kind = target_kind(default)
+    if not (isinstance(value, type) and issubclass(value, kind)):
+        raise RunFileError(
+            where, f"{key}: {_name(value)} is not a {kind.__module__}.{kind.__qualname__} class, refused"
+        )
+
+
+def _name(value: Any) -> str:
+    module, name = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
+    return f"{module}.{name}" if module and name else repr(value)
+
+
+def _check_value(value: Any, default: Any, key: str, where: str) -> None:
+    """A function or class outside ``_target`` is accepted only as the field's own default."""
+    if isinstance(default, staticmethod):
+        default = default.__func__
+    if (
+        inspect.isroutine(value) or isinstance(value, type) and not issubclass(value, enum.Enum)
+    ) and value is not default:
+        raise RunFileError(where, f"{key}: {_name(value)} is not this field's default ({_name(default)}), refused")
+
+
+def check_config(config: Any, where: str, key: str = "config") -> None:
+    """Hold every dataclass in ``config`` to its class: a ``_target`` must be a class of the kind
+    its default is (:func:`target_kind`), another field may hold a function or class only if it
+    is the field's default, and a field the class gives no class-level default for must be present
+    (nerfstudio writes every field; one without a default would fail as soon as it is read).
+
+    Raises:
+        RunFileError: naming ``where``, the key path and the value at fault.
+    """
+    if isinstance(config, (list, tuple)):
+        for index, item in enumerate(config):
+            check_config(item, where, f"{key}[{index}]")
+        return
+    if isinstance(config, dict):
+        for name, item in config.items():
+            check_config(item, where, f"{key}.{name}")
+        return
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return
+    for field in dataclasses.fields(config):
+        path = f"{key}.{field.name}"
+        if field.name not in vars(config):
+            if field.default is dataclasses.MISSING:
+                raise RunFileError(where, f"{path} is missing ({type(config).__name__} needs it)")
+            continue
+        value = vars(config)[field.name]
+        if field.name == "_target":
+            _check_target(value, _field_default(field), path, where)
+        else:
+            _check_value(value, field.default, path, where)
+            check_config(value, where, path)
 
 
 def load_config(path: Path) -> Any:

@@ -70,12 +70,23 @@ def test_the_config_loader_runs_no_code_and_names_the_file(tmp_path):
 
 
 def test_real_configs_load_as_they_were_saved(scene, tmp_path):
-    from nerfstudio.configs.method_configs import method_configs
+    from nerfstudio.configs.method_configs import all_methods
 
     ours = tiny_trainer_config(scene, tmp_path, steps=4)
-    for config in (ours, method_configs["nerfacto"], method_configs["splatfacto"]):
+    for config in (ours, *all_methods.values()):  # depth-nerfacto's datamanager is a generic class
         text = yaml.dump(config)
         assert yaml.dump(parse_config(text, "config.yml")) == text
+
+
+def test_only_a_generic_config_class_may_be_specialised():
+    manager = "!!python/name:nerfstudio.data.datamanagers.base_datamanager.VanillaDataManager ''"
+    for args in (
+        f"[{manager}, 1]",
+        f"[{manager}]",
+        "[!!python/name:torch.optim.adam.Adam '', !!python/name:torch.optim.adam.Adam '']",
+    ):
+        with pytest.raises(RunFileError, match="only accepted on a generic config class"):
+            parse_config(f"!!python/object/apply:_operator.getitem {args}\n", "x.yml")
 
 
 def test_a_field_the_class_does_not_have_is_refused(scene, tmp_path):
@@ -85,6 +96,71 @@ def test_a_field_the_class_does_not_have_is_refused(scene, tmp_path):
     )
     with pytest.raises(RunFileError, match="has no field.*setup"):
         parse_config(text, "config.yml")
+
+
+PIPELINE_TARGET = "  _target: !!python/name:mzen_ns.pipeline.MZENPipeline ''\n"
+
+
+def edited_config(scene: Path, folder: Path, old: str, new: str) -> Path:
+    """A real mzen run's config.yml with ``old`` (present once) replaced by ``new``."""
+    text = yaml.dump(tiny_trainer_config(scene, folder, steps=4))
+    assert text.count(old) == 1
+    path = folder / "config.yml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_a_function_as_target_is_refused_naming_the_key(scene, tmp_path):
+    path = edited_config(
+        scene, tmp_path, PIPELINE_TARGET, "  _target: !!python/name:nerfstudio.utils.scripts.run_command ''\n"
+    )
+    with pytest.raises(
+        RunFileError, match=rf"{path}: config.pipeline._target: nerfstudio.utils.scripts.run_command is not a"
+    ):
+        load_config(path)
+
+
+def test_a_class_of_another_kind_as_target_is_refused(scene, tmp_path):
+    for wrong in ("torch.optim.adam.Adam", "nerfstudio.pipelines.base_pipeline.VanillaPipeline"):
+        path = edited_config(scene, tmp_path, PIPELINE_TARGET, f"  _target: !!python/name:{wrong} ''\n")
+        with pytest.raises(
+            RunFileError, match=rf"config.pipeline._target: {wrong} is not a mzen_ns.pipeline.MZENPipeline class"
+        ):
+            load_config(path)
+
+
+def test_a_subclass_of_the_kind_is_a_valid_target():
+    from nerfstudio.engine.optimizers import AdamOptimizerConfig
+    from nerfstudio.pipelines.base_pipeline import Pipeline, VanillaPipeline
+
+    from mzen_ns.pipeline import MZENPipeline
+    from mzen_ns.run_files import check_config, target_kind
+
+    assert target_kind(VanillaPipeline) is Pipeline and target_kind(MZENPipeline) is MZENPipeline
+    check_config(AdamOptimizerConfig(_target=torch.optim.AdamW), "x.yml")
+    with pytest.raises(RunFileError, match="torch.optim.lr_scheduler.StepLR is not a torch.optim.optimizer.Optimizer"):
+        check_config(AdamOptimizerConfig(_target=torch.optim.lr_scheduler.StepLR), "x.yml")
+
+
+def test_a_function_in_another_field_is_accepted_only_as_its_default(scene, tmp_path):
+    default = "!!python/name:nerfstudio.data.utils.nerfstudio_collate.nerfstudio_collate ''"
+    path = edited_config(scene, tmp_path, default, "!!python/name:nerfstudio.utils.scripts.run_command ''")
+    with pytest.raises(
+        RunFileError,
+        match=r"datamanager.collate_fn: nerfstudio.utils.scripts.run_command is not this field.s default",
+    ):
+        load_config(path)
+
+
+def test_a_missing_field_is_named(scene, tmp_path):
+    lines = yaml.dump(tiny_trainer_config(scene, tmp_path, steps=4)).splitlines()
+    start = lines.index("  datamanager: !!python/object:mzen_ns.datamanager.MZENDataManagerConfig")
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("   "))
+    text = "\n".join(lines[:start] + lines[end:])
+    with pytest.raises(
+        RunFileError, match=r"x.yml: config.pipeline.datamanager is missing \(MZENPipelineConfig needs it\)"
+    ):
+        parse_config(text, "x.yml")
 
 
 COMMANDS = {
@@ -104,6 +180,18 @@ def test_no_command_runs_a_hostile_config(command, tmp_path):
     assert result.returncode != 0
     assert not marker.exists()
     assert str(path) in result.stderr + result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_command_calls_a_function_named_as_target(command, scene, tmp_path):
+    path = edited_config(
+        scene, tmp_path, PIPELINE_TARGET, "  _target: !!python/name:nerfstudio.utils.scripts.run_command ''\n"
+    )
+    args = [a.format(config=path, out=tmp_path) for a in COMMANDS[command]]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"{path}: config.pipeline._target: nerfstudio.utils.scripts.run_command" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
 
 
 def test_damaged_checkpoints_are_named_and_skipped(finished_run, capsys):
