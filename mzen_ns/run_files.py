@@ -229,11 +229,32 @@ def _check_value(value: Any, default: Any, key: str, where: str) -> None:
         raise RunFileError(where, f"{key}: {_name(value)} is not this field's default ({_name(default)}), refused")
 
 
+def _check_nested(value: Any, field: dataclasses.Field, key: str, where: str) -> None:
+    """Where a field's default is a config, its value must be one of the same kind: one that builds
+    a class of the kind the default builds (:func:`target_kind`), or, for a config that builds
+    nothing, an instance of the default's class."""
+    default = _field_default(field)
+    if not dataclasses.is_dataclass(default) or isinstance(default, type):
+        return
+    builds = getattr(default, "_target", None)
+    if isinstance(builds, type) or typing.get_origin(builds) is not None:
+        kind = target_kind(typing.get_origin(builds) or builds)
+        target = getattr(value, "_target", None)
+        target = typing.get_origin(target) or target
+        if not (dataclasses.is_dataclass(value) and isinstance(target, type) and issubclass(target, kind)):
+            raise RunFileError(
+                where, f"{key}: a {type(value).__name__} where a config building a {kind.__name__} belongs"
+            )
+    elif not isinstance(value, type(default)):
+        raise RunFileError(where, f"{key}: a {type(value).__name__} where a {type(default).__name__} belongs")
+
+
 def check_config(config: Any, where: str, key: str = "config") -> None:
     """Hold every dataclass in ``config`` to its class: a ``_target`` must be a class of the kind
     its default is (:func:`target_kind`), another field may hold a function or class only if it
-    is the field's default, and a field the class gives no class-level default for must be present
-    (nerfstudio writes every field; one without a default would fail as soon as it is read).
+    is the field's default, a config only where its default is a config of the same kind, and a
+    field the class gives no class-level default for must be present (nerfstudio writes every
+    field; one without a default would fail as soon as it is read).
 
     Raises:
         RunFileError: naming ``where``, the key path and the value at fault.
@@ -260,6 +281,7 @@ def check_config(config: Any, where: str, key: str = "config") -> None:
         else:
             _check_value(value, field.default, path, where)
             check_config(value, where, path)
+            _check_nested(value, field, path, where)
 
 
 def load_config(path: Path) -> Any:

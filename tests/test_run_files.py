@@ -152,6 +152,28 @@ def test_a_function_in_another_field_is_accepted_only_as_its_default(scene, tmp_
         load_config(path)
 
 
+def test_a_config_of_another_kind_in_a_config_field_is_refused(scene, tmp_path):
+    path = edited_config(
+        scene,
+        tmp_path,
+        "  model: !!python/object:mzen_ns.model.MZENModelConfig",
+        "  datamanager: !!python/object:nerfstudio.configs.base_config.MachineConfig\n    device_type: cpu\n"
+        "  model: !!python/object:mzen_ns.model.MZENModelConfig",
+    )
+    with pytest.raises(RunFileError, match="config.pipeline.datamanager: a MachineConfig where a config building a"):
+        load_config(path)
+    from nerfstudio.configs.base_config import MachineConfig
+
+    from mzen_ns.run_files import check_config
+
+    config = tiny_trainer_config(scene, tmp_path, steps=4)
+    config.pipeline.priming = MachineConfig()
+    with pytest.raises(
+        RunFileError, match="x.yml: config.pipeline.priming: a MachineConfig where a PrimingConfig belongs"
+    ):
+        check_config(config, "x.yml")
+
+
 def test_a_missing_field_is_named(scene, tmp_path):
     lines = yaml.dump(tiny_trainer_config(scene, tmp_path, steps=4)).splitlines()
     start = lines.index("  datamanager: !!python/object:mzen_ns.datamanager.MZENDataManagerConfig")
