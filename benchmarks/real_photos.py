@@ -5,7 +5,7 @@ a cube, from the Debian package ``visp-images-data``) are first undistorted with
 term COLMAP fits on all of them, so a pinhole camera describes them exactly. The reference is COLMAP
 (pinhole, one camera) on every undistorted frame at full size: its poses, focal and 3D points are the
 ground truth (``gt_transform_matrix``, ``gt_focal``, ``gt_points`` — each frame's points are the
-reference points it observes, inside its crop).
+reference points it observes, inside its crop), scaled so the median point depth is 1.
 
 Each scene (one per ``--seeds`` value) draws its frames from the sequence: ``--wides`` wide frames
 spread evenly over it (the seed shifts them), shrunk ``--shrink`` times (384×288 → 96×72); zoom-ins
@@ -182,6 +182,17 @@ def _choose(names: List[str], config: RealPhotoScenes, seed: int) -> Dict[str, L
     return shots
 
 
+def _depth_scale(reference: Dict) -> float:
+    """The factor that puts the reference's median point depth at 1, the scale of the scene
+    maker's surfaces (an oracle run trains in the truth's frame as given, and the field resolves
+    best within a unit of the origin)."""
+    depths = []
+    for view in reference["views"].values():
+        c2w, points = np.array(view["c2w"]), np.array(view["points"]).reshape(-1, 3)
+        depths.append(-((points - c2w[:3, 3]) @ c2w[:3, :3])[:, 2])
+    return 1.0 / float(np.median(np.concatenate(depths)))
+
+
 def _make_scene(config: RealPhotoScenes, reference: Dict, seed: int) -> Path:
     folder = config.output / f"scene_{seed}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -190,20 +201,21 @@ def _make_scene(config: RealPhotoScenes, reference: Dict, seed: int) -> Path:
     size = (full[0] // config.shrink, full[1] // config.shrink)
     undistorted = config.output / "reference" / "undistorted"
     frames = []
+    scale = _depth_scale(reference)
     for name, dial, split in _choose(sorted(reference["views"]), config, seed):
         view = reference["views"][name]
+        c2w = np.array(view["c2w"])
         image = cv2.imread(str(undistorted / name), cv2.IMREAD_UNCHANGED)
         file_path = f"images/z{dial}_{Path(name).stem}.png"
         cv2.imwrite(str(folder / file_path), _shot(image, dial, size))
-        points = _inside_crop(
-            np.array(view["points"]).reshape(-1, 3), np.array(view["c2w"]), reference["focal"], full, dial
-        )
+        points = scale * _inside_crop(np.array(view["points"]).reshape(-1, 3), c2w, reference["focal"], full, dial)
+        c2w[:3, 3] *= scale
         frames.append(
             {
                 "file_path": file_path,
                 "zoom": dial,
                 "split": split,
-                "gt_transform_matrix": view["c2w"],
+                "gt_transform_matrix": c2w.tolist(),
                 "gt_zoom": dial,
                 "gt_points": [[round(float(v), 6) for v in point] for point in points],
             }
