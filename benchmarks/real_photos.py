@@ -164,7 +164,7 @@ def _shot(image: np.ndarray, dial: int, size: Tuple[int, int]) -> np.ndarray:
     return cv2.resize(image[top : top + crop_h, left : left + crop_w], size, interpolation=cv2.INTER_AREA)
 
 
-def _choose(names: List[str], config: RealPhotoScenes, seed: int) -> Dict[str, List[Tuple[str, int, str]]]:
+def _choose(names: List[str], config: RealPhotoScenes, seed: int) -> List[Tuple[str, int, str]]:
     """(name, dial, split) of the scene's frames: wides spread evenly, zoom-ins drawn from the rest."""
     rng = np.random.default_rng(seed)
     count = config.wides + 1
@@ -223,9 +223,6 @@ def _make_scene(config: RealPhotoScenes, reference: Dict, seed: int) -> Path:
     manifest = {"w": size[0], "h": size[1], "gt_focal": reference["focal"] / config.shrink, "frames": frames}
     (folder / "transforms.json").write_text(json.dumps(manifest, indent=1))
     return folder
-
-
-_COLUMNS = ("pairwise rotation (deg)", "focal error (%)")
 
 
 def _table(paths: List[Path]) -> None:

@@ -5,8 +5,8 @@
   nerfstudio plugins installed — never anything that runs code (PyYAML's full loader, which
   nerfstudio uses, will call any Python function a file names). Then :func:`check_config` holds
   every config to its dataclass: each ``_target`` a class of the kind that config builds (a loader
-  calls it), a function only where the field's own default is that function, no field missing
-  that a loader would read.
+  calls it), a function only where the field's own default is that function, a nested config
+  only of its field's kind, no field missing that a loader would read.
 - Checkpoints are read with torch's safe loader; a damaged, empty or foreign file is reported by
   name, and the newest readable checkpoint of a folder is used, saying which were skipped.
 - Checkpoints are written to a staging file and renamed into place, so a kill mid-save leaves the
@@ -200,15 +200,25 @@ def target_kind(default: type) -> type:
     return [base for base in default.__mro__ if base.__module__.split(".")[0] == package][-1]
 
 
+def _unspecialised(target: Any) -> Any:
+    """A generic class specialised (``VanillaDataManager[DepthDataset]``) as its class; anything else as is."""
+    return typing.get_origin(target) or target
+
+
+def _builds(target: Any, kind: type) -> bool:
+    """Whether ``target`` (a ``_target`` value) is a class of ``kind``."""
+    target = _unspecialised(target)
+    return isinstance(target, type) and issubclass(target, kind)
+
+
 def _check_target(value: Any, default: Any, key: str, where: str) -> None:
-    """A generic class specialised (``VanillaDataManager[DepthDataset]``) counts as its class."""
-    value, default = typing.get_origin(value) or value, typing.get_origin(default) or default
+    value, default = _unspecialised(value), _unspecialised(default)
     if not isinstance(default, type):
         if value is not default:
             raise RunFileError(where, f"{key}: {value!r} is not what this config builds ({default!r})")
         return
     kind = target_kind(default)
-    if not (isinstance(value, type) and issubclass(value, kind)):
+    if not _builds(value, kind):
         raise RunFileError(
             where, f"{key}: {_name(value)} is not a {kind.__module__}.{kind.__qualname__} class, refused"
         )
@@ -236,12 +246,10 @@ def _check_nested(value: Any, field: dataclasses.Field, key: str, where: str) ->
     default = _field_default(field)
     if not dataclasses.is_dataclass(default) or isinstance(default, type):
         return
-    builds = getattr(default, "_target", None)
-    if isinstance(builds, type) or typing.get_origin(builds) is not None:
-        kind = target_kind(typing.get_origin(builds) or builds)
-        target = getattr(value, "_target", None)
-        target = typing.get_origin(target) or target
-        if not (dataclasses.is_dataclass(value) and isinstance(target, type) and issubclass(target, kind)):
+    builds = _unspecialised(getattr(default, "_target", None))
+    if isinstance(builds, type):
+        kind = target_kind(builds)
+        if not (dataclasses.is_dataclass(value) and _builds(getattr(value, "_target", None), kind)):
             raise RunFileError(
                 where, f"{key}: a {type(value).__name__} where a config building a {kind.__name__} belongs"
             )
