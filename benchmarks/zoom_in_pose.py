@@ -16,9 +16,8 @@ per level (mean and worst):
   triangulated (zoom-ins the wide views resolve too little for are skipped) — whether the points
   the zoom-ins triangulated themselves pull the pose.
 
-With ``--focal-prior S`` COLMAP starts the wide camera from S × the true focal (as the ladder does
-with a manifest's focal), to see what a focal prior does to the zoom-ins; a run's zoom-in placement
-gives COLMAP none.
+With ``--focal-prior S`` the scene's focal is given as S × the true focal (as the ladder gives a
+manifest's focal): held where the wide views do not pin one, else unused.
 
     python benchmarks/zoom_in_pose.py --seeds 0 1 2 [--focal-prior 1.0]
 """
@@ -96,8 +95,8 @@ def refits(model, image, wide_names: List[str], placed_zoom: float, true_zoom: f
 
 
 def scene_rows(scene: Path, focal_prior: Optional[float] = None) -> List[Tuple[float, Dict[str, List[float]]]]:
-    """Per level: each way's rotation errors over the training zoom-ins the run placed; COLMAP's wide
-    camera started from ``focal_prior`` × the true focal when given."""
+    """Per level: each way's rotation errors over the training zoom-ins the run placed; ``focal_prior``
+    × the true focal given as the scene's focal when given."""
     paths, wide_true, true_focal, _ = wide_truth(scene)
     queries, true, true_zoom, parent = zoom_in_truth(scene)
     prior = {}

@@ -140,7 +140,8 @@ class ZoomCameras(nn.Module):
         self.start: Optional[Dict[str, str]] = (
             dict(GIVEN) if given else _IDENTITY if config.init == "identity" else None
         )
-        """Where the wide cameras started (``start``, ``reason``); ``None`` until the initialiser has run."""
+        """Where the wide cameras started (``start``, ``reason``, and for a solver's start ``focal``: ``held``
+        at the scene's or ``solved``); ``None`` until the initialiser has run."""
         for name, param in self.named_parameters():
             param.requires_grad_(name in self.learnable_names())
         self.held: Optional[Tensor] = None
@@ -169,15 +170,27 @@ class ZoomCameras(nn.Module):
 
     @torch.no_grad()
     def start_wides(
-        self, start: str, reason: str, c2w: Optional[Float[Tensor, "K 3 4"]] = None, focal: Optional[float] = None
+        self,
+        start: str,
+        reason: str,
+        c2w: Optional[Float[Tensor, "K 3 4"]] = None,
+        focal: Optional[float] = None,
+        focal_held: bool = False,
     ) -> None:
-        """Record where the wide cameras start; a geometric start sets their poses (in wide order) and the focal."""
+        """Record where the wide cameras start; a geometric start sets their poses (in wide order) and the
+        focal. ``focal_held``: the focal is the scene's, kept because the views do not pin one (solvers
+        run again for this run are given it)."""
         if c2w is not None:
             self.base_c2w[self.wide_index] = c2w.to(self.base_c2w)
             self.wide_pose.zero_()
         if focal is not None:
             self.log_focal.fill_(math.log(focal))
-        self.start = {"start": start, "reason": reason}
+        self.start = {"start": start, "reason": reason, "focal": "held" if focal_held else "solved"}
+
+    @property
+    def focal_held(self) -> bool:
+        """Whether the wide cameras started at the scene's focal because their views do not pin one."""
+        return self.start is not None and self.start.get("focal") == "held"
 
     def initial_zoom(self, initial_zoom: Optional[Float[Tensor, " N"]] = None) -> Float[Tensor, " N"]:
         """Zooms before training: ``initial_zoom`` (the oracle's truth) or the dials; 1 if zoom-unaware."""

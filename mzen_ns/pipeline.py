@@ -94,6 +94,8 @@ class MZENPipeline(VanillaPipeline):
         self._loss_count = 0
         self._phase_started = time.perf_counter()
         self.loaded_step: Optional[int] = None
+        self.priming_seconds: Optional[float] = None
+        """Wall time of placing the training zoom-ins (2D–3D and window search), once they are placed."""
         self.viewer_panel = CameraPanel(lambda: self)
 
     @property
@@ -212,8 +214,11 @@ class MZENPipeline(VanillaPipeline):
             frame = "camera" if self.config.model.parameterisation == "ndc" else "content"
             c2w, _, _ = world_frame(decision.solution, frame, self.config.model.contraction_radius)
             focal = decision.solution.focal
-            cameras.start_wides(decision.start, decision.reason, torch.from_numpy(c2w).float(), focal)
+            c2w = torch.from_numpy(c2w).float()
+            cameras.start_wides(decision.start, decision.reason, c2w, focal, decision.focal_held)
         CONSOLE.print(f"[bold]wide cameras start from {decision.start}:[/] {decision.reason}")
+        if decision.caveat is not None:
+            CONSOLE.print(f"[bold yellow]Focal: {decision.caveat}")
         if self.run_dir is not None and is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "initialiser.json").write_text(json.dumps(decision_record(decision), indent=2))
@@ -223,6 +228,7 @@ class MZENPipeline(VanillaPipeline):
         from structure from motion (:meth:`place_zoom_ins`), the others where the window search
         (``pipeline.priming``) places them; say where and how sure (console table,
         ``crop_and_match.png`` and ``crop_and_match.json``)."""
+        started = time.perf_counter()
         dataset = self.datamanager.train_dataset
         cameras = self.mzen_model.cameras
         device = cameras.dials.device
@@ -249,6 +255,8 @@ class MZENPipeline(VanillaPipeline):
         plan = placed.cat(plan)
         cameras.match.record(plan.query, **{name: getattr(plan, name) for name in cameras.match.FIELDS})
         self._copy_appearance(plan.query.to(device), plan.root.to(device))
+        self.priming_seconds = time.perf_counter() - started
+        CONSOLE.print(f"placed {plan.query.numel()} zoom-in(s) in {self.priming_seconds:.1f} s")
         self._report_plan(plan, views.images)
         return plan
 
@@ -272,6 +280,7 @@ class MZENPipeline(VanillaPipeline):
                 cameras.c2w(cameras.wide_index).detach().cpu().double().numpy(),
                 zoom_ins=[(Path(outputs.image_filenames[i]), float(cameras.dials[i])) for i in zoom_ins.tolist()],
                 principal_point=outputs.metadata["mzen_principal_point"],
+                focal_prior=float(cameras.focal) if cameras.focal_held else None,
             )
         )
         CONSOLE.print(f"zoom-ins by geometry: {located.reason}")

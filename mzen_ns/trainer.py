@@ -216,8 +216,9 @@ class MZENTrainer(Trainer):
         self._write_run_summary(remaining, time.perf_counter() - started)
 
     def _write_run_summary(self, steps: int, seconds: float) -> None:
-        """``<run>/mzen_run_summary.json``: steps, wall time, seconds per step and peak memory
-        (host resident set; CUDA allocator peak when on a GPU) — what ``mzen-bench`` reports."""
+        """``<run>/mzen_run_summary.json``: steps, wall time, seconds per step, peak memory (host
+        resident set; CUDA allocator peak when on a GPU) and the seconds placing the zoom-ins took
+        (``null`` when this session placed none) — what ``mzen-bench`` reports."""
         if self.local_rank != 0:
             return
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
@@ -229,6 +230,7 @@ class MZENTrainer(Trainer):
             "peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 1024.0**2 if torch.cuda.is_available() else None,
             "device": str(self.device),
             "initialiser": self.pipeline.mzen_model.cameras.start,
+            "priming_seconds": self.pipeline.priming_seconds,
         }
         (self.base_dir / "mzen_run_summary.json").write_text(json.dumps(summary, indent=2))
 

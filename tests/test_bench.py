@@ -137,6 +137,7 @@ def test_the_report_shows_how_zoom_ins_were_placed_and_their_error_in_their_own_
     )
     pixels = dict(reproj_px_4x=0.8, reproj_px_4x_p90=1.9, test_reproj_px_4x=1.2, test_reproj_px_4x_p90=2.5)
     records = [_record("a", "mzen", psnr_4x=20.0, **counts, **pixels), _record("b", "oracle", psnr_4x=21.0)]
+    records[0].summary["priming_seconds"] = 1.84
     rows = [line for line in _placement_section(records) if line.startswith("| a ")]
-    assert rows == ["| a | mzen | 2 | 5 | 1 | 0 | 4x | 0.80 (1.90) | 1.20 (2.50) |"]
+    assert rows == ["| a | mzen | 2 | 5 | 1 | 0 | 1.8 | 4x | 0.80 (1.90) | 1.20 (2.50) |"]
     assert not any(line.startswith("| b ") for line in _placement_section(records))  # no zoom-ins placed

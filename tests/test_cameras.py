@@ -114,3 +114,15 @@ def test_learned_cameras_export_matches_rays():
     origin, direction, _, _ = cameras.rays(torch.tensor([3]), torch.tensor([[12, 17]]))
     assert torch.allclose(rays.origins.double(), origin, atol=1e-5)
     assert torch.allclose(rays.directions.double(), direction, atol=1e-5)
+
+
+def test_a_held_focal_is_recorded_with_the_start_and_survives_a_checkpoint():
+    cameras = make_cameras()
+    assert not cameras.focal_held  # nothing started yet
+    cameras.start_wides("sfm", "why", torch.eye(4)[:3].expand(2, 3, 4).double(), 40.0, focal_held=True)
+    assert cameras.focal_held and float(cameras.focal) == pytest.approx(40.0)
+    resumed = make_cameras()
+    resumed.load_state_dict(cameras.state_dict())
+    assert resumed.focal_held and resumed.start == cameras.start
+    cameras.start_wides("sfm", "why", focal=40.0)
+    assert not cameras.focal_held and cameras.start["focal"] == "solved"

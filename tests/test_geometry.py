@@ -139,6 +139,51 @@ def test_auto_prefers_sfm_where_there_is_parallax(parallax_scene: Path) -> None:
     assert decision.start == "sfm" and len(decision.verdicts) == 1  # rotation-only never needed
 
 
+@pytest.fixture(scope="module")
+def plane_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Nine wide views of a textured plane at 128×96 (the scene maker with no relief)."""
+    from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
+
+    root = tmp_path_factory.mktemp("plane")
+    make_scene(SceneMakerConfig(output=root, zooms=(1.0,), n_wide=9, n_zoom=0, n_test=0, seed=21, relief=0.0))
+    return root
+
+
+def test_views_of_a_plane_do_not_pin_the_focal_and_a_given_one_is_held(plane_scene: Path) -> None:
+    from mzen_ns.geometry.sfm import FOCAL_PINNED_RISE, focal_pinned
+
+    paths, true, true_focal = wide_truth(plane_scene)
+    free = solve_sfm(paths)
+    assert free.evidence["focal_rise"] < FOCAL_PINNED_RISE and not focal_pinned(free.evidence)
+    assert free.evidence["focal_given_held"] == 0.0
+    for given in (true_focal, 0.95 * true_focal):
+        held = solve_sfm(paths, given, (64.0, 48.0))
+        assert held.evidence["focal_given_held"] == 1.0 and judge(held, 128) is None
+        assert held.focal == pytest.approx(given, rel=1e-9)
+    assert pairwise_rotation_error(solve_sfm(paths, true_focal, (64.0, 48.0)).c2w, true) < 0.5
+
+
+def test_views_with_depth_pin_the_focal_and_a_given_one_is_freed(parallax_scene: Path) -> None:
+    from mzen_ns.geometry.sfm import focal_pinned
+
+    paths, _, true_focal = wide_truth(parallax_scene)
+    solution = solve_sfm(paths, 0.9 * true_focal, (64.0, 48.0))
+    assert focal_pinned(solution.evidence) and solution.evidence["focal_given_held"] == 0.0
+    assert abs(solution.focal / true_focal - 1.0) < 0.03
+
+
+def test_the_focal_caveat_says_whether_the_focal_is_held_or_one_of_many() -> None:
+    from mzen_ns.geometry.ladder import Decision
+
+    pinned = _solution(focal_rise=0.05, focal_given_held=0.0)
+    assert Decision("sfm", "", pinned).caveat is None and not Decision("sfm", "", pinned).focal_held
+    loose = Decision("sfm", "", _solution(focal_rise=0.004, focal_given_held=0.0))
+    assert "do not pin the focal" in loose.caveat and "fl_x" in loose.caveat and not loose.focal_held
+    held = Decision("sfm", "", _solution(focal_rise=0.004, focal_given_held=1.0))
+    assert "held at the focal the scene gives" in held.caveat and held.focal_held
+    assert Decision("identity", "asked").caveat is None
+
+
 def test_a_rung_asked_for_by_name_that_fails_is_an_error(rotation_scene) -> None:
     paths, _, _ = rotation_scene
     with pytest.raises(InitialiserError, match="init 'sfm' failed: sfm refused"):
@@ -240,6 +285,7 @@ def test_training_starts_from_geometry_and_records_it(parallax_scene: Path, tmp_
     assert float(cameras.focal) == pytest.approx(record_focal, rel=1e-6)
     record = json.loads((Path(trainer.base_dir) / "initialiser.json").read_text())
     assert record["start"] == "sfm" and record["tried"][0]["accepted"]
+    assert record["caveat"] is None and cameras.start["focal"] == "solved"  # depth pins the focal
     paths, true, true_focal = wide_truth(parallax_scene)
     learned = cameras.c2w(cameras.wide_index).detach().numpy()
     assert pairwise_rotation_error(learned, true) < 0.6
@@ -417,10 +463,11 @@ def test_locate_registers_zoom_ins_with_the_training_ones_and_without_held_out_w
     poses[:, :, :3] = Rotation.from_rotvec(rng.normal(0.0, 0.05, (4, 3))).as_matrix()
     poses[:, :, 3] = rng.normal(0.0, 0.2, (4, 3))
     train_c2w, held_out_wide = poses[:3], poses[3]
-    calls = []
+    calls, priors = [], []
 
     def solve(paths, focal_prior=None, principal_point=None, zoom_ins=()):  # the run's cameras; zoom-ins at view 3
         calls.append((list(paths), list(zoom_ins)))
+        priors.append(focal_prior)
         solution = WideSolution("sfm", poses[: len(paths)].copy(), 100.0)
         if zoom_ins:
             solution.zoom_ins = PlacedViews.unplaced(len(zoom_ins))
@@ -437,6 +484,9 @@ def test_locate_registers_zoom_ins_with_the_training_ones_and_without_held_out_w
     assert views.found.all(), located.reason
     assert views.zoom.tolist() == [1.0, 3.0]  # the held-out zoom-in's answer, not the support's
     assert views.source.tolist() == [3, 3]  # nearest centre: the held-out wide view, which the zoom-in solve never saw
+    assert priors == [None, None]  # COLMAP finds its own focal unless the run held the scene's
+    locate_module.locate("sfm", train, train_c2w, [wide], [(zoom_in, 4.0)], focal_prior=120.0)
+    assert priors[2:] == [120.0, 120.0]
 
 
 def test_locate_refuses_a_joint_answer_the_run_disagrees_with(zoom_scene: Path) -> None:
@@ -475,6 +525,8 @@ def test_after_an_sfm_start_zoom_ins_are_placed_by_geometry(zoom_scene: Path, tm
     ]
     rows = json.loads((Path(trainer.base_dir) / "crop_and_match.json").read_text())
     assert {row["score_kind"] for row in rows} == {"2d3d_inliers"} and not any(row["flagged"] for row in rows)
+    summary = json.loads((Path(trainer.base_dir) / "mzen_run_summary.json").read_text())
+    assert summary["priming_seconds"] == trainer.pipeline.priming_seconds > 0  # the time placing them took
 
 
 def test_cameras_from_geometry_stay_put_when_the_phases_may_not_refine_them(zoom_scene: Path, tmp_path: Path) -> None:

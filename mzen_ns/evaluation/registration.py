@@ -160,6 +160,7 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
         [(Path(dataset.image_filenames[i]), float(dials[i])) for i in zoom_ins.tolist()] if start == "sfm" else [],
         train.metadata["mzen_principal_point"],
         support=[(Path(train.image_filenames[i]), float(cameras.dials[i])) for i in cameras.zoom_index.tolist()],
+        focal_prior=float(cameras.focal) if cameras.focal_held else None,
     )
     CONSOLE.print(f"held-out views by geometry: {located.reason}")
     views, count = located.views, dials.numel()

@@ -19,7 +19,7 @@ from jaxtyping import Float
 from typing_extensions import assert_never
 
 from .rotation import solve_rotation
-from .sfm import solve_sfm
+from .sfm import FOCAL_PROBE, focal_pinned, solve_sfm
 from .solution import IDENTITY_ASKED, Init, Start, WideSolution
 
 Frame = Literal["content", "camera"]
@@ -50,6 +50,28 @@ class Decision:
     """The winning solver's answer (``None`` for ``identity``)."""
     verdicts: List[Tuple[WideSolution, Optional[str]]] = field(default_factory=list)
     """Every solver tried, with why it was refused (``None``: accepted)."""
+
+    @property
+    def focal_held(self) -> bool:
+        """Whether the winner kept the scene's focal because its views do not pin one."""
+        return self.solution is not None and self.solution.evidence.get("focal_given_held", 0.0) > 0
+
+    @property
+    def caveat(self) -> Optional[str]:
+        """What the user should know about the winner's focal, or ``None``."""
+        if self.solution is None or self.solution.rung != "sfm" or focal_pinned(self.solution.evidence):
+            return None
+        rise = self.solution.evidence["focal_rise"]
+        said = (
+            f"the wide views do not pin the focal (moved {FOCAL_PROBE:.0%} either way, their reprojection "
+            f"error changes {rise:+.1%}: a plane, or little depth)"
+        )
+        if self.focal_held:
+            return f"{said}; it is held at the focal the scene gives"
+        return (
+            f"{said}; {self.solution.focal:.1f} px is one of a range that explains them as well, and sizes and "
+            "the zoom-ins' places carry that: give the focal (`fl_x` or `fov_x_deg` in transforms.json) to hold it"
+        )
 
 
 class InitialiserError(RuntimeError):
@@ -159,6 +181,7 @@ def decision_record(decision: Decision) -> dict:
     return {
         "start": decision.start,
         "reason": decision.reason,
+        "caveat": decision.caveat,
         "tried": [
             {
                 "rung": solution.rung,

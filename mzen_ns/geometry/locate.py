@@ -54,25 +54,25 @@ def locate(
     zoom_ins: Sequence[Tuple[Path, float]] = (),
     principal_point: Optional[Tuple[float, float]] = None,
     support: Sequence[Tuple[Path, float]] = (),
+    focal_prior: Optional[float] = None,
 ) -> Located:
     """Place the wide images ``wide_paths`` and the zoom-ins ``zoom_ins`` (image, dial relative to
     the wide views) against the training wide images ``train_paths``, whose cameras in the run are
     ``train_c2w``, with the solver ``rung``; ``support`` (image, dial): zoom-ins registered with
     ``zoom_ins`` but not placed (the run's training zoom-ins). The rotation-only model places wide
     views only. A zoom-in's ``source`` is the nearest placed or training wide view's centre.
+    ``focal_prior``: the run's focal where the run held the scene's because its wide views do not pin
+    one; every structure-from-motion solve here is given it, so it holds the same focal.
 
-    COLMAP is not given the run's focal: on one 512×384 scene of three, any focal prior (0.9–1.1× the
-    true focal) put the zoom-ins 0.54° off their wide views against 0.05–0.10° without one, with the
-    same matches fitted as well (0.1 px RMS) — the 2D–3D matches pin a zoom-in's turn against its
-    sideways shift only loosely, and the prior moves COLMAP's start along that; the run's cameras
-    fix the frame either way."""
+    Otherwise COLMAP finds its own focal, as the run's start did: where the views pin the focal that
+    is the run's, and where they do not, the same scene gives COLMAP's same answer."""
     count, wides = len(train_paths), len(wide_paths)
     started = time.perf_counter()
     views = PlacedViews.unplaced(wides + len(zoom_ins))
     said: List[str] = []
     if wides:
         if rung == "sfm":
-            solution = solve_sfm(list(train_paths) + list(wide_paths))
+            solution = solve_sfm(list(train_paths) + list(wide_paths), focal_prior, principal_point)
         elif rung == "rotation":
             solution = solve_rotation(list(train_paths) + list(wide_paths), principal_point)
         else:
@@ -87,7 +87,7 @@ def locate(
             views.source[:wides] = np.where(placed, np.arange(count, count + wides), -1)
             said.append(f"placed {int(placed.sum())} of {wides} wide views (training views within {aligned[1]:.3f}°)")
     if zoom_ins and rung == "sfm":
-        solution = solve_sfm(list(train_paths), zoom_ins=list(support) + list(zoom_ins))
+        solution = solve_sfm(list(train_paths), focal_prior, principal_point, zoom_ins=list(support) + list(zoom_ins))
         aligned = _aligned(solution, count, train_c2w, rung)
         if isinstance(aligned, str):
             said.append(f"zoom-ins not placed: {aligned}")

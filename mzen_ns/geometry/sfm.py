@@ -10,6 +10,14 @@ partners, and only those pairs are matched at full size — retrieval as COLMAP'
 does it, without a tree file to download.
 pycolmap is imported here, when a solver runs, so importing the plugin stays cheap.
 
+Whether the wide views pin the shared focal is measured, not assumed (:func:`focal_rise`): the
+model is adjusted again with the focal held a step off on either side, and the rise of its mean
+reprojection error says how much the images care. Views of a plane, or of little depth, are
+explained about equally well by a range of focals (each with its own poses); there COLMAP's focal is
+one of many. There a focal the scene gives (``fl_x``, a field of view, EXIF) is held: the model is
+adjusted with it fixed, and kept if it explains the views as well. Mapping always starts from COLMAP's
+own focal guess: started from a given focal, a plane let it drift far from that value.
+
 Zoom-ins, when given, are registered against that model afterwards, never as free-focal cameras:
 each gets its own camera fixed at the wide focal × its dial, COLMAP continues the mapping with the
 wide views and intrinsics held (absolute pose from 2D–3D matches; points seen only by zoom-ins are
@@ -55,6 +63,11 @@ NEIGHBOURS = 12
 """Partners kept per view: those with the most verified coarse matches (a pair kept by either view is matched)."""
 COPY_MIN_PX = 96
 """Fewest pixels on a shrunk copy's longest side (a copy of a zoom-in made to look like a shallower level)."""
+FOCAL_PROBE = 0.1
+"""How far (a fraction of the focal) the focal is moved to ask whether the wide views pin it."""
+FOCAL_PINNED_RISE = 0.02
+"""The views pin the focal when moving it :data:`FOCAL_PROBE` either way raises the mean reprojection
+error of the re-adjusted model by at least this fraction on average."""
 SHRUNK_MIN_INLIERS = 15
 """2D–3D inliers a shrunk copy is registered with (COLMAP's 30 asks more than a small copy has; the
 refit's residual and zoom checks still apply)."""
@@ -82,7 +95,9 @@ def solve_sfm(
     shrunk_copies: bool = True,
 ) -> WideSolution:
     """Poses of the wide images ``paths`` (in order) and their shared focal by COLMAP; views COLMAP
-    leaves out have NaN poses. ``focal_prior`` (pixels) starts the shared camera when known.
+    leaves out have NaN poses. COLMAP maps from its own focal guess; ``focal_prior`` (pixels), the
+    scene's focal when known, is held where the views do not pin one and explain it as well (evidence
+    ``focal_rise``; ``focal_given_held`` 1 where held).
     ``zoom_ins`` (image, dial relative to the wide views) are then registered against the model
     (:attr:`WideSolution.zoom_ins`), those left out tried again as shrunk copies unless
     ``shrunk_copies`` is False."""
@@ -94,8 +109,12 @@ def solve_sfm(
             work = Path(folder)
             names = _link_images(list(paths) + [path for path, _ in zoom_ins], work / "images")
             wide_names, zoom_names = names[: len(paths)], names[len(paths) :]
-            built = _reconstruct(pycolmap, work, wide_names, focal_prior, principal_point)
-            solution = _solution(built[1], wide_names) if built is not None else None
+            built = _reconstruct(pycolmap, work, wide_names)
+            solution = None
+            if built is not None:
+                built, rise, held = _settle_focal(pycolmap, built, focal_prior, principal_point)
+                solution = _solution(built[1], wide_names)
+                solution.evidence.update(focal_rise=rise, focal_given_held=float(held))
             if solution is not None and zoom_ins:
                 solution.zoom_ins = _place_zoom_ins(
                     pycolmap, work, built, wide_names, zoom_names, zoom_ins, shrunk_copies
@@ -141,13 +160,13 @@ def _link_images(paths: Sequence[Path], folder: Path) -> List[str]:
     return names
 
 
-def _reconstruct(pycolmap, work: Path, names, focal_prior, principal_point):
-    """(folder, model) of the largest model COLMAP builds, or ``None``."""
+def _reconstruct(pycolmap, work: Path, names):
+    """(folder, model) of the largest model COLMAP builds from its own camera guess, or ``None``.
+    Given a camera, COLMAP trusts its focal while choosing and triangulating the first pair: on a
+    plane the focal then drifted far from the given one and views were left out."""
     database = work / "database.db"
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "SIMPLE_PINHOLE"
-    if focal_prior is not None and principal_point is not None:
-        reader.camera_params = f"{focal_prior},{principal_point[0]},{principal_point[1]}"
     pycolmap.logging.minloglevel = 2  # warnings and errors only
     _extract(pycolmap, database, work / "images", names, reader, pycolmap.CameraMode.SINGLE)
     if len(names) <= EXHAUSTIVE_UP_TO:
@@ -155,6 +174,61 @@ def _reconstruct(pycolmap, work: Path, names, focal_prior, principal_point):
     else:
         _match_pairs(pycolmap, database, _overlapping_pairs(pycolmap, work, names, reader))
     return _map(pycolmap, work, work / "sparse", _mapping_options(pycolmap))
+
+
+def focal_pinned(evidence: Dict[str, float]) -> bool:
+    """Whether a structure-from-motion answer's focal is pinned by its views (:func:`focal_rise`)."""
+    return evidence.get("focal_rise", math.inf) >= FOCAL_PINNED_RISE
+
+
+def focal_rise(pycolmap, model) -> float:
+    """How much the views pin the shared focal of ``model`` (one camera): the mean reprojection error
+    of the model adjusted again with the focal held :data:`FOCAL_PROBE` below and above its value,
+    averaged, over the model's own, minus one. Near 0: a range of focals explains the views."""
+    base = model.compute_mean_reprojection_error()
+    if not base > 0:  # nothing the views could fit better: no evidence for any focal
+        return 0.0
+    params = model.cameras[_only_camera(model)].params
+    factors = (1 - FOCAL_PROBE, 1 + FOCAL_PROBE)
+    probes = [_held_at(pycolmap, model, [factor * params[0], *params[1:]]) for factor in factors]
+    return float(np.mean([probe.compute_mean_reprojection_error() for probe in probes]) / base - 1.0)
+
+
+def _held_at(pycolmap, model, params: Sequence[float]):
+    """A copy of ``model`` with its camera's ``params`` (``SIMPLE_PINHOLE``: f, cx, cy), bundle-adjusted
+    with them held."""
+    adjusted = pycolmap.Reconstruction(model)
+    adjusted.cameras[_only_camera(adjusted)].params = np.asarray(params, dtype=np.float64)
+    options = pycolmap.BundleAdjustmentOptions()
+    options.print_summary = False
+    options.refine_focal_length = False
+    options.refine_principal_point = False
+    options.refine_extra_params = False
+    pycolmap.bundle_adjustment(adjusted, options)
+    return adjusted
+
+
+def _settle_focal(pycolmap, built, focal_prior: Optional[float], principal_point: Optional[Tuple[float, float]]):
+    """``(built, rise, held)``: COLMAP's model and how much its views pin the focal (:func:`focal_rise`);
+    where they do not, and the scene gives ``focal_prior``, the model adjusted with that focal (and
+    ``principal_point``, when given) held — kept, and written over the original, if it explains the
+    views as well, within the same margin."""
+    folder, model = built
+    rise = focal_rise(pycolmap, model)
+    if focal_prior is None or rise >= FOCAL_PINNED_RISE:
+        return built, rise, False
+    params = model.cameras[_only_camera(model)].params
+    centre = principal_point if principal_point is not None else params[1:]
+    held = _held_at(pycolmap, model, [focal_prior, *centre])
+    if held.compute_mean_reprojection_error() > (1 + FOCAL_PINNED_RISE) * model.compute_mean_reprojection_error():
+        return built, rise, False
+    held.write(folder)
+    return (folder, held), rise, True
+
+
+def _only_camera(model) -> int:
+    (camera_id,) = model.cameras.keys()
+    return camera_id
 
 
 def _extract(pycolmap, database: Path, images: Path, names, reader, mode, coarse: bool = False) -> None:
