@@ -465,6 +465,7 @@ def test_unknown_keys_are_ignored(make_manifest_scene):
     assert len(parse(root, test_every=0).image_filenames) == 2
 
 
+@pytest.mark.slow
 def test_uncaught_scene_error_prints_one_clear_line(tmp_path):
     script = (
         "from mzen_dataparsers.ffmzn_dataparser import FFMZNDataParserConfig\n"

@@ -127,6 +127,7 @@ def test_curriculum_scales_each_levels_update():
     assert bool(((grid.hash_table.detach() - before).view(4, -1, 2).abs().amax(dim=(1, 2)) > 0).all())
 
 
+@pytest.mark.slow
 def test_trainer_runs_the_curriculum_in_phases_a_and_c_only(tmp_path):
     """Each pose-learning phase restarts the curriculum on its own window; phase B leaves it off; the
     trainer drives it on the tables of the field and the proposal networks."""

@@ -23,6 +23,7 @@ def trained(tmp_path_factory):
     return train(tiny_trainer_config(scene, root / "runs", steps=12))
 
 
+@pytest.mark.slow
 def test_eval_keys_and_independent_recomputation(trained):
     pipeline = trained.pipeline
     renders = []
@@ -53,6 +54,7 @@ def test_eval_keys_and_independent_recomputation(trained):
     assert "lpips" not in results or pipeline.mzen_model.lpips_available
 
 
+@pytest.mark.slow
 def test_eval_reports_own_pixel_errors_per_level_and_counts_a_zoom_in_placed_wrong(trained):
     pipeline = trained.pipeline
     cameras = pipeline.mzen_model.cameras
@@ -76,6 +78,7 @@ def test_eval_reports_own_pixel_errors_per_level_and_counts_a_zoom_in_placed_wro
     assert moved["reproj_px_4x_p90"] > results["reproj_px_4x_p90"]
 
 
+@pytest.mark.slow
 def test_a_training_zoom_in_never_trained_on_is_not_primed_again_at_evaluation(trained, monkeypatch):
     from mzen_ns.cameras import ZoomCameras
 
@@ -101,6 +104,7 @@ def test_a_training_zoom_in_never_trained_on_is_not_primed_again_at_evaluation(t
     assert torch.equal(cameras.c2w(torch.tensor([zoom_in])).detach(), kept)
 
 
+@pytest.mark.slow
 def test_registration_does_not_worsen_the_fit(trained):
     pipeline = trained.pipeline
     before = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)

@@ -150,6 +150,7 @@ def test_gradients_reach_the_hash_table_through_the_weights(tmp_path):
     assert hook.encoding.hash_table.grad is not None and hook.encoding.hash_table.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_a_run_with_footprints_trains_its_field_with_them(tmp_path):
     from dataclasses import replace
 

@@ -263,6 +263,7 @@ def test_one_wide_view_has_nothing_to_solve(parallax_scene: Path) -> None:
         choose("rotation", paths[:1], 128)
 
 
+@pytest.mark.slow
 def test_training_starts_from_geometry_and_records_it(parallax_scene: Path, tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -346,6 +347,7 @@ def test_held_images_lose_their_pose_and_zoom_gradients_only() -> None:
     assert bool((cameras.zoom_pose.grad == 1.0).all())
 
 
+@pytest.mark.slow
 def test_init_identity_never_runs_a_solver(parallax_scene: Path, tmp_path: Path, monkeypatch) -> None:
     from dataclasses import replace
 
@@ -502,6 +504,7 @@ def test_locate_refuses_a_joint_answer_the_run_disagrees_with(zoom_scene: Path) 
     assert "turn up to" in located.reason
 
 
+@pytest.mark.slow
 def test_after_an_sfm_start_zoom_ins_are_placed_by_geometry(zoom_scene: Path, tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -529,6 +532,7 @@ def test_after_an_sfm_start_zoom_ins_are_placed_by_geometry(zoom_scene: Path, tm
     assert summary["priming_seconds"] == trainer.pipeline.priming_seconds > 0  # the time placing them took
 
 
+@pytest.mark.slow
 def test_cameras_from_geometry_stay_put_when_the_phases_may_not_refine_them(zoom_scene: Path, tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -552,6 +556,7 @@ def test_cameras_from_geometry_stay_put_when_the_phases_may_not_refine_them(zoom
 
 
 @pytest.mark.parametrize("refine_searched", [False, True])
+@pytest.mark.slow
 def test_zoom_ins_the_search_placed_after_a_geometric_start_stay_put_unless_refined(
     zoom_scene: Path, tmp_path: Path, refine_searched: bool
 ) -> None:

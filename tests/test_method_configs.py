@@ -51,6 +51,7 @@ def test_comparison_methods_are_registered():
         assert name in methods and methods[name].method_name == name
 
 
+@pytest.mark.slow
 def test_phase_a_stops_where_phase_b_would_start(scene, tmp_path):
     trainer = trained("phase-a", scene, tmp_path)
     schedule = trainer.pipeline.phase_schedule
@@ -63,6 +64,7 @@ def test_phase_a_stops_where_phase_b_would_start(scene, tmp_path):
     assert len(manifest["frames"]) == 3 and len(manifest["unsolved_frames"]) == 2  # zoom-ins never trained
 
 
+@pytest.mark.slow
 def test_baseline_wide_loads_only_wide_frames_with_phase_a_budget(scene, tmp_path):
     trainer = trained("baseline-wide", scene, tmp_path)
     cameras = trainer.pipeline.mzen_model.cameras
@@ -72,6 +74,7 @@ def test_baseline_wide_loads_only_wide_frames_with_phase_a_budget(scene, tmp_pat
     assert len(trainer.pipeline.datamanager.eval_dataset) == 5  # held-out frames of every level stay
 
 
+@pytest.mark.slow
 def test_baseline_joint_is_zoom_unaware_unprimed_and_joint_from_the_start(scene, tmp_path):
     trainer = trained("baseline-joint", scene, tmp_path)
     pipeline = trainer.pipeline
@@ -84,6 +87,7 @@ def test_baseline_joint_is_zoom_unaware_unprimed_and_joint_from_the_start(scene,
     assert bool(cameras.solved.all())
 
 
+@pytest.mark.slow
 def test_oracle_trains_the_field_on_fixed_ground_truth_cameras(scene, tmp_path):
     trainer = trained("oracle", scene, tmp_path)
     cameras = trainer.pipeline.mzen_model.cameras
@@ -95,6 +99,7 @@ def test_oracle_trains_the_field_on_fixed_ground_truth_cameras(scene, tmp_path):
     assert not {"wide_poses", "zoom_poses", "focal", "zooms"} & set(trainer.pipeline.get_param_groups())
 
 
+@pytest.mark.slow
 def test_oracle_without_ground_truth_names_the_frame(scene, tmp_path):
     copy = tmp_path / "no-gt"
     shutil.copytree(scene, copy)
@@ -105,6 +110,7 @@ def test_oracle_without_ground_truth_names_the_frame(scene, tmp_path):
         trained("oracle", copy, tmp_path / "runs")
 
 
+@pytest.mark.slow
 def test_oracle_on_zoom_ins_trains_on_them_alone_and_scores_held_out_views_from_their_true_cameras(scene, tmp_path):
     from mzen_ns.evaluation.evaluate import evaluate
     from mzen_ns.evaluation.registration import RegistrationConfig

@@ -30,6 +30,7 @@ def test_scene_maker_console_script_registered():
     assert entry.value == "mzen_ns.scripts.make_scene:entrypoint"
 
 
+@pytest.mark.slow
 def test_import_is_cheap_and_needs_no_cuda():
     script = textwrap.dedent(
         """
@@ -49,6 +50,7 @@ def test_import_is_cheap_and_needs_no_cuda():
     assert float(result.stdout.strip().splitlines()[-1]) < 30.0
 
 
+@pytest.mark.slow
 def test_ns_train_help_lists_parser():
     result = subprocess.run(
         ["ns-train", "nerfacto", "ffmzn-data", "--help"], capture_output=True, text=True, timeout=300
@@ -58,6 +60,7 @@ def test_ns_train_help_lists_parser():
 
 
 @pytest.mark.parametrize("layout", ["manifest", "folders"])
+@pytest.mark.slow
 def test_stock_nerfacto_trains_on_ff_mzn_scene(tmp_path: Path, layout: str):
     scene = tmp_path / "scene"
     make_scene(SceneMakerConfig(output=scene, width=32, height=24, zooms=(1.0, 4.0), n_wide=3, n_zoom=2, n_test=0))
@@ -84,6 +87,7 @@ def test_stock_nerfacto_trains_on_ff_mzn_scene(tmp_path: Path, layout: str):
     assert "FFMZNDataParserConfig" in config_text
 
 
+@pytest.mark.slow
 def test_ns_train_reports_bad_scene_clearly(tmp_path: Path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "transforms.json").write_text('{"w": 4, "h": 3, "frames": []}')

@@ -51,6 +51,7 @@ def hostile_config(folder: Path) -> tuple:
     return path, marker
 
 
+@pytest.mark.slow
 def test_the_config_loader_runs_no_code_and_names_the_file(tmp_path):
     path, marker = hostile_config(tmp_path)
     with pytest.raises(RunFileError, match=rf"{path}: not a run configuration.*os\.system"):
@@ -110,6 +111,7 @@ def edited_config(scene: Path, folder: Path, old: str, new: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_function_as_target_is_refused_naming_the_key(scene, tmp_path):
     path = edited_config(
         scene, tmp_path, PIPELINE_TARGET, "  _target: !!python/name:nerfstudio.utils.scripts.run_command ''\n"
@@ -142,6 +144,7 @@ def test_a_subclass_of_the_kind_is_a_valid_target():
         check_config(AdamOptimizerConfig(_target=torch.optim.lr_scheduler.StepLR), "x.yml")
 
 
+@pytest.mark.slow
 def test_a_function_in_another_field_is_accepted_only_as_its_default(scene, tmp_path):
     default = "!!python/name:nerfstudio.data.utils.nerfstudio_collate.nerfstudio_collate ''"
     path = edited_config(scene, tmp_path, default, "!!python/name:nerfstudio.utils.scripts.run_command ''")
@@ -195,6 +198,7 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.slow
 def test_no_command_runs_a_hostile_config(command, tmp_path):
     path, marker = hostile_config(tmp_path)
     args = [a.format(config=path, out=tmp_path) for a in COMMANDS[command]]
@@ -205,6 +209,7 @@ def test_no_command_runs_a_hostile_config(command, tmp_path):
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.slow
 def test_no_command_calls_a_function_named_as_target(command, scene, tmp_path):
     path = edited_config(
         scene, tmp_path, PIPELINE_TARGET, "  _target: !!python/name:nerfstudio.utils.scripts.run_command ''\n"
@@ -216,6 +221,7 @@ def test_no_command_calls_a_function_named_as_target(command, scene, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_damaged_checkpoints_are_named_and_skipped(finished_run, capsys):
     folder = finished_run.checkpoint_dir
     steps = [step for step, _ in checkpoint_files(folder)]
@@ -249,6 +255,7 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     assert "weights_only" not in str(error.value) and not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_resume_uses_the_newest_readable_checkpoint_and_completes_the_new_folder(finished_run, scene, tmp_path, capsys):
     folder = finished_run.checkpoint_dir
     (folder / "step-000000009.ckpt").write_bytes(b"\x00" * 100)
@@ -264,6 +271,7 @@ def test_resume_uses_the_newest_readable_checkpoint_and_completes_the_new_folder
     assert (resumed.base_dir / "crop_and_match.png").is_file()
 
 
+@pytest.mark.slow
 def test_resume_from_a_folder_without_checkpoints_names_it(scene, tmp_path):
     with pytest.raises(RunFileError, match=r"missing-folder: checkpoint folder not found"):
         build(tiny_trainer_config(scene, tmp_path, steps=4, load_dir=tmp_path / "missing-folder"))
@@ -296,6 +304,7 @@ _KILLED_DURING_SAVE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_kill_during_a_save_leaves_the_previous_checkpoint(scene, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", _KILLED_DURING_SAVE, str(scene), str(tmp_path)],
@@ -314,6 +323,7 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint(scene, tmp_path):
     assert resumed._start_step == 5
 
 
+@pytest.mark.slow
 def test_commands_use_the_newest_readable_checkpoint_and_name_the_damaged(finished_run, tmp_path):
     folder, config = finished_run.checkpoint_dir, finished_run.base_dir / "config.yml"
     damaged = folder / "step-000000009.ckpt"

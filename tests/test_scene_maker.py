@@ -198,6 +198,7 @@ def test_sem_variant_grayscale_noisy_16bit(tmp_path):
     assert len(out.image_filenames) == 7
 
 
+@pytest.mark.slow
 def test_sem_tiff_scene_has_magnification_only_in_metadata_and_trains(tmp_path):
     """16-bit SEM-style TIFFs with field width in FEI metadata, no manifest zoom, a data bar; the
     parser reads the dials from the files, crops the bar, and mzen trains on it end to end."""
@@ -281,6 +282,7 @@ def test_nested_zoom_ins_aim_inside_a_shallower_zoom_in_of_the_same_wide_view(tm
         assert any(inside), deep["file_path"]
 
 
+@pytest.mark.slow
 def test_command_line_writes_scene(tmp_path):
     result = subprocess.run(
         [
@@ -310,6 +312,7 @@ def test_command_line_writes_scene(tmp_path):
 
 
 @pytest.mark.parametrize("option", [["--zooms", "0", "4"], ["--n-wide", "1"]])
+@pytest.mark.slow
 def test_command_line_rejects_bad_options(tmp_path, option):
     result = subprocess.run(
         [sys.executable, "-m", "mzen_ns.scripts.make_scene", str(tmp_path / "bad"), *option],

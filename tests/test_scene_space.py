@@ -48,6 +48,7 @@ def test_bad_parameters_are_refused():
 
 
 @pytest.mark.parametrize("parameterisation", ["contraction", "ndc"])
+@pytest.mark.slow
 def test_every_field_of_the_model_uses_the_configured_space(tmp_path: Path, parameterisation):
     config = tiny_trainer_config(tiny_scene(tmp_path / "scene"), tmp_path / "out", steps=4)
     model = replace(

@@ -14,6 +14,7 @@ import torch
 from tests.helpers import run_stock_ns_train, tiny_scene, tiny_trainer_config, train
 
 
+@pytest.mark.slow
 def test_ns_train_mzen_without_data_uses_demo_scene_on_cpu(tmp_path):
     env = dict(os.environ, MZEN_CACHE_DIR=str(tmp_path / "cache"))
     args = [
@@ -48,6 +49,7 @@ def trained_run(tmp_path_factory):
     return root, train(config)
 
 
+@pytest.mark.slow
 def test_export_cameras_round_trip(trained_run):
     root, trainer = trained_run
     output = root / "exported" / "transforms.json"
@@ -84,6 +86,7 @@ def test_export_cameras_round_trip(trained_run):
             assert match["score"] == pytest.approx(float(cameras.match.score[i]), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_stock_nerfacto_trains_on_exported_cameras(trained_run, tmp_path):
     root, trainer = trained_run
     output = root / "exported" / "transforms.json"
@@ -107,6 +110,7 @@ def test_stock_nerfacto_trains_on_exported_cameras(trained_run, tmp_path):
     assert list((tmp_path / "runs").rglob("*.ckpt"))
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_with_safe_torch_load(trained_run):
     _, trainer = trained_run
     (checkpoint,) = trainer.checkpoint_dir.glob("*.ckpt")
@@ -114,6 +118,7 @@ def test_checkpoint_loads_with_safe_torch_load(trained_run):
     assert "_model.cameras.log_focal" in state["pipeline"]
 
 
+@pytest.mark.slow
 def test_training_leaves_solved_cameras_and_ns_eval_loads_the_run(trained_run, tmp_path):
     _, trainer = trained_run
     solved = trainer.base_dir / "solved_cameras" / "transforms.json"
@@ -146,6 +151,7 @@ def test_find_view_by_path_name_or_stem():
         find_view(names, "b")
 
 
+@pytest.mark.slow
 def test_render_magnification_is_a_zoom(trained_run):
     from mzen_ns.evaluation.evaluate import render_view
     from mzen_ns.evaluation.registration import camera_for_view
@@ -169,6 +175,7 @@ def test_render_magnification_is_a_zoom(trained_run):
         camera_for_view(pipeline, "nope")
 
 
+@pytest.mark.slow
 def test_mzen_render_cli_registers_a_held_out_view(tmp_path):
     from PIL import Image
 
@@ -206,6 +213,7 @@ def test_mzen_render_cli_registers_a_held_out_view(tmp_path):
     assert np.asarray(Image.open(output)).shape == (24, 32, 3)
 
 
+@pytest.mark.slow
 def test_mzen_make_scene_onto_a_file_says_so(tmp_path):
     target = tmp_path / "taken"
     target.write_text("a file")
@@ -214,6 +222,7 @@ def test_mzen_make_scene_onto_a_file_says_so(tmp_path):
     assert target.read_text() == "a file"
 
 
+@pytest.mark.slow
 def test_mzen_render_checks_its_arguments_before_loading_the_run(trained_run, monkeypatch):
     from mzen_ns.scripts import render
 
@@ -231,6 +240,7 @@ def test_mzen_render_checks_its_arguments_before_loading_the_run(trained_run, mo
 
 
 @pytest.mark.parametrize("command", ["mzen-render", "mzen-export-cameras"])
+@pytest.mark.slow
 def test_a_missing_config_is_one_line(command, tmp_path):
     args = [command, "--load-config", str(tmp_path / "nowhere.yml")]
     args += ["--view", "a"] if command == "mzen-render" else ["--output-path", str(tmp_path / "t.json")]

@@ -35,6 +35,7 @@ def snapshot(trainer: MZENTrainer, groups) -> Dict[str, List[torch.Tensor]]:
     return state
 
 
+@pytest.mark.slow
 def test_three_phases_freeze_sample_and_prime(scene, tmp_path):
     trainer = build(tiny_trainer_config(scene, tmp_path, steps=12, boundaries=(0.34, 0.67)))
     pipeline = trainer.pipeline
@@ -104,6 +105,7 @@ def test_three_phases_freeze_sample_and_prime(scene, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_resume_in_phase_b_continues_phase_b(scene, tmp_path, monkeypatch):
     config = tiny_trainer_config(scene, tmp_path, steps=20, boundaries=(0.3, 0.8))
     first = build(config)
@@ -143,6 +145,7 @@ def test_resume_in_phase_b_continues_phase_b(scene, tmp_path, monkeypatch):
     assert torch.equal(again.base_c2w, primed_base)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_last_good_checkpoint(scene, tmp_path):
     trainer = build(tiny_trainer_config(scene, tmp_path, steps=10))
     model = trainer.pipeline.mzen_model
@@ -164,6 +167,7 @@ def test_non_finite_loss_stops_with_last_good_checkpoint(scene, tmp_path):
     assert tensors and all(bool(torch.isfinite(v).all()) for v in tensors)
 
 
+@pytest.mark.slow
 def test_model_builds_offline_and_reports_lpips_unavailable(scene, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     trainer = build(tiny_trainer_config(scene, tmp_path, steps=1))
@@ -183,6 +187,7 @@ def test_model_builds_offline_and_reports_lpips_unavailable(scene, tmp_path, mon
     assert "lpips" not in metrics and metrics["psnr"] > 50
 
 
+@pytest.mark.slow
 def test_sampler_phase_masks_images(scene, tmp_path):
     trainer = build(tiny_trainer_config(scene, tmp_path, steps=10))
     pipeline = trainer.pipeline
@@ -193,6 +198,7 @@ def test_sampler_phase_masks_images(scene, tmp_path):
         assert set(batch["indices"][:, 0].tolist()) <= set(torch.nonzero(~cameras.is_wide).squeeze(-1).tolist())
 
 
+@pytest.mark.slow
 def test_a_flagged_zoom_in_is_registered_in_phase_b_and_never_drawn_in_phase_c(scene, tmp_path):
     trainer = build(tiny_trainer_config(scene, tmp_path, steps=10, boundaries=(0.4, 0.7)))
     pipeline = trainer.pipeline
@@ -212,6 +218,7 @@ def test_a_flagged_zoom_in_is_registered_in_phase_b_and_never_drawn_in_phase_c(s
     )
 
 
+@pytest.mark.slow
 def test_a_checkpoint_keeps_how_every_zoom_in_was_primed(scene, tmp_path):
     trained = build(tiny_trainer_config(scene, tmp_path / "a", steps=10)).pipeline
     record = trained.mzen_model.cameras.match

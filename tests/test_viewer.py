@@ -20,6 +20,7 @@ def trained(tmp_path_factory):
     return train(config).pipeline, root
 
 
+@pytest.mark.slow
 def test_panel_values_match_the_exported_cameras(trained):
     pipeline, root = trained
     state = pipeline.viewer_panel.refresh(step=11)
@@ -44,6 +45,7 @@ def test_panel_values_match_the_exported_cameras(trained):
     assert {Path(a).name for a in state.flagged} == exported_flags
 
 
+@pytest.mark.slow
 def test_frustums_use_the_learned_pose_and_zoom(trained):
     pipeline, root = trained
     cameras = pipeline.mzen_model.cameras
@@ -77,6 +79,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_nerfstudio_viewer_draws_the_learned_frustums_and_panel(trained, tmp_path):
     from nerfstudio.configs.base_config import ViewerConfig
     from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
