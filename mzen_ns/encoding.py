@@ -157,7 +157,7 @@ class LevelCurriculumConfig:
     """Level-wise learning-rate curriculum of the hash tables (Heo et al., Sec. 3.4)."""
 
     enabled: bool = False
-    """Apply Heo et al.'s level-wise curriculum (off: it measured worse, ``docs/results.md``)."""
+    """Apply Heo et al.'s level-wise curriculum (off by default: worse in ``docs/results.md``)."""
     interval: Tuple[float, float] = (0.1, 0.5)
     """[t_s, t_e] as fractions of each pose-learning phase over which the levels are switched on in turn."""
 

@@ -4,6 +4,7 @@ offline LPIPS, safe checkpoint loading."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List
 
@@ -35,9 +36,24 @@ def snapshot(trainer: MZENTrainer, groups) -> Dict[str, List[torch.Tensor]]:
     return state
 
 
-@pytest.mark.slow
-def test_three_phases_freeze_sample_and_prime(scene, tmp_path):
-    trainer = build(tiny_trainer_config(scene, tmp_path, steps=12, boundaries=(0.34, 0.67)))
+@dataclass
+class ThreePhaseRun:
+    """A tiny run through phases A, B and C, with what was sampled and saved along the way."""
+
+    trainer: MZENTrainer
+    sampled: Dict[int, torch.Tensor]
+    """Image index of every ray drawn, per step."""
+    snapshots: Dict
+    """Frozen groups' parameters and Adam moments at B's and C's first step; the zoom-ins' optimizer state
+    and pose corrections at B's first step."""
+
+
+FROZEN_IN_B = ("fields", "proposal_networks", "wide_poses", "focal")
+
+
+@pytest.fixture(scope="module")
+def three_phase_run(scene, tmp_path_factory) -> ThreePhaseRun:
+    trainer = build(tiny_trainer_config(scene, tmp_path_factory.mktemp("run"), steps=12, boundaries=(0.34, 0.67)))
     pipeline = trainer.pipeline
     schedule = pipeline.phase_schedule
     assert (schedule.b_start, schedule.c_start) == (4, 8)
@@ -51,42 +67,68 @@ def test_three_phases_freeze_sample_and_prime(scene, tmp_path):
 
     pipeline.datamanager.next_train = recording_next_train
     snapshots = {}
-    frozen_in_b = ("fields", "proposal_networks", "wide_poses", "focal")
 
     def take(step):
         if step in (schedule.b_start, schedule.c_start):
-            snapshots[step] = snapshot(trainer, frozen_in_b)
+            snapshots[step] = snapshot(trainer, FROZEN_IN_B)
         if step == schedule.b_start:
             snapshots["zoom_state_at_b"] = dict(trainer.optimizers.optimizers["zoom_poses"].state)
             snapshots["zoom_pose_at_b"] = pipeline.mzen_model.cameras.zoom_pose.detach().clone()
 
     add_callback(trainer, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION, take)
     trainer.train()
+    return ThreePhaseRun(trainer, sampled, snapshots)
 
-    cameras = pipeline.mzen_model.cameras
+
+def _image_sets(cameras: ZoomCameras):
     wide = set(torch.nonzero(cameras.is_wide).squeeze(-1).tolist())
-    zoom = set(torch.nonzero(~cameras.is_wide).squeeze(-1).tolist())
-    for step, indices in sampled.items():
+    return wide, set(torch.nonzero(~cameras.is_wide).squeeze(-1).tolist())
+
+
+@pytest.mark.slow
+def test_each_phase_draws_rays_from_its_images_only(three_phase_run):
+    pipeline = three_phase_run.trainer.pipeline
+    wide, zoom = _image_sets(pipeline.mzen_model.cameras)
+    for step, indices in three_phase_run.sampled.items():
         seen = set(indices.tolist())
-        phase = schedule.phase_at(step)
+        phase = pipeline.phase_schedule.phase_at(step)
         assert seen <= ({"A": wide, "B": zoom, "C": wide | zoom}[phase]), (step, phase, seen)
-    assert set(torch.cat([sampled[s] for s in range(8, 12)]).tolist()) & wide
-    assert set(torch.cat([sampled[s] for s in range(8, 12)]).tolist()) & zoom
-    # frozen in B: parameters and Adam moments bit-identical from B's first step to C's first step
-    before, after = snapshots[schedule.b_start], snapshots[schedule.c_start]
-    for name in before:
+    in_c = set(torch.cat([three_phase_run.sampled[s] for s in range(8, 12)]).tolist())
+    assert in_c & wide and in_c & zoom
+
+
+@pytest.mark.slow
+def test_phase_b_leaves_the_field_and_wide_cameras_untouched(three_phase_run):
+    schedule = three_phase_run.trainer.pipeline.phase_schedule
+    before, after = three_phase_run.snapshots[schedule.b_start], three_phase_run.snapshots[schedule.c_start]
+    for name in before:  # parameters and Adam moments bit-identical from B's first step to C's first step
         for a, b in zip(before[name], after[name]):
             assert torch.equal(a, b), name
     assert len(before["fields:momentum"]) > 0  # the field had been stepped in phase A
-    # zoom-ins were never stepped in phase A: no optimizer state, poses still zero before priming
-    assert snapshots["zoom_state_at_b"] == {}
-    assert not bool(snapshots["zoom_pose_at_b"].any())  # never stepped in A; priming restarts corrections at zero
+
+
+@pytest.mark.slow
+def test_zoom_ins_are_not_stepped_before_priming_and_are_registered_after(three_phase_run):
+    assert three_phase_run.snapshots["zoom_state_at_b"] == {}  # no optimizer state from phase A
+    assert not bool(three_phase_run.snapshots["zoom_pose_at_b"].any())  # priming restarts corrections at zero
+    cameras = three_phase_run.trainer.pipeline.mzen_model.cameras
+    assert not torch.equal(cameras.zoom_pose.detach(), torch.zeros_like(cameras.zoom_pose))  # registered in B/C
+
+
+@pytest.mark.slow
+def test_priming_places_and_reports_every_zoom_in(three_phase_run):
+    trainer = three_phase_run.trainer
+    cameras = trainer.pipeline.mzen_model.cameras
+    _, zoom = _image_sets(cameras)
     assert bool((cameras.matched_wide[list(zoom)] >= 0).all())
     assert (trainer.base_dir / "crop_and_match.png").is_file()
     rows = json.loads((trainer.base_dir / "crop_and_match.json").read_text())
     assert len(rows) == len(zoom) and {"window_centre_px", "relative_zoom", "score", "flagged"} <= set(rows[0])
-    assert not torch.equal(cameras.zoom_pose.detach(), torch.zeros_like(cameras.zoom_pose))  # registered in B/C
-    # the camera model's whole state is in its state dict: a checkpoint restores the primed cameras
+
+
+@pytest.mark.slow
+def test_the_camera_state_dict_restores_the_primed_cameras(three_phase_run):
+    cameras = three_phase_run.trainer.pipeline.mzen_model.cameras
     fresh = ZoomCameras(
         cameras.config,
         cameras.dials,
@@ -100,9 +142,8 @@ def test_three_phases_freeze_sample_and_prime(scene, tmp_path):
     )
     fresh.load_state_dict(cameras.state_dict())
     assert torch.equal(fresh.c2w(), cameras.c2w()) and torch.equal(fresh.zoom(), cameras.zoom())
-    assert torch.equal(fresh.matched_wide, cameras.matched_wide) and torch.equal(
-        fresh.match.source, cameras.match.source
-    )
+    assert torch.equal(fresh.matched_wide, cameras.matched_wide)
+    assert torch.equal(fresh.match.source, cameras.match.source)
 
 
 @pytest.mark.slow

@@ -263,8 +263,8 @@ def registration_optimizer(
 ) -> Tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam at ``config.lr``, decayed exponentially to ``config.final_lr_fraction`` of it by the last step.
 
-    At a constant rate the poses keep wandering by about one step (0.17° at 3e-3) around the
-    optimum as the rays are redrawn each step; decayed, they settle."""
+    At a constant rate the poses keep wandering by about one step around the optimum as the rays
+    are redrawn each step; decayed, they settle."""
     if not 0.0 < config.final_lr_fraction <= 1.0:
         raise ValueError(f"registration.final_lr_fraction must be in (0, 1], got {config.final_lr_fraction}")
     optimizer = torch.optim.Adam(params, lr=config.lr)
@@ -330,10 +330,9 @@ def camera_for_view(pipeline: Any, view: str) -> Tuple[ZoomCameras, int, str]:
 
 def held_views(located: Optional[Placed], config: RegistrationConfig) -> Optional[Tensor]:
     """The placed views registration must keep in place: those with whole poses, unless
-    ``refine_located``. Refined against the frozen field, a 512×384 scene's held-out 16× view placed
-    by 2D–3D matches 0.06° off drifted to 2.4° and its zoom 9%; a wide view the rotation-only model
-    turned about the run's centre has no position of its own, and refining it gained 0.5 dB on a
-    stage-drift scene."""
+    ``refine_located``. A frozen field that does not resolve a deep view's detail pulls a pose that
+    2D–3D matches fixed away from it; a wide view the rotation-only model turned about the run's
+    centre has no position of its own, so refining it is left on (docs/results.md)."""
     if located is None or config.refine_located or not located.full_pose:
         return None
     return located.found

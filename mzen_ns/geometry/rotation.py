@@ -5,8 +5,8 @@ rotations and the focal follow from feature matches alone, with no triangulation
 the regime where structure from motion fails. OpenCV's stitching module finds the matches (SIFT,
 best-of-2-nearest with RANSAC homographies) and a first estimate (per-view focals from the
 homographies, then its ray bundle adjuster). The shared focal is the median of OpenCV's per-view
-focals: a shared-focal adjustment of our own was measured worse on stage-drift scenes (it fits the
-small axial drift with the focal). The residual of the matches under the shared-focal model says
+focals: a shared-focal adjustment of our own fits the stage's small axial drift with the focal
+(worse on stage-drift scenes, docs/results.md). The residual of the matches under the shared-focal model says
 whether the model holds.
 """
 
