@@ -165,10 +165,10 @@ def test_resume_in_phase_b_continues_phase_b(scene, tmp_path, monkeypatch):
     checkpoints = sorted(first.checkpoint_dir.glob("*.ckpt"))
     assert [p.name for p in checkpoints] == ["step-000000009.ckpt"]
 
-    from mzen_ns import pipeline as pipeline_module
+    from mzen_ns import placement
 
     calls = []
-    monkeypatch.setattr(pipeline_module, "plan_priming", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(placement, "plan_priming", lambda *a, **k: calls.append(1))
     resumed = build(
         tiny_trainer_config(scene, tmp_path / "resumed", steps=20, boundaries=(0.3, 0.8), load_dir=first.checkpoint_dir)
     )

@@ -22,6 +22,7 @@ from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
 from mzen_ns.datamanager import stack_images
 from mzen_ns.geometry.solution import GEOMETRIC
 from mzen_ns.model import MZENModel
+from mzen_ns.placement import locate_in_run
 from mzen_ns.priming.plan import PrimingConfig, Views, apply_plan, plan_priming
 
 
@@ -148,19 +149,13 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
     wide, zoom_ins = torch.nonzero(dials == 1.0).squeeze(-1), torch.nonzero(dials != 1.0).squeeze(-1)
     if not config.geometry or start not in GEOMETRIC or (start == "rotation" and wide.numel() == 0):
         return None
-    from mzen_ns.geometry.locate import locate  # OpenCV and pycolmap only when solving
-
     train = pipeline.datamanager.train_dataparser_outputs
-    wide_index = cameras.wide_index.cpu()
-    located = locate(
-        start,
-        [Path(train.image_filenames[i]) for i in wide_index.tolist()],
-        cameras.c2w(cameras.wide_index).detach().cpu().double().numpy(),
+    located = locate_in_run(
+        cameras,
+        train,
         [Path(dataset.image_filenames[i]) for i in wide.tolist()],
         [(Path(dataset.image_filenames[i]), float(dials[i])) for i in zoom_ins.tolist()] if start == "sfm" else [],
-        train.metadata["mzen_principal_point"],
         support=[(Path(train.image_filenames[i]), float(cameras.dials[i])) for i in cameras.zoom_index.tolist()],
-        focal_prior=float(cameras.focal) if cameras.focal_held else None,
     )
     CONSOLE.print(f"held-out views by geometry: {located.reason}")
     views, count = located.views, dials.numel()
@@ -169,7 +164,8 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
     placed = Placed(torch.full((count, 3, 4), math.nan), nan, torch.full((count,), -1), full_pose=start == "sfm")
     placed.c2w[order] = torch.from_numpy(views.c2w).float()
     placed.zoom[order] = torch.from_numpy(views.zoom).float()
-    placed.root[order] = evaluation_root(torch.from_numpy(views.source).long(), wide_index, wide, cameras.dials.numel())
+    source = torch.from_numpy(views.source).long()
+    placed.root[order] = evaluation_root(source, cameras.wide_index.cpu(), wide, cameras.dials.numel())
     return placed
 
 

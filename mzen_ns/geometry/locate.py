@@ -6,10 +6,10 @@ join the wide model. Zoom-ins are registered against a model of the training wid
 (structure from motion only, :func:`~mzen_ns.geometry.sfm.solve_sfm`), together with the run's
 training zoom-ins as support: a deep zoom-in shares too little with the wide views, and registers
 through the points the training zoom-ins triangulate. Held-out wide views stay out of that model:
-with them in it, COLMAP's mapping changed and deep zoom-ins no longer registered (docs/results.md). Each joint solution is carried into the run's world frame by the similarity taking
-its training wide views onto the run's cameras, and used only when it agrees with the run: every
-training wide view solved, and its aligned orientation within :data:`MAX_DISAGREEMENT_DEG` of the
-run's.
+with them in it, COLMAP's mapping changed and deep zoom-ins no longer registered (docs/results.md).
+Each joint solution is carried into the run's world frame by the similarity taking its training wide
+views onto the run's cameras, and used only when it agrees with the run: every training wide view
+solved, and its aligned orientation within :data:`MAX_DISAGREEMENT_DEG` of the run's.
 """
 
 from __future__ import annotations

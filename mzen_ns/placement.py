@@ -1,0 +1,172 @@
+"""Where a run's cameras start: the wide views from the initialiser's ladder, and every zoom-in from
+the geometry the run started from or the window search.
+
+Plain functions of the cameras, the training data and the configs; the pipeline decides when they
+run (:mod:`mzen_ns.pipeline`), evaluation reuses :func:`locate_in_run` for held-out views. Each
+solver runs once under ``torch.distributed`` and every process adopts its answer.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence, Tuple
+
+import torch
+from jaxtyping import Float
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
+
+from mzen_ns.cameras import ZoomCameras
+from mzen_ns.distributed import decided_once, share_decision
+from mzen_ns.priming.plan import (
+    PrimingConfig,
+    PrimingPlan,
+    Views,
+    apply_plan,
+    empty_plan,
+    placed_plan,
+    plan_priming,
+    score_kind,
+)
+
+if TYPE_CHECKING:
+    from mzen_ns.geometry.ladder import Decision, Frame
+
+
+def start_wide_cameras(cameras: ZoomCameras, outputs: Any, frame: Frame, contraction_radius: float) -> Decision:
+    """Start the wide cameras where the initialiser's ladder says (``cameras.config.init``), in the
+    world ``frame`` chosen from the recovered geometry (:func:`~mzen_ns.geometry.ladder.world_frame`);
+    ``outputs``: the training dataparser outputs. Returns the ladder's decision."""
+    from mzen_ns.geometry.ladder import choose, world_frame  # OpenCV and pycolmap only when solving
+
+    metadata = outputs.metadata
+    paths = [Path(outputs.image_filenames[i]) for i in cameras.wide_index.tolist()]
+    focal_prior = float(metadata["mzen_focal_guess"][0]) if metadata.get("mzen_focal_known") else None
+    decision = decided_once(
+        lambda: choose(cameras.config.init, paths, cameras.width, focal_prior, metadata["mzen_principal_point"])
+    )
+    if decision.solution is None:
+        cameras.start_wides(decision.start, decision.reason)
+    else:
+        c2w, _, _ = world_frame(decision.solution, frame, contraction_radius)
+        focal = decision.solution.focal
+        cameras.start_wides(decision.start, decision.reason, torch.from_numpy(c2w).float(), focal, decision.focal_held)
+    return decision
+
+
+def locate_in_run(
+    cameras: ZoomCameras,
+    outputs: Any,
+    wide_paths: Sequence[Path] = (),
+    zoom_ins: Sequence[Tuple[Path, float]] = (),
+    support: Sequence[Tuple[Path, float]] = (),
+) -> Any:
+    """Views placed by the solver the run's wide cameras started from
+    (:func:`~mzen_ns.geometry.locate.locate`): wide images ``wide_paths`` and ``zoom_ins`` (image, dial)
+    against the run's training wide views (``outputs``: the training dataparser outputs) and their
+    cameras; ``support`` (image, dial): zoom-ins registered with them but not placed. The solver is
+    given the run's focal where the run held the scene's."""
+    from mzen_ns.geometry.locate import locate  # OpenCV and pycolmap only when solving
+
+    wide = cameras.wide_index
+    return decided_once(
+        lambda: locate(
+            cameras.start["start"],
+            [Path(outputs.image_filenames[i]) for i in wide.tolist()],
+            cameras.c2w(wide).detach().cpu().double().numpy(),
+            wide_paths,
+            zoom_ins,
+            outputs.metadata["mzen_principal_point"],
+            support=support,
+            focal_prior=float(cameras.focal) if cameras.focal_held else None,
+        )
+    )
+
+
+def place_zoom_ins_by_geometry(cameras: ZoomCameras, outputs: Any, config: PrimingConfig) -> PrimingPlan:
+    """Zoom-ins registered against a structure-from-motion model of the wide views, started there:
+    the rows of the priming plan they fill (none when the run did not start from ``sfm`` or
+    ``config.geometry`` is off)."""
+    kind = score_kind(config.method)
+    start = cameras.start["start"] if cameras.start is not None else None
+    if not config.geometry or start != "sfm" or cameras.zoom_index.numel() == 0:
+        return empty_plan(kind)
+    wide, zoom_ins = cameras.wide_index.cpu(), cameras.zoom_index.cpu()
+    queries = [(Path(outputs.image_filenames[i]), float(cameras.dials[i])) for i in zoom_ins.tolist()]
+    located = locate_in_run(cameras, outputs, zoom_ins=queries)
+    CONSOLE.print(f"zoom-ins by geometry: {located.reason}")
+    views = located.views
+    c2w, zoom = torch.from_numpy(views.c2w).float(), torch.from_numpy(views.zoom).float()
+    found = torch.isfinite(c2w).all(dim=(1, 2))
+    query, source = zoom_ins[found], wide[torch.from_numpy(views.source).long()[found].clamp(min=0)]
+    c2w, zoom = c2w[found], zoom[found]
+    device = cameras.dials.device
+    source_c2w = cameras.c2w(source.to(device)).detach().cpu()
+    source_zoom = cameras.zoom(source.to(device)).detach().cpu()
+    cameras.prime_from(query.to(device), c2w, zoom, source)
+    return placed_plan(
+        query,
+        source_c2w[:, :, :3].transpose(1, 2) @ c2w[:, :, :3],
+        zoom / source_zoom,
+        source,
+        torch.from_numpy(views.inliers)[found],
+        cameras.fx(source.to(device)).detach().cpu(),
+        cameras.principal_points().cpu()[source],
+        float(cameras.aspect),
+        kind,
+    )
+
+
+def prime_training_zoom_ins(
+    cameras: ZoomCameras, images: Float[Tensor, "N H W 3"], outputs: Any, config: PrimingConfig
+) -> PrimingPlan:
+    """Start every training zoom-in: by geometry where it registers (:func:`place_zoom_ins_by_geometry`),
+    the others where the window search places them; record how in ``cameras.match``. ``images``: the
+    training images; ``outputs``: the training dataparser outputs."""
+    device = cameras.dials.device
+    placed = place_zoom_ins_by_geometry(cameras, outputs, config)
+    views = Views(
+        images,
+        cameras.dials.cpu(),
+        cameras.principal_points().cpu(),
+        cameras.fx().detach().cpu(),
+        float(cameras.aspect),
+        cameras.c2w()[:, :, :3].detach().cpu(),
+    )
+    posed, roots = cameras.is_wide.cpu().clone(), torch.arange(len(views))
+    posed[placed.query], roots[placed.query] = True, placed.root
+    plan = plan_priming(views, posed, roots, config)
+    for name in ("source", "root", "centre", "relative_zoom", "rotation"):  # decided once, on rank 0
+        setattr(plan, name, share_decision(getattr(plan, name), device))
+    apply_plan(
+        plan,
+        views.dials,
+        lookup=lambda i: (cameras.c2w(i.to(device)), cameras.zoom(i.to(device))),
+        assign=lambda i, c2w, zoom, wide: cameras.prime_from(i.to(device), c2w, zoom, wide),
+    )
+    plan = placed.cat(plan)
+    cameras.match.record(plan.query, **{name: getattr(plan, name) for name in cameras.match.FIELDS})
+    return plan
+
+
+def recorded_plan(cameras: ZoomCameras, config: PrimingConfig) -> PrimingPlan:
+    """The priming of the training images as ``cameras`` recorded it (rotations not kept)."""
+    record = cameras.match
+    dials = cameras.dials.cpu()
+    query = torch.nonzero(record.source.cpu() >= 0).squeeze(-1)
+    query = query[torch.argsort(dials[query], stable=True)]  # shallowest first, as planned
+    runner_up = torch.where(record.has_runner_up, record.runner_up, torch.full_like(record.runner_up, -math.inf))
+    return PrimingPlan(
+        query=query,
+        source=record.source.cpu()[query],
+        root=cameras.matched_wide.cpu()[query],
+        centre=record.centre.cpu()[query],
+        relative_zoom=record.relative_zoom.cpu()[query],
+        rotation=torch.eye(3).expand(query.numel(), 3, 3),
+        score=record.score.cpu()[query],
+        runner_up=runner_up.cpu()[query],
+        flagged=record.flagged.cpu()[query],
+        score_kind=score_kind(config.method),
+        geometric=record.geometric.cpu()[query],
+    )
