@@ -33,7 +33,7 @@ from mzen_ns.phase_report import PhaseReport
 from mzen_ns.phases import PHASES, POLICY, Hold, Phase, PhaseSchedule, allowed_images
 from mzen_ns.placement import prime_training_zoom_ins, recorded_plan, start_wide_cameras
 from mzen_ns.priming.plan import PrimingConfig, PrimingPlan
-from mzen_ns.priming.report import report_priming
+from mzen_ns.priming.report import console_report, write_report
 from mzen_ns.solved_cameras import cameras_manifest
 from mzen_ns.viewer import CameraPanel
 
@@ -211,19 +211,17 @@ class MZENPipeline(VanillaPipeline):
         return plan
 
     def _report_plan(self, plan: PrimingPlan, images: Optional[torch.Tensor] = None) -> None:
-        """:func:`report_priming` for this run (``images``: the training images, when already stacked)."""
+        """The priming table and flagged zoom-ins on the console; picture and JSON in the run folder
+        (``images``: the training images, when already stacked)."""
         dataset = self.datamanager.train_dataset
-        write = self.run_dir is not None and is_main_process()
-        images = images if images is not None or not write else stack_images(dataset)
-        report_priming(
-            plan,
-            [str(p) for p in dataset.metadata["mzen_file_paths"]],
-            self.mzen_model.cameras.dials.cpu(),
-            images,
-            self.run_dir if write else None,
-            self.config.model.phases.flagged_left_out,
-            self.config.priming.flag_margin,
-        )
+        names = [str(p) for p in dataset.metadata["mzen_file_paths"]]
+        dials = self.mzen_model.cameras.dials.cpu()
+        left_out = self.config.model.phases.flagged_left_out
+        for said in console_report(plan, names, dials, left_out, self.config.priming.flag_margin):
+            CONSOLE.print(said)
+        if self.run_dir is not None and is_main_process():
+            images = images if images is not None else stack_images(dataset)
+            CONSOLE.print(f"priming picture: {write_report(plan, names, dials, images, self.run_dir, left_out)}")
 
     @torch.no_grad()
     def _copy_appearance(self, zoom_idx: torch.Tensor, wide_idx: torch.Tensor) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from jaxtyping import Float
-from nerfstudio.utils.rich_utils import CONSOLE
 from rich.table import Table
 from torch import Tensor
 
@@ -144,28 +143,34 @@ def flagged_names(plan: PrimingPlan, names: Sequence[str]) -> List[str]:
     return [names[int(q)] for q, flag in zip(plan.query, plan.flagged) if bool(flag)]
 
 
-def report_priming(
-    plan: PrimingPlan,
-    names: Sequence[str],
-    dials: Float[Tensor, " N"],
-    images: Optional[Tensor],
-    run_dir: Optional[Path],
-    left_out: bool,
-    flag_margin: float,
-) -> None:
-    """The priming table and flagged zoom-ins on the console; ``crop_and_match.png`` and
-    ``crop_and_match.json`` in ``run_dir`` when given (``images``: the training images; ``left_out``:
-    whether flagged zoom-ins are left out of the field; ``flag_margin``: the margin that flagged them)."""
-    CONSOLE.print(plan_table(plan, names, dials))
+def console_report(
+    plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"], left_out: bool, flag_margin: float
+) -> List[Union[Table, str]]:
+    """What the console says about priming: the table, and a warning naming the flagged zoom-ins
+    (``left_out``: whether flagged zoom-ins are left out of the field; ``flag_margin``: the margin
+    that flagged them)."""
+    said: List[Union[Table, str]] = [plan_table(plan, names, dials)]
     flagged = flagged_names(plan, names)
     if flagged:
         fate = "left out of the field (phase C)" if left_out else "primed from the best anyway"
-        CONSOLE.print(
+        said.append(
             f"[bold yellow]Priming: {len(flagged)} zoom-in(s) have no clear best match (another part of the "
             f"scene fits within {flag_margin:.0%} as well); {fate}, check them: {', '.join(flagged)}"
         )
-    if run_dir is not None and images is not None:
-        picture = save_plan_picture(plan, images, run_dir / "crop_and_match.png", names, left_out)
-        rows = plan_rows(plan, names, dials, left_out)
-        (run_dir / "crop_and_match.json").write_text(json.dumps(rows, indent=2))
-        CONSOLE.print(f"priming picture: {picture}")
+    return said
+
+
+def write_report(
+    plan: PrimingPlan,
+    names: Sequence[str],
+    dials: Float[Tensor, " N"],
+    images: Tensor,
+    run_dir: Path,
+    left_out: bool,
+) -> Path:
+    """``crop_and_match.png`` and ``crop_and_match.json`` in ``run_dir`` (``images``: the training
+    images); returns the picture's path."""
+    picture = save_plan_picture(plan, images, run_dir / "crop_and_match.png", names, left_out)
+    rows = plan_rows(plan, names, dials, left_out)
+    (run_dir / "crop_and_match.json").write_text(json.dumps(rows, indent=2))
+    return picture
