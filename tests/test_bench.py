@@ -11,6 +11,7 @@ from mzen_ns.scripts.bench import BenchConfig, run_bench
 from tests.helpers import tiny_scene
 
 
+@pytest.mark.slow
 def test_bench_reports_every_run_and_does_not_redo_finished_ones(tmp_path):
     scene = tiny_scene(tmp_path / "tiny")
     config = BenchConfig(

@@ -578,6 +578,7 @@ def test_zoom_ins_the_search_placed_after_a_geometric_start_stay_put_unless_refi
     assert skipped == (not refine_searched) and bool(cameras.zoom_pose.any()) == refine_searched
 
 
+@pytest.mark.slow
 def test_a_deep_zoom_in_of_faint_detail_registers_through_a_copy_shrunk_to_a_shallower_level(tmp_path) -> None:
     """16× zoom-ins whose detail is faint (few SIFT features at their own size) register through
     copies shrunk to look like 4× frames, placed within a few of their own pixels."""
