@@ -156,7 +156,6 @@ def main() -> None:
     parser.add_argument("--cost-scene", type=Path, default=None, help="time on this scene instead of making one")
     parser.add_argument("--exhaustive-up-to", type=int, default=sfm.EXHAUSTIVE_UP_TO)
     args = parser.parse_args()
-    sfm.EXHAUSTIVE_UP_TO = args.exhaustive_up_to
     header = (
         "| scene | seed | auto | auto pairwise ° | auto Sim3 ° | auto focal % | auto s | SfM pairwise ° | SfM focal % "
         "| SfM s | rotation pairwise ° | rotation focal % | rotation s |"
@@ -195,14 +194,17 @@ def main() -> None:
                 0,
             )
             paths, true, true_focal, width = wide_truth(scene)
-            decision = choose("auto", paths, width)
-            solution = decision.solution
+            verdicts = [solve_sfm(paths, exhaustive_up_to=args.exhaustive_up_to)]  # auto's first rung
+            if judge(verdicts[0], width) is not None:
+                verdicts.append(solve_rotation(paths))
+            solution = next((s for s in verdicts if judge(s, width) is None), None)
             found = errors(solution.c2w, solution.focal, true, true_focal) if solution is not None else {}
             registered = solution.evidence.get("registered", "—") if solution is not None else "—"
+            start = solution.rung if solution is not None else "identity"
             print(
-                f"\ncost: {len(paths)} wide views at {width} px wide (exhaustive up to {sfm.EXHAUSTIVE_UP_TO}): "
-                + "; ".join(f"{s.rung} {s.seconds:.1f} s" for s, _ in decision.verdicts)
-                + f"; {decision.start}: {registered} registered, pairwise {fmt(found, 'pairwise')}°, "
+                f"\ncost: {len(paths)} wide views at {width} px wide (exhaustive up to {args.exhaustive_up_to}): "
+                + "; ".join(f"{s.rung} {s.seconds:.1f} s" for s in verdicts)
+                + f"; {start}: {registered} registered, pairwise {fmt(found, 'pairwise')}°, "
                 f"focal {fmt(found, 'focal')}%"
             )
     print("\nZoom-ins placed by geometry (training zoom-ins, after the start auto chose):\n" + "\n".join(zoom_table))

@@ -38,7 +38,7 @@ def adjust(rotations: np.ndarray, focal: float, centre: np.ndarray, pairs) -> tu
         return np.concatenate([rotations[:1], Rotation.from_rotvec(x.reshape(-1, 3)).as_matrix()])
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        return rotation_model._residuals(unpack(x), focal, centre, pairs)
+        return rotation_model.transfer_residuals(unpack(x), focal, centre, pairs)
 
     fit = least_squares(residuals, Rotation.from_matrix(rotations[1:]).as_rotvec().reshape(-1), loss="huber")
     return unpack(fit.x), float(np.sqrt(np.mean(fit.fun**2)))
@@ -46,15 +46,11 @@ def adjust(rotations: np.ndarray, focal: float, centre: np.ndarray, pairs) -> tu
 
 def rows(scene: Path) -> List[Dict[str, float]]:
     """One row per held focal: focal error, pairwise rotation error, residual."""
-    paths, true, true_focal, width = wide_truth(scene)
-    images = [rotation_model._read(path) for path in paths]
-    height = images[0].shape[0]
-    centre = np.array([width / 2.0, height / 2.0])
-    features, pairwise, pairs = rotation_model._match(images)  # the rung's own matches
-    start = rotation_model._opencv_estimate(features, pairwise)
-    if start is None:
+    paths, true, true_focal, _ = wide_truth(scene)
+    start = rotation_model.opencv_start(paths)  # the rung's own matches and OpenCV's estimate
+    if isinstance(start, str):
         return []
-    rotations, opencv_focal = start
+    rotations, opencv_focal, centre, pairs = start.rotations, start.focal, start.centre, start.pairs
     out = []
     for label, scale in FOCAL_SCALES.items():
         focal = opencv_focal if scale is None else scale * true_focal
@@ -63,7 +59,7 @@ def rows(scene: Path) -> List[Dict[str, float]]:
             {
                 "focal": label,
                 "focal_err": 100.0 * abs(focal / true_focal - 1.0),
-                "pairwise": pairwise_rotation_error(rotation_model._poses(adjusted), true),
+                "pairwise": pairwise_rotation_error(rotation_model.rotation_poses(adjusted), true),
                 "rms": rms,
             }
         )

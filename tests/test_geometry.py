@@ -104,10 +104,9 @@ def test_many_wide_views_are_matched_only_with_retrieved_partners(parallax_scene
     matched = []
     match_pairs = sfm._match_pairs
     monkeypatch.setattr(sfm, "_match_pairs", lambda *args: matched.append(list(args[2])) or match_pairs(*args))
-    monkeypatch.setattr(sfm, "EXHAUSTIVE_UP_TO", 4)
     monkeypatch.setattr(sfm, "NEIGHBOURS", 3)
     paths, true, true_focal = wide_truth(parallax_scene)
-    solution = solve_sfm(paths)
+    solution = solve_sfm(paths, exhaustive_up_to=4)
     assert len(matched) == 1 and 9 * 3 / 2 <= len(matched[0]) < 36  # fewer than every pair of nine views
     assert solution.evidence["registered"] == 9
     assert pairwise_rotation_error(solution.c2w, true) < 0.5

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -30,34 +31,58 @@ MATCH_CONF = 0.3
 """OpenCV's best-of-2-nearest matching confidence."""
 
 
+@dataclass
+class RotationStart:
+    """OpenCV's answer for views that share one optical centre, with the matches it rests on."""
+
+    rotations: Float[np.ndarray, "K 3 3"]
+    """Camera-to-world rotations, OpenCV camera axes, view order."""
+    focal: float
+    """The median of OpenCV's per-view focals (pixels)."""
+    pairs: List[Tuple[int, int, np.ndarray, np.ndarray]]
+    """(i, j, points in i, points in j): the RANSAC inliers of every pair with enough of them."""
+    centre: Float[np.ndarray, " 2"]
+    """The principal point the residuals are measured about."""
+
+
 def solve_rotation(
     paths: Sequence[Path], principal_point: Optional[Tuple[float, float]] = None, match_conf: float = MATCH_CONF
 ) -> WideSolution:
     """Rotations (camera-to-world, nerfstudio axes, all centres at the origin) and the shared focal
     of the images ``paths``, with the adjustment's residual as evidence."""
     started = time.perf_counter()
+    start = opencv_start(paths, principal_point, match_conf)
+    if isinstance(start, str):
+        return WideSolution("rotation", None, math.nan, failure=start, seconds=time.perf_counter() - started)
+    residuals = transfer_residuals(start.rotations, start.focal, start.centre, start.pairs)
+    evidence = {
+        "registered": float(len(paths)),
+        "views": float(len(paths)),
+        "residual_px": float(np.sqrt(np.mean(residuals**2))),
+        "median_residual_px": float(np.median(np.abs(residuals))),
+        "pairs": float(len(start.pairs)),
+    }
+    solution = WideSolution("rotation", rotation_poses(start.rotations), start.focal, evidence=evidence)
+    solution.seconds = time.perf_counter() - started
+    return solution
+
+
+def opencv_start(
+    paths: Sequence[Path], principal_point: Optional[Tuple[float, float]] = None, match_conf: float = MATCH_CONF
+) -> Union[RotationStart, str]:
+    """OpenCV's rotations and focal for the images ``paths`` and the matches they rest on, or why
+    there are none (the matches do not connect every view; no focal from the homographies)."""
     images = [_read(path) for path in paths]
     height, width = images[0].shape[:2]
     centre = np.array(principal_point if principal_point is not None else (width / 2.0, height / 2.0))
     features, pairwise, pairs = _match(images, match_conf)
     reached = _connected(len(images), pairs)
     if reached < len(images):
-        return _failed(f"matches connect {reached} of {len(images)} views", started)
-    start = _opencv_estimate(features, pairwise)
-    if start is None:
-        return _failed("OpenCV's homography estimator found no focal", started)
-    rotations, focal = start
-    residuals = _residuals(rotations, focal, centre, pairs)
-    evidence = {
-        "registered": float(len(images)),
-        "views": float(len(images)),
-        "residual_px": float(np.sqrt(np.mean(residuals**2))),
-        "median_residual_px": float(np.median(np.abs(residuals))),
-        "pairs": float(len(pairs)),
-    }
-    solution = WideSolution("rotation", _poses(rotations), focal, evidence=evidence)
-    solution.seconds = time.perf_counter() - started
-    return solution
+        return f"matches connect {reached} of {len(images)} views"
+    estimate = _opencv_estimate(features, pairwise)
+    if estimate is None:
+        return "OpenCV's homography estimator found no focal"
+    return RotationStart(estimate[0], estimate[1], pairs, centre)
 
 
 def _read(path: Path) -> np.ndarray:
@@ -75,15 +100,11 @@ def _match(images: Sequence[np.ndarray], match_conf: float = MATCH_CONF):
     return features, pairwise, _inlier_pairs(features, pairwise, len(images))
 
 
-def _poses(rotations: Float[np.ndarray, "K 3 3"]) -> Float[np.ndarray, "K 3 4"]:
+def rotation_poses(rotations: Float[np.ndarray, "K 3 3"]) -> Float[np.ndarray, "K 3 4"]:
     """Camera-to-world poses in nerfstudio axes of OpenCV-axis rotations about the origin."""
     c2w = np.zeros((len(rotations), 3, 4))
     c2w[:, :, :3] = rotations
     return cv_pose_to_gl(c2w)
-
-
-def _failed(why: str, started: float) -> WideSolution:
-    return WideSolution("rotation", None, math.nan, failure=why, seconds=time.perf_counter() - started)
 
 
 def _inlier_pairs(features, pairwise, count: int) -> List[Tuple[int, int, np.ndarray, np.ndarray]]:
@@ -129,8 +150,11 @@ def _opencv_estimate(features, pairwise) -> Optional[Tuple[Float[np.ndarray, "K 
     return rotations, float(np.median([camera.focal for camera in cameras]))
 
 
-def _residuals(rotations, focal: float, centre, pairs) -> np.ndarray:
-    """Symmetric transfer errors of every inlier under the rotation-only model, in pixels."""
+def transfer_residuals(
+    rotations: Float[np.ndarray, "K 3 3"], focal: float, centre: Float[np.ndarray, " 2"], pairs
+) -> np.ndarray:
+    """Symmetric transfer errors (pixels, x and y flattened) of every inlier of ``pairs`` under the
+    rotation-only model with these OpenCV-axis ``rotations`` and ``focal``."""
     out = []
     for i, j, src, dst in pairs:
         out.append(_transfer(src, rotations[i], rotations[j], focal, centre) - dst)

@@ -93,6 +93,7 @@ def solve_sfm(
     principal_point: Optional[Tuple[float, float]] = None,
     zoom_ins: Sequence[Tuple[Path, float]] = (),
     shrunk_copies: bool = True,
+    exhaustive_up_to: int = EXHAUSTIVE_UP_TO,
 ) -> WideSolution:
     """Poses of the wide images ``paths`` (in order) and their shared focal by COLMAP; views COLMAP
     leaves out have NaN poses. COLMAP maps from its own focal guess; ``focal_prior`` (pixels), the
@@ -100,7 +101,8 @@ def solve_sfm(
     ``focal_rise``; ``focal_given_held`` 1 where held).
     ``zoom_ins`` (image, dial relative to the wide views) are then registered against the model
     (:attr:`WideSolution.zoom_ins`), those left out tried again as shrunk copies unless
-    ``shrunk_copies`` is False."""
+    ``shrunk_copies`` is False. Up to ``exhaustive_up_to`` wide views every pair is matched; above,
+    pairs are retrieved."""
     started = time.perf_counter()
     try:
         import pycolmap
@@ -109,7 +111,7 @@ def solve_sfm(
             work = Path(folder)
             names = _link_images(list(paths) + [path for path, _ in zoom_ins], work / "images")
             wide_names, zoom_names = names[: len(paths)], names[len(paths) :]
-            built = _reconstruct(pycolmap, work, wide_names)
+            built = _reconstruct(pycolmap, work, wide_names, exhaustive_up_to)
             solution = None
             if built is not None:
                 built, rise, held = _settle_focal(pycolmap, built, focal_prior, principal_point)
@@ -160,7 +162,7 @@ def _link_images(paths: Sequence[Path], folder: Path) -> List[str]:
     return names
 
 
-def _reconstruct(pycolmap, work: Path, names):
+def _reconstruct(pycolmap, work: Path, names, exhaustive_up_to: int = EXHAUSTIVE_UP_TO):
     """(folder, model) of the largest model COLMAP builds from its own camera guess, or ``None``.
     Given a camera, COLMAP trusts its focal while choosing and triangulating the first pair: on a
     plane the focal then drifted far from the given one and views were left out."""
@@ -169,7 +171,7 @@ def _reconstruct(pycolmap, work: Path, names):
     reader.camera_model = "SIMPLE_PINHOLE"
     pycolmap.logging.minloglevel = 2  # warnings and errors only
     _extract(pycolmap, database, work / "images", names, reader, pycolmap.CameraMode.SINGLE)
-    if len(names) <= EXHAUSTIVE_UP_TO:
+    if len(names) <= exhaustive_up_to:
         _match(pycolmap, database)
     else:
         _match_pairs(pycolmap, database, _overlapping_pairs(pycolmap, work, names, reader))
