@@ -39,7 +39,7 @@ from mzen_ns.evaluation.alignment import (
     sim3_alignment,
 )
 from mzen_ns.geometry import sfm
-from mzen_ns.geometry.ladder import choose, judge
+from mzen_ns.geometry.initialiser import choose, judge
 from mzen_ns.geometry.rotation import solve_rotation
 from mzen_ns.geometry.sfm import solve_sfm
 

@@ -184,7 +184,7 @@ class MZENPipeline(VanillaPipeline):
         """Start the wide cameras where the initialiser's ladder says (:func:`start_wide_cameras`); say
         which rung won and why (console and ``initialiser.json``). Runs once: a resumed run keeps the
         start its checkpoint recorded."""
-        from mzen_ns.geometry.ladder import decision_record
+        from mzen_ns.geometry.initialiser import decision_record
 
         frame = "camera" if self.config.model.parameterisation == "ndc" else "content"
         outputs = self.datamanager.train_dataparser_outputs

@@ -31,14 +31,14 @@ from mzen_ns.priming.plan import (
 )
 
 if TYPE_CHECKING:
-    from mzen_ns.geometry.ladder import Decision, Frame
+    from mzen_ns.geometry.initialiser import Decision, Frame
 
 
 def start_wide_cameras(cameras: ZoomCameras, outputs: Any, frame: Frame, contraction_radius: float) -> Decision:
     """Start the wide cameras where the initialiser's ladder says (``cameras.config.init``), in the
-    world ``frame`` chosen from the recovered geometry (:func:`~mzen_ns.geometry.ladder.world_frame`);
+    world ``frame`` chosen from the recovered geometry (:func:`~mzen_ns.geometry.initialiser.world_frame`);
     ``outputs``: the training dataparser outputs. Returns the ladder's decision."""
-    from mzen_ns.geometry.ladder import choose, world_frame  # OpenCV and pycolmap only when solving
+    from mzen_ns.geometry.initialiser import choose, world_frame  # OpenCV and pycolmap only when solving
 
     metadata = outputs.metadata
     paths = [Path(outputs.image_filenames[i]) for i in cameras.wide_index.tolist()]

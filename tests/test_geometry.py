@@ -16,7 +16,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from mzen_ns.evaluation.alignment import pairwise_rotation_error
-from mzen_ns.geometry.ladder import CONTENT_FILL, InitialiserError, choose, judge, world_frame
+from mzen_ns.geometry.initialiser import CONTENT_FILL, InitialiserError, choose, judge, world_frame
 from mzen_ns.geometry.rotation import solve_rotation
 from mzen_ns.geometry.sfm import solve_sfm
 from mzen_ns.geometry.similarity import rotation_angles_deg
@@ -172,7 +172,7 @@ def test_views_with_depth_pin_the_focal_and_a_given_one_is_freed(parallax_scene:
 
 
 def test_the_focal_caveat_says_whether_the_focal_is_held_or_one_of_many() -> None:
-    from mzen_ns.geometry.ladder import Decision
+    from mzen_ns.geometry.initialiser import Decision
 
     pinned = _solution(focal_rise=0.05, focal_given_held=0.0)
     assert Decision("sfm", "", pinned).caveat is None and not Decision("sfm", "", pinned).focal_held
@@ -350,13 +350,13 @@ def test_held_images_lose_their_pose_and_zoom_gradients_only() -> None:
 def test_init_identity_never_runs_a_solver(parallax_scene: Path, tmp_path: Path, monkeypatch) -> None:
     from dataclasses import replace
 
-    import mzen_ns.geometry.ladder as ladder
+    import mzen_ns.geometry.initialiser as initialiser
     from tests.helpers import tiny_trainer_config, train
 
     def refuse(*args, **kwargs):
         raise AssertionError("init identity must not run the ladder")
 
-    monkeypatch.setattr(ladder, "choose", refuse)
+    monkeypatch.setattr(initialiser, "choose", refuse)
     config = tiny_trainer_config(parallax_scene, tmp_path, steps=3)
     model = config.pipeline.model
     model = replace(model, cameras=replace(model.cameras, init="identity"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
-from mzen_ns.geometry.ladder import Decision
+from mzen_ns.geometry.initialiser import Decision
 from mzen_ns.geometry.solution import PlacedViews, WideSolution
 
 
@@ -49,7 +49,7 @@ def solution(held: bool) -> WideSolution:
 @pytest.mark.parametrize("held", [True, False])
 def test_the_wide_cameras_start_from_the_decision_and_record_a_held_focal(monkeypatch, held: bool) -> None:
     from mzen_ns import placement
-    from mzen_ns.geometry import ladder
+    from mzen_ns.geometry import initialiser
 
     asked = []
 
@@ -57,7 +57,7 @@ def test_the_wide_cameras_start_from_the_decision_and_record_a_held_focal(monkey
         asked.append((paths, focal_prior))
         return Decision("sfm", "because", solution(held))
 
-    monkeypatch.setattr(ladder, "choose", choose)
+    monkeypatch.setattr(initialiser, "choose", choose)
     cameras = make_cameras()
     decision = placement.start_wide_cameras(cameras, outputs(focal_known=True), "content", 1.0)
     assert asked == [([Path("w0.png"), Path("w1.png")], 60.0)]  # the wide views, with the scene's focal

@@ -161,7 +161,7 @@ class _Warp:
 class _Problem:
     """A batch of fits: the candidate pixels compared (padded to one count, masked) and the blurred query."""
 
-    source: Float[Tensor, "1 C h w"]
+    blurred_query: Float[Tensor, "1 C h w"]
     """The query at the fit resolution, blurred to the candidates' resolution."""
     pixels: Float[Tensor, "B P 2"]
     """Candidate pixel centres compared per fit (padding at the end)."""
@@ -199,7 +199,7 @@ class _Problem:
         (None when no fit has ``MIN_PIXELS`` of them)."""
         # one candidate pixel covers template_zoom query pixels at any common scale of the two images
         blurred = _blur(area_resize(_array(query), *size), 0.3 * template_zoom)
-        source = torch.from_numpy(blurred).double().permute(2, 0, 1)[None]
+        blurred_query = torch.from_numpy(blurred).double().permute(2, 0, 1)[None]
         vs, us = torch.meshgrid(
             torch.arange(size[1], dtype=torch.float64) + 0.5,
             torch.arange(size[0], dtype=torch.float64) + 0.5,
@@ -219,9 +219,9 @@ class _Problem:
         )
         compared = values.gather(1, order[..., None].expand(-1, -1, values.shape[-1]))
         spread = _moments(compared, mask)[1].amax(dim=(1, 2))
-        textured = spread >= MIN_CONTRAST * float(source.std()) + 1e-6
+        textured = spread >= MIN_CONTRAST * float(blurred_query.std()) + 1e-6
         pixels = grid.gather(1, order[..., None].expand(-1, -1, 2))
-        return cls(source, pixels, mask, _standardise(compared, mask), textured, size, base, warp, config)
+        return cls(blurred_query, pixels, mask, _standardise(compared, mask), textured, size, base, warp, config)
 
     def sample(self, theta: Tensor) -> Tuple[Tensor, Tensor]:
         """The blurred query at every compared pixel's image under ``theta`` (rotation tangent, log
@@ -231,7 +231,7 @@ class _Problem:
         log_focal = theta[:, 4] if self.config.free_focal else torch.zeros_like(theta[:, 3])
         where = self.warp(rotated, theta[:, 3], self.pixels, log_focal) / torch.tensor(self.size) * 2 - 1
         sampled = torch.nn.functional.grid_sample(
-            self.source, where.reshape(1, 1, -1, 2), mode="bilinear", padding_mode="border", align_corners=False
+            self.blurred_query, where.reshape(1, 1, -1, 2), mode="bilinear", padding_mode="border", align_corners=False
         )
         inside = ((where.abs() <= 1).all(dim=-1, keepdim=True).double() * self.mask).sum(1) / self.mask.sum(1).clamp(
             min=1

@@ -252,7 +252,7 @@ def sfm_anchor(scene: Path) -> Tuple[Dict[str, float], Dict[str, Any]]:
     ``rot_err_deg`` and ``trans_err`` after Sim(3), ``focal_err_rel``; the solver's seconds and verdict."""
     from mzen_dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
     from mzen_ns.evaluation.alignment import camera_errors, pairwise_rotation_error, sim3_alignment
-    from mzen_ns.geometry.ladder import describe, judge
+    from mzen_ns.geometry.initialiser import describe, judge
     from mzen_ns.geometry.sfm import solve_sfm
 
     outputs = FFMZNDataParserConfig(data=scene).setup().get_dataparser_outputs("train")
