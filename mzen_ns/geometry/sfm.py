@@ -65,7 +65,7 @@ COPY_MIN_PX = 96
 """Fewest pixels on a shrunk copy's longest side (a copy of a zoom-in made to look like a shallower level)."""
 FOCAL_PROBE = 0.1
 """How far (a fraction of the focal) the focal is moved to ask whether the wide views pin it."""
-FOCAL_PINNED_RISE = 0.02
+FOCAL_PINNED_RISE = 0.03
 """The views pin the focal when moving it :data:`FOCAL_PROBE` either way raises the mean reprojection
 error of the re-adjusted model by at least this fraction on average."""
 SHRUNK_MIN_INLIERS = 15
