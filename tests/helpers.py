@@ -27,6 +27,26 @@ def random_rgb(seed: int, width: int = W, height: int = H) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
+def zoom_cameras(dials, focal_guess: float, width: int, height: int, cx=None, cy=None):
+    """A camera model for ``dials`` (the dial-1 images wide), principal point at the image centre
+    unless ``cx``/``cy`` are given."""
+    from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
+
+    dials = torch.as_tensor(dials, dtype=torch.float32)
+    count = dials.numel()
+    return ZoomCameras(
+        ZoomCamerasConfig(),
+        dials=dials,
+        is_wide=dials == 1.0,
+        focal_guess=focal_guess,
+        aspect=1.0,
+        cx=torch.full((count,), width / 2 if cx is None else cx),
+        cy=torch.full((count,), height / 2 if cy is None else cy),
+        width=width,
+        height=height,
+    )
+
+
 def tiny_scene(root: Path, seed: int = 0, n_test: int = 0) -> Path:
     """A 32x24 scene-maker scene: 3 wide + 2 zoom-ins at 4x for training (and ``n_test`` held out per level)."""
     from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene

@@ -7,7 +7,6 @@ import torch
 from nerfstudio.cameras.rays import Frustums, RaySamples
 from nerfstudio.fields.nerfacto_field import NerfactoField
 
-from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
 from mzen_ns.encoding import (
     FootprintHook,
     SmoothGradientHashEncoding,
@@ -16,6 +15,7 @@ from mzen_ns.encoding import (
     use_smooth_gradient_encodings,
 )
 from mzen_ns.scene_space import ScaledContraction
+from tests.helpers import zoom_cameras
 
 RESOLUTIONS = torch.tensor([16.0, 64.0, 256.0, 1024.0])
 
@@ -98,18 +98,7 @@ def samples_along(origins, directions, pixel_area, distance: float) -> RaySample
 
 
 def test_a_wide_and_a_zoom_in_ray_through_one_point_differ_by_their_footprints():
-    dials = torch.tensor([1.0, 4.0])
-    cameras = ZoomCameras(
-        ZoomCamerasConfig(),
-        dials=dials,
-        is_wide=dials == 1.0,
-        focal_guess=40.0,
-        aspect=1.0,
-        cx=torch.full((2,), 16.5),
-        cy=torch.full((2,), 12.5),
-        width=32,
-        height=24,
-    )
+    cameras = zoom_cameras([1.0, 4.0], focal_guess=40.0, width=32, height=24, cx=16.5, cy=12.5)
     centre = torch.tensor([[12, 16], [12, 16]])  # the pixel whose centre is the principal point, in both images
     origins, directions, _, areas = cameras.rays(torch.tensor([0, 1]), centre)
     samples = samples_along(origins.detach(), directions.detach(), areas.detach(), distance=0.6)

@@ -328,12 +328,9 @@ def test_what_is_held_follows_the_start_and_the_schedule() -> None:
 
 
 def test_held_images_lose_their_pose_and_zoom_gradients_only() -> None:
-    from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
+    from tests.helpers import zoom_cameras
 
-    dials = torch.tensor([1.0, 4.0, 4.0, 16.0])
-    cameras = ZoomCameras(
-        ZoomCamerasConfig(), dials, dials == 1.0, 100.0, 1.0, torch.full((4,), 16.0), torch.full((4,), 12.0), 32, 24
-    )
+    cameras = zoom_cameras([1.0, 4.0, 4.0, 16.0], focal_guess=100.0, width=32, height=24)
     cameras.zoom_pose.grad = torch.ones_like(cameras.zoom_pose)
     cameras.log_zoom.grad = torch.ones_like(cameras.log_zoom)
     cameras.hold(torch.tensor([False, False, True, False]))

@@ -10,24 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
+from mzen_ns.cameras import ZoomCameras
 from mzen_ns.geometry.initialiser import Decision
 from mzen_ns.geometry.solution import PlacedViews, WideSolution
+from tests.helpers import zoom_cameras
 
 
 def make_cameras() -> ZoomCameras:
-    dials = torch.tensor([1.0, 1.0, 4.0])
-    return ZoomCameras(
-        ZoomCamerasConfig(),
-        dials=dials,
-        is_wide=dials == 1.0,
-        focal_guess=50.0,
-        aspect=1.0,
-        cx=torch.full((3,), 16.0),
-        cy=torch.full((3,), 12.0),
-        width=32,
-        height=24,
-    )
+    return zoom_cameras([1.0, 1.0, 4.0], focal_guess=50.0, width=32, height=24)
 
 
 def outputs(focal_known: bool) -> SimpleNamespace:

@@ -7,32 +7,20 @@ import pytest
 import torch
 from rich.console import Console
 
-from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
 from mzen_ns.priming.plan import PrimingConfig, Views, apply_plan, plan_priming
 from mzen_ns.priming.report import flagged_names, plan_rows, plan_table, save_plan_picture
 from mzen_ns.priming.search import PositionSearchConfig
 from mzen_ns.priming.verify import window_rotation
 from mzen_ns.solved_cameras import cameras_manifest
-from tests.helpers import texture, turn, turned_view, zoom_in
+from tests.helpers import texture, turn, turned_view, zoom_cameras, zoom_in
 
 HEIGHT, WIDTH = 96, 128
 FOCAL = 150.0
 SEARCH = PositionSearchConfig(work_width=128, coarse_width=64)
 
 
-def _cameras(dials, is_wide, focal=150.0):
-    count = len(dials)
-    return ZoomCameras(
-        ZoomCamerasConfig(),
-        torch.tensor(dials),
-        torch.tensor(is_wide),
-        focal,
-        1.0,
-        torch.full((count,), WIDTH / 2),
-        torch.full((count,), HEIGHT / 2),
-        WIDTH,
-        HEIGHT,
-    )
+def _cameras(dials, focal=150.0):
+    return zoom_cameras(dials, focal, WIDTH, HEIGHT)
 
 
 def _axis(c2w: torch.Tensor) -> torch.Tensor:
@@ -112,7 +100,7 @@ def test_hierarchical_chains_a_deep_zoom_in_through_the_shallower_one():
     assert np.allclose(plan.centre[row].numpy(), (90.0, 30.0), atol=2.0)
 
     # the composed pose: the 16× camera looks along the wide camera's ray through the 16× window centre
-    cameras = _cameras(dials.tolist(), (dials == 1).tolist())
+    cameras = _cameras(dials.tolist())
     apply_plan(plan, dials, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
     in_wide = (30.0 + (90.0 - WIDTH / 2) / 4, 70.0 + (30.0 - HEIGHT / 2) / 4)
     wide_c2w = cameras.c2w(torch.tensor([2]))[0].detach()
@@ -211,7 +199,7 @@ def test_a_chain_through_the_same_wide_view_is_not_a_rival():
 
 def test_match_record_round_trips_into_the_export(tmp_path):
     images, dials = _scene()
-    cameras = _cameras(dials.tolist(), (dials == 1).tolist())
+    cameras = _cameras(dials.tolist())
     plan = _plan(images, dials, "hierarchical")
     apply_plan(plan, dials, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
     cameras.match.record(plan.query, **{name: getattr(plan, name) for name in cameras.match.FIELDS})
@@ -227,7 +215,7 @@ def test_match_record_round_trips_into_the_export(tmp_path):
     lone = next(r for r in rows if r["runner_up_score"] is None)  # the 16x: no rival leads to another wide view
     assert not bool(cameras.match.has_runner_up[5]) and lone["zoom_in"] == "img5.png"
     assert all(bool(torch.isfinite(buffer).all()) for buffer in cameras.match.buffers() if buffer.is_floating_point())
-    fresh = _cameras(dials.tolist(), (dials == 1).tolist())
+    fresh = _cameras(dials.tolist())
     fresh.load_state_dict(cameras.state_dict(), strict=True)
     assert torch.equal(fresh.match.source, cameras.match.source) and torch.equal(
         fresh.match.flagged, cameras.match.flagged
