@@ -16,7 +16,8 @@ from mzen_ns.phases import Phase
 
 
 class PhaseReport:
-    """Accumulates the losses of the current phase; :meth:`close` prints and logs their means."""
+    """Accumulates the losses of the current phase (from :meth:`restart`, when it begins); :meth:`close`
+    prints and logs their means when it ends."""
 
     def __init__(self) -> None:
         self._sums: Dict[str, torch.Tensor] = {}
@@ -54,5 +55,4 @@ class PhaseReport:
             table.add_row("zoom / dial (min, max)", spread)
         table.add_row("wall time (s)", f"{time.perf_counter() - self._started:.1f}")
         CONSOLE.print(table)
-        self.restart()
         return table

@@ -6,8 +6,8 @@ the regime where structure from motion fails. OpenCV's stitching module finds th
 best-of-2-nearest with RANSAC homographies) and a first estimate (per-view focals from the
 homographies, then its ray bundle adjuster). The shared focal is the median of OpenCV's per-view
 focals: a shared-focal adjustment of our own fits the stage's small axial drift with the focal
-(worse on stage-drift scenes, docs/results.md). The residual of the matches under the shared-focal model says
-whether the model holds.
+(worse on stage-drift scenes, docs/results.md). The residual of the matches under the shared-focal
+model says whether the model holds.
 """
 
 from __future__ import annotations
