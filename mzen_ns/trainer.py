@@ -218,7 +218,7 @@ class MZENTrainer(Trainer):
     def _write_run_summary(self, steps: int, seconds: float) -> None:
         """``<run>/mzen_run_summary.json``: steps, wall time, seconds per step, peak memory (host
         resident set; CUDA allocator peak when on a GPU) and the seconds placing the zoom-ins took
-        (``null`` when this session placed none) — what ``mzen-bench`` reports."""
+        (``null`` when this run did not place them: a run resumed after priming) — what ``mzen-bench`` reports."""
         if self.local_rank != 0:
             return
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
