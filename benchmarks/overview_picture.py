@@ -32,7 +32,7 @@ def _window(row: dict, size) -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="run folder (holding config.yml, crop_and_match.json)")
+    parser.add_argument("--run", type=Path, required=True, help="run folder (holding config.yml, priming.json)")
     parser.add_argument("--scene", type=Path, required=True, help="the run's scene folder")
     parser.add_argument(
         "--zoom-in", default=None, help="deep zoom-in (default: the deepest one primed through another)"
@@ -42,7 +42,10 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=3, help="nearest-neighbour enlargement of every panel")
     args = parser.parse_args()
 
-    rows = {row["zoom_in"]: row for row in json.loads((args.run / "crop_and_match.json").read_text())}
+    report = args.run / "priming.json"
+    if not report.is_file():  # runs made before the report had its name
+        report = args.run / "crop_and_match.json"
+    rows = {row["zoom_in"]: row for row in json.loads(report.read_text())}
     chained = [r for r in rows.values() if r["primed_from"] in rows]
     deep = rows[args.zoom_in] if args.zoom_in else max(chained, key=lambda r: r["dial"])
     middle = rows[deep["primed_from"]]

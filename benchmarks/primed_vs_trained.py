@@ -35,7 +35,7 @@ def scores(pipeline) -> Dict[str, object]:
     truth = pipeline.datamanager.train_dataset.metadata["mzen_ground_truth"]
     results: Dict[str, object] = {
         key: round(value, 2)
-        for key, value in own_pixel_results(cameras, truth, cameras, truth).items()
+        for key, value in own_pixel_results(cameras, truth, cameras, truth, cameras.match.flagged).items()
         if not key.startswith("test_")
     }
     zoom_ins = cameras.zoom_index

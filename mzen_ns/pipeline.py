@@ -127,10 +127,15 @@ class MZENPipeline(VanillaPipeline):
             self.viewer_panel.refresh(step)
 
     @property
+    def geometric_start(self) -> bool:
+        """Whether the wide cameras started from geometry (SfM or the rotation-only model)."""
+        start = self.mzen_model.cameras.start
+        return start is not None and start["start"] in GEOMETRIC
+
+    @property
     def geometric_hold(self) -> Hold:
         """What the phases hold of the cameras from geometry (:meth:`PhaseScheduleConfig.hold`)."""
-        start = self.mzen_model.cameras.start
-        return self.config.model.phases.hold(start is not None and start["start"] in GEOMETRIC)
+        return self.config.model.phases.hold(self.geometric_start)
 
     def enter_phase_of(self, step: int) -> Phase:
         """Apply the phase of ``step`` (no-op when it is the current one)."""
@@ -169,7 +174,7 @@ class MZENPipeline(VanillaPipeline):
         record = self.mzen_model.cameras.match
         if self.geometric_hold != "always":
             return torch.zeros_like(record.geometric)
-        if self.config.model.phases.refine_searched:
+        if not self.config.model.phases.holds_searched(self.geometric_start):
             return record.geometric.clone()
         return record.source >= 0
 
@@ -199,7 +204,7 @@ class MZENPipeline(VanillaPipeline):
     def prime_zoom_ins(self) -> PrimingPlan:
         """Start every zoom-in (:func:`prime_training_zoom_ins`: by 2D–3D registration after an ``sfm``
         start, the others by the window search of ``pipeline.priming``), their appearance from their
-        wide view's; say where and how sure (console table, ``crop_and_match.png`` and ``.json``)."""
+        wide view's; say where and how sure (console table, ``priming.png`` and ``.json``)."""
         started = time.perf_counter()
         images = stack_images(self.datamanager.train_dataset)
         cameras = self.mzen_model.cameras

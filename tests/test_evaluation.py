@@ -8,7 +8,13 @@ import torch
 
 from mzen_ns.evaluation.alignment import camera_errors, sim3_alignment
 from mzen_ns.evaluation.evaluate import aggregate, evaluate
-from mzen_ns.evaluation.registration import Placed, RegistrationConfig, evaluation_root, held_views
+from mzen_ns.evaluation.registration import (
+    LocatedHeldOut,
+    RegistrationConfig,
+    SearchedHeldOut,
+    evaluation_root,
+    held_views,
+)
 from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
 from tests.helpers import tiny_trainer_config, train
 
@@ -110,6 +116,25 @@ def test_registration_does_not_worsen_the_fit(trained):
     before = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
     after = evaluate(pipeline, RegistrationConfig(steps=60, rays_per_step=256, lr=5e-3), pipeline.config.priming)
     assert after["psnr"] >= before["psnr"] - 0.05
+
+
+@pytest.mark.slow
+def test_registration_leaves_the_pose_and_zoom_of_held_views_alone(trained):
+    from mzen_ns.datamanager import stack_images
+    from mzen_ns.evaluation.registration import prime_views, register
+
+    pipeline = trained.pipeline
+    test = pipeline.datamanager.eval_dataset
+    images, dials = stack_images(test), test.metadata["mzen_dial"].float()
+    train_images = stack_images(pipeline.datamanager.train_dataset)
+    cameras, _ = prime_views(pipeline.mzen_model, train_images, images, dials, pipeline.config.priming)
+    held = dials != 1.0
+    everything = torch.arange(dials.numel())
+    c2w, zoom = cameras.c2w(everything).detach().clone(), cameras.zoom(everything).detach().clone()
+    register(pipeline.mzen_model, cameras, images, RegistrationConfig(steps=20, rays_per_step=256, lr=5e-3), held)
+    assert torch.equal(cameras.c2w(everything).detach()[held], c2w[held])
+    assert torch.equal(cameras.zoom(everything).detach()[held], zoom[held])
+    assert not torch.equal(cameras.c2w(everything).detach()[~held], c2w[~held])  # the others were registered
 
 
 def _random_rotations(rng, count):
@@ -218,12 +243,23 @@ def test_a_located_views_wide_view_is_numbered_over_training_then_held_out_views
 def test_held_out_views_placed_by_2d3d_keep_their_pose_unless_asked_to_refine():
     c2w = torch.zeros(3, 3, 4)
     c2w[1] = float("nan")  # the second view was not placed
-    located = Placed(c2w, torch.tensor([1.0, float("nan"), 4.0]), torch.tensor([0, -1, 0]))
-    assert held_views(located, RegistrationConfig()).tolist() == [True, False, True]
-    assert held_views(located, RegistrationConfig(refine_located=True)) is None
-    assert held_views(None, RegistrationConfig()) is None
-    turned = Placed(c2w, torch.tensor([1.0, float("nan"), 1.0]), torch.tensor([0, -1, 0]), full_pose=False)
-    assert held_views(turned, RegistrationConfig()) is None  # turns about the run's centre are refined
+    located = LocatedHeldOut(c2w, torch.tensor([1.0, float("nan"), 4.0]), torch.tensor([0, -1, 0]))
+    none = SearchedHeldOut(torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool))
+    assert held_views(located, none, RegistrationConfig(), True).tolist() == [True, False, True]
+    assert held_views(located, none, RegistrationConfig(refine_located=True), True) is None
+    assert held_views(None, none, RegistrationConfig(), True) is None
+    turned = LocatedHeldOut(c2w, torch.tensor([1.0, float("nan"), 1.0]), torch.tensor([0, -1, 0]), full_pose=False)
+    assert held_views(turned, none, RegistrationConfig(), True) is None  # turns about the run's centre are refined
+
+
+def test_held_out_views_the_window_search_placed_keep_their_pose_where_the_run_held_its_own():
+    searched = SearchedHeldOut(torch.tensor([False, True, False]), torch.tensor([False, False, True]))
+    assert held_views(None, searched, RegistrationConfig(), True).tolist() == [False, True, False]  # flagged: refined
+    assert held_views(None, searched, RegistrationConfig(), False) is None  # the run refined its own
+    c2w = torch.zeros(3, 3, 4)
+    c2w[1:] = float("nan")
+    located = LocatedHeldOut(c2w, torch.tensor([1.0, float("nan"), float("nan")]), torch.tensor([0, -1, -1]))
+    assert held_views(located, searched, RegistrationConfig(), True).tolist() == [True, True, False]
 
 
 def test_registration_learning_rate_decays_to_its_final_fraction():

@@ -327,6 +327,15 @@ def test_what_is_held_follows_the_start_and_the_schedule() -> None:
     assert PhaseScheduleConfig(refine_geometric=False).hold(True) == "always"
 
 
+def test_zoom_ins_placed_by_the_window_search_are_kept_only_after_a_held_geometric_start() -> None:
+    from mzen_ns.phases import PhaseScheduleConfig
+
+    assert PhaseScheduleConfig().holds_searched(True)
+    assert not PhaseScheduleConfig().holds_searched(False)  # wide cameras learned from the field take them along
+    assert not PhaseScheduleConfig(refine_searched=True).holds_searched(True)
+    assert not PhaseScheduleConfig(refine_geometric=True).holds_searched(True)
+
+
 def test_held_images_lose_their_pose_and_zoom_gradients_only() -> None:
     from tests.helpers import zoom_cameras
 
@@ -522,7 +531,7 @@ def test_after_an_sfm_start_zoom_ins_are_placed_by_geometry(zoom_scene: Path, tm
     assert [names[int(cameras.matched_wide[i])] for i in zoom_ins.tolist()] == [
         next(n for n in names if n.endswith(parent)) for parent in parents
     ]
-    rows = json.loads((Path(trainer.base_dir) / "crop_and_match.json").read_text())
+    rows = json.loads((Path(trainer.base_dir) / "priming.json").read_text())
     assert {row["score_kind"] for row in rows} == {"2d3d_inliers"} and not any(row["flagged"] for row in rows)
     summary = json.loads((Path(trainer.base_dir) / "mzen_run_summary.json").read_text())
     assert summary["priming_seconds"] == trainer.pipeline.priming_seconds > 0  # the time placing them took

@@ -266,9 +266,9 @@ def test_resume_uses_the_newest_readable_checkpoint_and_completes_the_new_folder
     printed = capsys.readouterr().out
     assert "step-000000009.ckpt" in printed and "Skipped" in printed
     assert resumed._start_step == 6
-    original = json.loads((finished_run.base_dir / "crop_and_match.json").read_text())
-    assert json.loads((resumed.base_dir / "crop_and_match.json").read_text()) == original
-    assert (resumed.base_dir / "crop_and_match.png").is_file()
+    original = json.loads((finished_run.base_dir / "priming.json").read_text())
+    assert json.loads((resumed.base_dir / "priming.json").read_text()) == original
+    assert (resumed.base_dir / "priming.png").is_file()
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ def test_ns_train_mzen_without_data_uses_demo_scene_on_cpu(tmp_path):
     assert (tmp_path / "cache" / "demo-scene-v1" / "transforms.json").is_file()
     run = tmp_path / "runs" / "mzen-demo-scene" / "mzen" / "t"
     assert list((run / "nerfstudio_models").glob("*.ckpt"))
-    assert (run / "crop_and_match.png").is_file()
+    assert (run / "priming.png").is_file()
     assert (run / "solved_cameras" / "transforms.json").is_file()
     assert "phase A" in result.stdout and "phase C" in result.stdout
 

@@ -121,8 +121,8 @@ def test_priming_places_and_reports_every_zoom_in(three_phase_run):
     cameras = trainer.pipeline.mzen_model.cameras
     _, zoom = _image_sets(cameras)
     assert bool((cameras.matched_wide[list(zoom)] >= 0).all())
-    assert (trainer.base_dir / "crop_and_match.png").is_file()
-    rows = json.loads((trainer.base_dir / "crop_and_match.json").read_text())
+    assert (trainer.base_dir / "priming.png").is_file()
+    rows = json.loads((trainer.base_dir / "priming.json").read_text())
     assert len(rows) == len(zoom) and {"window_centre_px", "relative_zoom", "score", "flagged"} <= set(rows[0])
 
 

@@ -20,6 +20,8 @@ images, ``test_reproj_px_<z>x[_p90]`` for the held-out ones. How the training zo
 ``zoom_ins_placed_2d3d``, ``zoom_ins_placed_search`` (by the window search, not flagged),
 ``zoom_ins_flagged``; with points, ``zoom_ins_wrong_unflagged`` and ``zoom_ins_wrong_flagged``:
 zoom-ins that show another part of the scene (:func:`~mzen_ns.evaluation.reprojection.wrong`).
+Of the held-out views: ``test_zoom_ins_flagged`` (placed by the window search with a flag, then
+registered) and, with points, ``test_wrong_unflagged`` and ``test_wrong_flagged`` after registration.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from mzen_ns.evaluation.metrics import image_metrics
 from mzen_ns.evaluation.registration import (
     RegistrationConfig,
     held_views,
+    holds_searched,
     locate_held_out,
     prime_views,
     register,
@@ -131,8 +134,10 @@ def evaluate(
     train_images, test_images = stack_images(train), stack_images(test)
     test_dials = test.metadata["mzen_dial"].float()
     located = locate_held_out(pipeline, test, registration)
-    cameras, _ = prime_views(model, train_images, test_images, test_dials, priming, located)
-    register(model, cameras, test_images, registration, held_views(located, registration))
+    cameras, searched = prime_views(model, train_images, test_images, test_dials, priming, located)
+    register(
+        model, cameras, test_images, registration, held_views(located, searched, registration, holds_searched(pipeline))
+    )
     lpips = model.lpips if getattr(model, "lpips_available", False) else None
     per_image, rendered_views = [], []
     for i in range(len(test)):
@@ -178,7 +183,10 @@ def evaluate(
     )
     results.update({f"test_{name}": value for name, value in test_errors.items()})
     results.update(placement_counts(trained))
-    results.update(own_pixel_results(trained, train_truth, cameras, test.metadata["mzen_ground_truth"]))
+    results["test_zoom_ins_flagged"] = float(searched.flagged.sum())
+    results.update(
+        own_pixel_results(trained, train_truth, cameras, test.metadata["mzen_ground_truth"], searched.flagged)
+    )
     return results
 
 
@@ -195,11 +203,14 @@ def placement_counts(trained: Any) -> Dict[str, float]:
     }
 
 
-def own_pixel_results(trained: Any, train_truth: Dict[str, Any], held_out: Any, test_truth: Dict[str, Any]):
+def own_pixel_results(
+    trained: Any, train_truth: Dict[str, Any], held_out: Any, test_truth: Dict[str, Any], test_flagged: Tensor
+):
     """Errors in each image's own pixels (:func:`~mzen_ns.evaluation.reprojection.own_pixel_errors`)
     of the training cameras the run trained on and of the registered held-out cameras, after the
-    similarity fitted to the training wide views; wrongly placed training zoom-ins, by flag. Empty
-    without true focal, two true wide poses and surface points."""
+    similarity fitted to the training wide views; wrongly placed training zoom-ins and held-out
+    views, by flag (``test_flagged``: the held-out views' flags). Empty without true focal, two true
+    wide poses and surface points."""
     solved = trained.solved.cpu().numpy()
     true_c2w = train_truth["c2w"].numpy()
     have = trained.is_wide.cpu().numpy() & solved & np.isfinite(true_c2w).all(axis=(1, 2))
@@ -218,6 +229,9 @@ def own_pixel_results(trained: Any, train_truth: Dict[str, Any], held_out: Any, 
     flagged = trained.match.flagged.cpu().numpy()[zoom_ins]
     results["zoom_ins_wrong_unflagged"] = float((placed_wrong & ~flagged).sum())
     results["zoom_ins_wrong_flagged"] = float((placed_wrong & flagged).sum())
+    test_wrong, test_flagged = wrong(test_errors, held_out.width), test_flagged.cpu().numpy()
+    results["test_wrong_unflagged"] = float((test_wrong & ~test_flagged).sum())
+    results["test_wrong_flagged"] = float((test_wrong & test_flagged).sum())
     return results
 
 

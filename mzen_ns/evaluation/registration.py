@@ -47,7 +47,7 @@ class RegistrationConfig:
 
 
 @dataclass
-class Placed:
+class LocatedHeldOut:
     """Held-out views placed by geometry before the others are primed."""
 
     c2w: Float[Tensor, "T 3 4"]
@@ -65,19 +65,29 @@ class Placed:
         return torch.isfinite(self.c2w).all(dim=(1, 2))
 
 
+@dataclass
+class SearchedHeldOut:
+    """How the window search placed the held-out views that geometry did not."""
+
+    placed: Bool[Tensor, " T"]
+    """Placed by the window search and not flagged."""
+    flagged: Bool[Tensor, " T"]
+    """Placed by the window search, best not clearly better than its runner-up."""
+
+
 def prime_views(
     model: MZENModel,
     train_images: Float[Tensor, "N H W 3"],
     images: Float[Tensor, "T H W 3"],
     dials: Float[Tensor, " T"],
     priming: PrimingConfig,
-    located: Optional[Placed] = None,
-) -> Tuple[ZoomCameras, Tensor]:
+    located: Optional[LocatedHeldOut] = None,
+) -> Tuple[ZoomCameras, SearchedHeldOut]:
     """Cameras for held-out views: those placed by geometry (``located``) start there, the others are
     primed as phase B primes zoom-ins, from the training views the run solved (wide views; for
     ``hierarchical`` also the registered zoom-ins, the located and the shallower held-out views); a
-    held-out wide view is matched at relative zoom 1 (whole images). Returns the cameras and the
-    index of each view's wide view among the training views followed by the held-out views."""
+    held-out wide view is matched at relative zoom 1 (whole images). Returns the cameras and how
+    the window search placed the views."""
     trained = model.cameras
     n_train, count, device = train_images.shape[0], dials.numel(), trained.dials.device
     cameras = _held_out_cameras(trained, dials, images.shape[1:3])
@@ -85,12 +95,13 @@ def prime_views(
     posed = trained.solved.cpu() & (roots >= 0)
     found = torch.zeros(count, dtype=torch.bool) if located is None else located.found.cpu()
     test_roots = torch.full((count,), -1)
+    searched = SearchedHeldOut(torch.zeros(count, dtype=torch.bool), torch.zeros(count, dtype=torch.bool))
     if located is not None and found.any():
         index = torch.nonzero(found).squeeze(-1)
         test_roots[index] = located.root[index].cpu()
         cameras.prime_from(index.to(device), located.c2w[index].float(), located.zoom[index].float(), test_roots[index])
     if bool(found.all()):
-        return cameras, cameras.matched_wide.cpu().clone()  # every view placed: nothing to prime
+        return cameras, searched  # every view placed: nothing to prime
     # the plan numbers the posed training views, then the held-out ones; ``back`` maps it to the
     # training-then-held-out numbering (a training view never trained on, such as a flagged zoom-in
     # the phases left alone, primes nothing and is no query)
@@ -133,10 +144,13 @@ def prime_views(
         lookup,
         lambda i, c2w, zoom, wide: cameras.prime_from((back[i] - n_train).to(device), c2w, zoom, back[wide]),
     )
-    return cameras, cameras.matched_wide.cpu().clone()
+    held_out = back[plan.query] - n_train
+    searched.placed[held_out] = ~plan.flagged & ~plan.geometric
+    searched.flagged[held_out] = plan.flagged & ~plan.geometric
+    return cameras, searched
 
 
-def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> Optional[Placed]:
+def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> Optional[LocatedHeldOut]:
     """Held-out views of ``dataset`` placed by the solver the run's wide cameras started from
     (:func:`~mzen_ns.geometry.locate.locate`: wide views, and zoom-ins after an ``sfm`` start), at
     their ground truth for an oracle run (:func:`true_placement`), or ``None`` when the run did not
@@ -161,7 +175,9 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
     views, count = located.views, dials.numel()
     order = torch.cat([wide, zoom_ins])[: len(views.c2w)]  # locate's order: wide views, then zoom-ins
     nan = torch.full((count,), math.nan)
-    placed = Placed(torch.full((count, 3, 4), math.nan), nan, torch.full((count,), -1), full_pose=start == "sfm")
+    placed = LocatedHeldOut(
+        torch.full((count, 3, 4), math.nan), nan, torch.full((count,), -1), full_pose=start == "sfm"
+    )
     placed.c2w[order] = torch.from_numpy(views.c2w).float()
     placed.zoom[order] = torch.from_numpy(views.zoom).float()
     source = torch.from_numpy(views.source).long()
@@ -169,7 +185,7 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
     return placed
 
 
-def true_placement(dataset: Any) -> Placed:
+def true_placement(dataset: Any) -> LocatedHeldOut:
     """Held-out views of an oracle run at their ground-truth cameras (the frame its training cameras
     are in): the ceiling needs no registration start of its own, and an oracle on the zoom-ins alone
     has no wide view to prime from. Views without ground truth stay unplaced."""
@@ -178,7 +194,9 @@ def true_placement(dataset: Any) -> Placed:
     count = zoom.numel()
     found = torch.isfinite(c2w).all(dim=(1, 2)) & torch.isfinite(zoom)
     nan = torch.tensor(math.nan)
-    return Placed(torch.where(found[:, None, None], c2w, nan), torch.where(found, zoom, nan), torch.full((count,), -1))
+    return LocatedHeldOut(
+        torch.where(found[:, None, None], c2w, nan), torch.where(found, zoom, nan), torch.full((count,), -1)
+    )
 
 
 def evaluation_root(
@@ -218,7 +236,7 @@ def register(
     held: Optional[Bool[Tensor, " T"]] = None,
 ) -> ZoomCameras:
     """Optimise held-out poses and zooms (not wide zooms) against their images, field frozen;
-    views ``held`` keep their pose."""
+    views ``held`` keep their pose and zoom."""
     device = cameras.dials.device
     held = torch.zeros(cameras.dials.numel(), dtype=torch.bool) if held is None else held.cpu()
     images = images.to(device)
@@ -242,9 +260,9 @@ def register(
             loss = (rgb - images[idx, rows, cols, :3]).square().mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cameras.log_zoom.grad is not None:
-                cameras.log_zoom.grad[wide] = 0.0
-            cameras.zoom_pose.grad[cameras.slot[held.to(device)]] = 0.0  # never moved by Adam: zero from the start
+            if cameras.log_zoom.grad is not None:  # never moved by Adam: zero from the start
+                cameras.log_zoom.grad[wide | held.to(device)] = 0.0
+            cameras.zoom_pose.grad[cameras.slot[held.to(device)]] = 0.0
             optimizer.step()
             schedule.step()
     finally:
@@ -312,23 +330,35 @@ def camera_for_view(pipeline: Any, view: str) -> Tuple[ZoomCameras, int, str]:
     if located is not None:  # registered alone: a wide view among the held-out ones is itself
         n_train = pipeline.mzen_model.cameras.dials.numel()
         root = located.root[index : index + 1].clamp(max=n_train)
-        located = Placed(located.c2w[index : index + 1], located.zoom[index : index + 1], root, located.full_pose)
-    cameras, _ = prime_views(pipeline.mzen_model, stack_images(train), image, dial, pipeline.config.priming, located)
+        located = LocatedHeldOut(
+            located.c2w[index : index + 1], located.zoom[index : index + 1], root, located.full_pose
+        )
+    cameras, searched = prime_views(
+        pipeline.mzen_model, stack_images(train), image, dial, pipeline.config.priming, located
+    )
+    config = pipeline.config.registration
     register(
-        pipeline.mzen_model,
-        cameras,
-        image,
-        pipeline.config.registration,
-        held_views(located, pipeline.config.registration),
+        pipeline.mzen_model, cameras, image, config, held_views(located, searched, config, holds_searched(pipeline))
     )
     return cameras, 0, "test"
 
 
-def held_views(located: Optional[Placed], config: RegistrationConfig) -> Optional[Tensor]:
+def holds_searched(pipeline: Any) -> bool:
+    """Whether the run kept the training zoom-ins the window search placed where it placed them
+    (:meth:`~mzen_ns.phases.PhaseScheduleConfig.holds_searched`); its held-out ones are kept alike."""
+    return pipeline.config.model.phases.holds_searched(pipeline.geometric_start)
+
+
+def held_views(
+    located: Optional[LocatedHeldOut], searched: SearchedHeldOut, config: RegistrationConfig, hold_searched: bool
+) -> Optional[Tensor]:
     """The placed views registration must keep in place: those with whole poses, unless
-    ``refine_located``. A frozen field that does not resolve a deep view's detail pulls a pose that
-    2D–3D matches fixed away from it; a wide view the rotation-only model turned about the run's
-    centre has no position of its own, so refining it is left on (docs/results.md)."""
-    if located is None or config.refine_located or not located.full_pose:
-        return None
-    return located.found
+    ``refine_located``, and, where the run held its own (``hold_searched``), those the window search
+    placed without a flag. A frozen field that does not resolve a deep view's detail pulls a pose
+    that 2D–3D matches or the window search fixed away from it, to wherever its blur fits best; a
+    wide view the rotation-only model turned about the run's centre has no position of its own, so
+    refining it is left on, as it is for a flagged view (docs/results.md)."""
+    held = searched.placed.clone() if hold_searched else torch.zeros_like(searched.placed)
+    if located is not None and not config.refine_located and located.full_pose:
+        held |= located.found.cpu()
+    return held if bool(held.any()) else None

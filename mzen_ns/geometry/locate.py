@@ -33,7 +33,7 @@ MAX_DISAGREEMENT_DEG = 1.0
 
 
 @dataclass
-class Located:
+class LocateResult:
     """Views placed in the run's world frame (wide views first, then zoom-ins), and how."""
 
     views: PlacedViews
@@ -54,7 +54,7 @@ def locate(
     principal_point: Optional[Tuple[float, float]] = None,
     support: Sequence[Tuple[Path, float]] = (),
     focal_prior: Optional[float] = None,
-) -> Located:
+) -> LocateResult:
     """Place the wide images ``wide_paths`` and the zoom-ins ``zoom_ins`` (image, dial relative to
     the wide views) against the training wide images ``train_paths``, whose cameras in the run are
     ``train_c2w``, with the solver ``rung``; ``support`` (image, dial): zoom-ins registered with
@@ -98,7 +98,7 @@ def locate(
             placed = int(views.found[wides:].sum())
             said.append(f"placed {placed} of {len(zoom_ins)} zoom-ins (training views within {aligned[1]:.3f}°)")
     seconds = time.perf_counter() - started
-    return Located(views, f"{rung}: {'; '.join(said) or 'nothing to place'}, {seconds:.1f} s", seconds)
+    return LocateResult(views, f"{rung}: {'; '.join(said) or 'nothing to place'}, {seconds:.1f} s", seconds)
 
 
 def _aligned(

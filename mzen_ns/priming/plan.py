@@ -29,7 +29,7 @@ from torch import Tensor
 from typing_extensions import assert_never
 
 from mzen_ns.priming.centred import crop_and_match
-from mzen_ns.priming.search import Placement, PositionSearchConfig, corresponding, search_positions
+from mzen_ns.priming.search import PositionSearchConfig, WindowMatches, corresponding, search_positions
 from mzen_ns.priming.verify import WindowFitConfig, axis_pixel, fit_windows, window_rotation
 
 PrimingMethod = Literal["centred", "position", "hierarchical"]
@@ -306,7 +306,7 @@ def _runner_up(
     to_root: Dict[int, Tensor],
     root: Tensor,
     candidates: Tensor,
-    placement: Placement,
+    placement: WindowMatches,
     rotation: Tensor,
     best: Tensor,
 ) -> Float[Tensor, " Q"]:
@@ -380,7 +380,7 @@ def _root_window(
 
 def _place_level(
     views: Views, focal: Tensor, level: Tensor, candidates: Tensor, candidate_roots: Tensor, config: PrimingConfig
-) -> Tuple[Tensor, Placement, Tensor, Tuple[Tensor, Tensor]]:
+) -> Tuple[Tensor, WindowMatches, Tensor, Tuple[Tensor, Tensor]]:
     """Search one level's queries in the candidates, verify the best placements, choose one per
     query: (source per query, placements, rotations, index of the chosen (query, candidate))."""
     count = level.numel()
@@ -406,7 +406,7 @@ def _verify(
     level: Tensor,
     candidates: Tensor,
     candidate_roots: Tensor,
-    placement: Placement,
+    placement: WindowMatches,
     rotation: Tensor,
     config: WindowFitConfig,
 ) -> None:

@@ -29,7 +29,7 @@ def match_entry(
     flagged: bool,
     trains_field: bool,
 ) -> Dict[str, object]:
-    """How one image was primed, as written to ``crop_and_match.json`` and the solved-camera export
+    """How one image was primed, as written to ``priming.json`` and the solved-camera export
     (``runner_up`` None: no placement showed another part of the scene; ``trains_field`` False: left out of
     the field, as flagged zoom-ins are by default)."""
     return {
@@ -168,9 +168,9 @@ def write_report(
     run_dir: Path,
     left_out: bool,
 ) -> Path:
-    """``crop_and_match.png`` and ``crop_and_match.json`` in ``run_dir`` (``images``: the training
+    """``priming.png`` and ``priming.json`` in ``run_dir`` (``images``: the training
     images); returns the picture's path."""
-    picture = save_plan_picture(plan, images, run_dir / "crop_and_match.png", names, left_out)
+    picture = save_plan_picture(plan, images, run_dir / "priming.png", names, left_out)
     rows = plan_rows(plan, names, dials, left_out)
-    (run_dir / "crop_and_match.json").write_text(json.dumps(rows, indent=2))
+    (run_dir / "priming.json").write_text(json.dumps(rows, indent=2))
     return picture

@@ -44,8 +44,8 @@ class PositionSearchConfig:
 
 
 @dataclass
-class Placement:
-    """Best placement of each query in each candidate."""
+class WindowMatches:
+    """The best window of each query in each candidate (window search)."""
 
     score: Float[Tensor, "Q C"] = field(repr=False)
     """Normalised cross-correlation of the best window (−1 … 1; −1: could not be searched)."""
@@ -61,7 +61,7 @@ def search_positions(
     candidates: Float[Tensor, "C H W 3"],
     relative_zoom: Float[Tensor, "Q C"],
     config: PositionSearchConfig = PositionSearchConfig(),
-) -> Placement:
+) -> WindowMatches:
     """Place every query (zoom-in) in every candidate at ``relative_zoom`` (query zoom over the
     candidate's, e.g. the dial ratio) × each of ``config.scales``: all pairs on copies
     ``coarse_width`` wide, then each query's ``refine_top`` best candidates at ``work_width``
@@ -94,7 +94,7 @@ def _search(
     work_width: int,
     width: int,
     config: PositionSearchConfig,
-) -> Placement:
+) -> WindowMatches:
     """NCC placement of the listed (query, candidate) pairs on copies ``work_width`` wide, or wider
     where the footprint would be below ``config.min_footprint`` (:func:`pair_width`)."""
     import cv2
@@ -124,7 +124,7 @@ def _search(
                 centre[q, c, 0] = (x + tw / 2) / factor
                 centre[q, c, 1] = (y + th / 2) / factor
                 zoom[q, c] = work_w / tw  # the zoom of the window actually searched (rounded size)
-    return Placement(score=score, centre=centre, zoom=zoom)
+    return WindowMatches(score=score, centre=centre, zoom=zoom)
 
 
 MIN_CONTRAST = 0.1
