@@ -28,6 +28,8 @@ from typing import Callable, Dict, Iterator, List, Tuple
 import torch
 from torch import nn
 
+from mzen_ns.patches import lpips_only_if_cached
+
 
 class Timer:
     """Wall-clock sums per stage name (CPU: operations run synchronously)."""
@@ -46,16 +48,24 @@ class Timer:
 
 
 def modules_to_time(model: nn.Module) -> Dict[str, nn.Module]:
-    """The parts of a nerfacto-style model whose forward is timed: each proposal network, the field's
-    hash-grid encoding, its MLPs and direction encoding, and the renderers."""
+    """The parts of a nerfacto-style model whose forward is timed: the proposal sampler (its
+    proposal networks included), every hash-grid encoding and MLP by its name in the model, the
+    field's direction encoding, and the renderers (the field's own ``forward`` is called directly,
+    so only its parts can be timed)."""
+    from nerfstudio.field_components.encodings import HashEncoding, SHEncoding
+    from nerfstudio.field_components.mlp import MLP
+
     parts: Dict[str, nn.Module] = {}
-    for i, network in enumerate(getattr(model, "proposal_networks", [])):
-        parts[f"proposal network {i}"] = network
-    field = model.field
-    for name in ("mlp_base_grid", "mlp_base_mlp", "direction_encoding", "mlp_head"):
-        if hasattr(field, name):
-            parts[f"field {name}"] = getattr(field, name)
-    for name in ("renderer_rgb", "renderer_accumulation", "renderer_depth"):
+    if hasattr(model, "proposal_sampler"):
+        parts["proposal sampler (proposal networks included)"] = model.proposal_sampler
+    for name, module in model.named_modules():
+        if isinstance(module, HashEncoding):
+            parts[f"hash grid {name}"] = module
+        elif isinstance(module, MLP):
+            parts[f"MLP {name}"] = module
+        elif isinstance(module, SHEncoding):
+            parts[f"direction encoding {name}"] = module
+    for name in ("renderer_rgb", "renderer_accumulation", "renderer_depth", "renderer_expected_depth"):
         if hasattr(model, name):
             parts[name] = getattr(model, name)
     return parts
@@ -151,7 +161,8 @@ def trainer_for(method: str, data: Path, output: Path):
         config.pipeline.datamanager.masks_on_gpu = False
     config.set_timestamp()
     trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    with lpips_only_if_cached():  # nerfacto builds LPIPS at set-up, which downloads AlexNet otherwise
+        trainer.setup()
     return trainer
 
 
@@ -185,7 +196,11 @@ def profile(method: str, data: Path, steps: int, warmup: int) -> Tuple[Dict[str,
             remove()
         per_step = {name: seconds / steps for name, seconds in timer.seconds.items()}
         for name, module in parts.items():
-            if name in seen and any(p.requires_grad for p in module.parameters()):
+            if (
+                name in seen
+                and name.startswith(("hash grid", "MLP"))
+                and any(p.requires_grad for p in module.parameters())
+            ):
                 per_step[f"backward: {name} (replayed)"] = replay_backward(module, seen[name], repeats=3)
         return per_step, rays
 

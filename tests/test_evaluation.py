@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,6 @@ from mzen_ns.evaluation.evaluate import aggregate, evaluate
 from mzen_ns.evaluation.registration import (
     LocatedHeldOut,
     RegistrationConfig,
-    SearchedHeldOut,
     evaluation_root,
     held_views,
 )
@@ -131,10 +132,30 @@ def test_registration_leaves_the_pose_and_zoom_of_held_views_alone(trained):
     held = dials != 1.0
     everything = torch.arange(dials.numel())
     c2w, zoom = cameras.c2w(everything).detach().clone(), cameras.zoom(everything).detach().clone()
-    register(pipeline.mzen_model, cameras, images, RegistrationConfig(steps=20, rays_per_step=256, lr=5e-3), held)
+    config = RegistrationConfig(steps=20, rays_per_step=256, lr=5e-3, max_shift=math.inf)
+    register(pipeline.mzen_model, cameras, images, config, held)
     assert torch.equal(cameras.c2w(everything).detach()[held], c2w[held])
     assert torch.equal(cameras.zoom(everything).detach()[held], zoom[held])
     assert not torch.equal(cameras.c2w(everything).detach()[~held], c2w[~held])  # the others were registered
+
+
+@pytest.mark.slow
+def test_a_view_registration_moves_further_than_the_limit_goes_back_where_it_was_placed(trained):
+    from mzen_ns.datamanager import stack_images
+    from mzen_ns.evaluation.registration import prime_views, register
+
+    pipeline = trained.pipeline
+    test = pipeline.datamanager.eval_dataset
+    images, dials = stack_images(test), test.metadata["mzen_dial"].float()
+    train_images = stack_images(pipeline.datamanager.train_dataset)
+    cameras, _ = prime_views(pipeline.mzen_model, train_images, images, dials, pipeline.config.priming)
+    everything = torch.arange(dials.numel())
+    c2w, zoom = cameras.c2w(everything).detach().clone(), cameras.zoom(everything).detach().clone()
+    went_back = register(
+        pipeline.mzen_model, cameras, images, RegistrationConfig(steps=20, rays_per_step=256, lr=5e-3, max_shift=0.0)
+    )
+    assert bool(went_back.all())
+    assert torch.equal(cameras.c2w(everything).detach(), c2w) and torch.equal(cameras.zoom(everything).detach(), zoom)
 
 
 def _random_rotations(rng, count):
@@ -244,22 +265,30 @@ def test_held_out_views_placed_by_2d3d_keep_their_pose_unless_asked_to_refine():
     c2w = torch.zeros(3, 3, 4)
     c2w[1] = float("nan")  # the second view was not placed
     located = LocatedHeldOut(c2w, torch.tensor([1.0, float("nan"), 4.0]), torch.tensor([0, -1, 0]))
-    none = SearchedHeldOut(torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool))
-    assert held_views(located, none, RegistrationConfig(), True).tolist() == [True, False, True]
-    assert held_views(located, none, RegistrationConfig(refine_located=True), True) is None
-    assert held_views(None, none, RegistrationConfig(), True) is None
+    assert held_views(located, RegistrationConfig()).tolist() == [True, False, True]
+    assert held_views(located, RegistrationConfig(refine_located=True)) is None
+    assert held_views(None, RegistrationConfig()) is None
     turned = LocatedHeldOut(c2w, torch.tensor([1.0, float("nan"), 1.0]), torch.tensor([0, -1, 0]), full_pose=False)
-    assert held_views(turned, none, RegistrationConfig(), True) is None  # turns about the run's centre are refined
+    assert held_views(turned, RegistrationConfig()) is None  # turns about the run's centre are refined
 
 
-def test_held_out_views_the_window_search_placed_keep_their_pose_where_the_run_held_its_own():
-    searched = SearchedHeldOut(torch.tensor([False, True, False]), torch.tensor([False, False, True]))
-    assert held_views(None, searched, RegistrationConfig(), True).tolist() == [False, True, False]  # flagged: refined
-    assert held_views(None, searched, RegistrationConfig(), False) is None  # the run refined its own
-    c2w = torch.zeros(3, 3, 4)
-    c2w[1:] = float("nan")
-    located = LocatedHeldOut(c2w, torch.tensor([1.0, float("nan"), float("nan")]), torch.tensor([0, -1, -1]))
-    assert held_views(located, searched, RegistrationConfig(), True).tolist() == [True, True, False]
+def test_the_shift_in_own_pixels_of_a_turned_zoom_in_is_its_focal_times_the_turn():
+    from mzen_ns.evaluation.registration import grid_pixels, own_pixel_shift
+    from tests.helpers import zoom_cameras
+
+    cameras = zoom_cameras([1.0, 16.0], focal_guess=100.0, width=64, height=48)
+    pixels = grid_pixels(8, 48, 64)
+    points = []
+    for view in range(2):
+        origins, directions, _, _ = cameras.rays(torch.full((pixels.shape[0],), view), pixels)
+        points.append(origins + 2.0 * directions)
+    points = torch.stack(points)
+    assert own_pixel_shift(cameras, points).tolist() == pytest.approx([0.0, 0.0], abs=1e-3)
+    turn = 1e-3  # radians about the camera's y axis: a sideways shift of focal × turn pixels
+    with torch.no_grad():
+        cameras.zoom_pose[0, 4] = turn
+    shift = own_pixel_shift(cameras, points)
+    assert shift[0] == 0.0 and float(shift[1]) == pytest.approx(1600.0 * turn, rel=0.02)
 
 
 def test_registration_learning_rate_decays_to_its_final_fraction():

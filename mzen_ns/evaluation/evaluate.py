@@ -20,8 +20,9 @@ images, ``test_reproj_px_<z>x[_p90]`` for the held-out ones. How the training zo
 ``zoom_ins_placed_2d3d``, ``zoom_ins_placed_search`` (by the window search, not flagged),
 ``zoom_ins_flagged``; with points, ``zoom_ins_wrong_unflagged`` and ``zoom_ins_wrong_flagged``:
 zoom-ins that show another part of the scene (:func:`~mzen_ns.evaluation.reprojection.wrong`).
-Of the held-out views: ``test_zoom_ins_flagged`` (placed by the window search with a flag, then
-registered) and, with points, ``test_wrong_unflagged`` and ``test_wrong_flagged`` after registration.
+Of the held-out views: ``test_zoom_ins_flagged`` (placed by the window search with a flag),
+``test_registration_went_back`` (registration moved them too far and they went back to where they
+were placed) and, with points, ``test_wrong_unflagged`` and ``test_wrong_flagged`` after registration.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from mzen_ns.evaluation.metrics import image_metrics
 from mzen_ns.evaluation.registration import (
     RegistrationConfig,
     held_views,
-    holds_searched,
     locate_held_out,
     prime_views,
     register,
@@ -135,9 +135,7 @@ def evaluate(
     test_dials = test.metadata["mzen_dial"].float()
     located = locate_held_out(pipeline, test, registration)
     cameras, searched = prime_views(model, train_images, test_images, test_dials, priming, located)
-    register(
-        model, cameras, test_images, registration, held_views(located, searched, registration, holds_searched(pipeline))
-    )
+    went_back = register(model, cameras, test_images, registration, held_views(located, registration))
     lpips = model.lpips if getattr(model, "lpips_available", False) else None
     per_image, rendered_views = [], []
     for i in range(len(test)):
@@ -184,6 +182,7 @@ def evaluate(
     results.update({f"test_{name}": value for name, value in test_errors.items()})
     results.update(placement_counts(trained))
     results["test_zoom_ins_flagged"] = float(searched.flagged.sum())
+    results["test_registration_went_back"] = float(went_back.sum())
     results.update(
         own_pixel_results(trained, train_truth, cameras, test.metadata["mzen_ground_truth"], searched.flagged)
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -44,6 +44,10 @@ class RegistrationConfig:
     """Place held-out views by the solver the run's wide cameras started from (``sfm``; ``rotation``: wide views)."""
     refine_located: bool = False
     """Also optimise the views placed by geometry photometrically (off: they keep the geometric pose)."""
+    max_shift: float = 0.1
+    """A view registration moved further than this fraction of its width (own pixels) goes back where it was placed."""
+    shift_grid: int = 8
+    """Pixels per side of the grid whose field depth measures how far registration moved a view."""
 
 
 @dataclass
@@ -234,12 +238,17 @@ def register(
     images: Float[Tensor, "T H W 3"],
     config: RegistrationConfig,
     held: Optional[Bool[Tensor, " T"]] = None,
-) -> ZoomCameras:
+) -> Bool[Tensor, " T"]:
     """Optimise held-out poses and zooms (not wide zooms) against their images, field frozen;
-    views ``held`` keep their pose and zoom."""
+    views ``held`` keep their pose and zoom. A view that moved further than ``config.max_shift`` of
+    its width in its own pixels (:func:`own_pixel_shift`) goes back to where it started: a frozen
+    field that does not resolve a deep view's detail can pull it to wherever its blur fits best,
+    another part of the scene. Returns which views went back."""
     device = cameras.dials.device
     held = torch.zeros(cameras.dials.numel(), dtype=torch.bool) if held is None else held.cpu()
     images = images.to(device)
+    start = _StartOf(cameras)
+    points = surface_grid(model, cameras, config.shift_grid)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for param in frozen:
         param.requires_grad_(False)
@@ -269,7 +278,67 @@ def register(
         for param in frozen:
             param.requires_grad_(True)
         model.train(was_training)
-    return cameras
+    moved_too_far = own_pixel_shift(cameras, points) > config.max_shift * cameras.width
+    start.restore(cameras, moved_too_far)
+    return moved_too_far
+
+
+class _StartOf:
+    """A copy of the cameras' pose corrections and zooms, to send views back to."""
+
+    def __init__(self, cameras: ZoomCameras) -> None:
+        self.zoom_pose, self.log_zoom = cameras.zoom_pose.detach().clone(), cameras.log_zoom.detach().clone()
+
+    @torch.no_grad()
+    def restore(self, cameras: ZoomCameras, views: Bool[Tensor, " T"]) -> None:
+        """Put ``views`` back where they started."""
+        index = torch.nonzero(views).squeeze(-1).to(cameras.dials.device)
+        cameras.zoom_pose[cameras.slot[index]] = self.zoom_pose[cameras.slot[index]]
+        cameras.log_zoom[index] = self.log_zoom[index]
+
+
+def grid_pixels(side: int, height: int, width: int) -> Int[Tensor, "P 2"]:
+    """(row, column) of a ``side`` × ``side`` grid of pixels spread evenly over an image."""
+    rows = ((torch.arange(side) + 0.5) * height / side).long()
+    cols = ((torch.arange(side) + 0.5) * width / side).long()
+    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
+
+
+@torch.no_grad()
+def surface_grid(model: MZENModel, cameras: ZoomCameras, side: int) -> Float[Tensor, "T P 3"]:
+    """Per view, the points the field shows at its :func:`grid_pixels` (median depth along each
+    ray), seen through its current camera."""
+    count, device = cameras.dials.numel(), cameras.dials.device
+    pixels = grid_pixels(side, int(cameras.height), int(cameras.width))
+    indices = torch.arange(count).repeat_interleave(pixels.shape[0]).to(device)
+    pixels = pixels.repeat(count, 1).to(device)
+    origins, directions, _, _ = cameras.rays(indices, pixels)
+    was_training = model.training
+    model.eval()
+    try:
+        depth = render_outputs(model, cameras, indices, pixels)["depth"]
+    finally:
+        model.train(was_training)
+    return (origins + directions * depth.reshape(-1, 1)).reshape(count, -1, 3)
+
+
+@torch.no_grad()
+def own_pixel_shift(cameras: ZoomCameras, points: Float[Tensor, "T P 3"]) -> Float[Tensor, " T"]:
+    """Per view, the median distance in its own pixels between where its camera now sees ``points``
+    and the :func:`grid_pixels` they were rendered from (:func:`surface_grid`); a point now behind
+    the camera counts as infinitely far."""
+    side = int(round(math.sqrt(points.shape[1])))
+    grid = grid_pixels(side, int(cameras.height), int(cameras.width)).float() + 0.5  # pixel centres
+    c2w = cameras.c2w().detach().cpu()
+    fx, principal = cameras.fx().detach().cpu(), cameras.principal_points().cpu()
+    local = (points.cpu() - c2w[:, None, :, 3]) @ c2w[:, :, :3]  # OpenGL camera axes
+    depth = -local[..., 2]
+    safe = torch.where(depth > 1e-9, depth, torch.ones_like(depth))
+    col = principal[:, None, 0] + fx[:, None] * local[..., 0] / safe
+    row = principal[:, None, 1] - fx[:, None] * float(cameras.aspect) * local[..., 1] / safe
+    distance = torch.linalg.norm(torch.stack([row, col], -1) - grid[None], dim=-1)
+    distance = torch.where(depth > 1e-9, distance, torch.full_like(distance, math.inf))
+    return distance.median(dim=1).values
 
 
 def registration_optimizer(
@@ -288,6 +357,11 @@ def registration_optimizer(
 
 def render_rays(model: MZENModel, cameras: ZoomCameras, indices: Tensor, pixels: Tensor) -> Float[Tensor, "R 3"]:
     """RGB of the given pixels of ``cameras`` through the (eval-mode) field, differentiable in the cameras."""
+    return render_outputs(model, cameras, indices, pixels)["rgb"]
+
+
+def render_outputs(model: MZENModel, cameras: ZoomCameras, indices: Tensor, pixels: Tensor) -> Dict[str, Tensor]:
+    """The model's outputs (``rgb``, ``depth``, …) at the given (row, column) pixels of ``cameras``."""
     origins, directions, norms, areas = cameras.rays(indices, pixels)
     bundle = RayBundle(
         origins=origins,
@@ -298,7 +372,7 @@ def render_rays(model: MZENModel, cameras: ZoomCameras, indices: Tensor, pixels:
     )
     if model.collider is not None:
         bundle = model.collider(bundle)
-    return model.get_outputs(bundle)["rgb"]
+    return model.get_outputs(bundle)
 
 
 def find_view(names: List[str], view: str) -> Optional[int]:
@@ -333,32 +407,17 @@ def camera_for_view(pipeline: Any, view: str) -> Tuple[ZoomCameras, int, str]:
         located = LocatedHeldOut(
             located.c2w[index : index + 1], located.zoom[index : index + 1], root, located.full_pose
         )
-    cameras, searched = prime_views(
-        pipeline.mzen_model, stack_images(train), image, dial, pipeline.config.priming, located
-    )
+    cameras, _ = prime_views(pipeline.mzen_model, stack_images(train), image, dial, pipeline.config.priming, located)
     config = pipeline.config.registration
-    register(
-        pipeline.mzen_model, cameras, image, config, held_views(located, searched, config, holds_searched(pipeline))
-    )
+    register(pipeline.mzen_model, cameras, image, config, held_views(located, config))
     return cameras, 0, "test"
 
 
-def holds_searched(pipeline: Any) -> bool:
-    """Whether the run kept the training zoom-ins the window search placed where it placed them
-    (:meth:`~mzen_ns.phases.PhaseScheduleConfig.holds_searched`); its held-out ones are kept alike."""
-    return pipeline.config.model.phases.holds_searched(pipeline.geometric_start)
-
-
-def held_views(
-    located: Optional[LocatedHeldOut], searched: SearchedHeldOut, config: RegistrationConfig, hold_searched: bool
-) -> Optional[Tensor]:
+def held_views(located: Optional[LocatedHeldOut], config: RegistrationConfig) -> Optional[Tensor]:
     """The placed views registration must keep in place: those with whole poses, unless
-    ``refine_located``, and, where the run held its own (``hold_searched``), those the window search
-    placed without a flag. A frozen field that does not resolve a deep view's detail pulls a pose
-    that 2D–3D matches or the window search fixed away from it, to wherever its blur fits best; a
-    wide view the rotation-only model turned about the run's centre has no position of its own, so
-    refining it is left on, as it is for a flagged view (docs/results.md)."""
-    held = searched.placed.clone() if hold_searched else torch.zeros_like(searched.placed)
-    if located is not None and not config.refine_located and located.full_pose:
-        held |= located.found.cpu()
-    return held if bool(held.any()) else None
+    ``refine_located``. A frozen field that does not resolve a deep view's detail pulls a pose that
+    2D–3D matches fixed away from it; a wide view the rotation-only model turned about the run's
+    centre has no position of its own, so refining it is left on (docs/results.md)."""
+    if located is None or config.refine_located or not located.full_pose:
+        return None
+    return located.found
