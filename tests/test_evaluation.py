@@ -305,3 +305,16 @@ def test_registration_learning_rate_decays_to_its_final_fraction():
     assert all(later < earlier for earlier, later in zip(rates, rates[1:]))
     with pytest.raises(ValueError, match="final_lr_fraction"):
         registration_optimizer([torch.zeros(3, requires_grad=True)], RegistrationConfig(final_lr_fraction=0.0))
+
+
+def test_the_console_names_held_out_views_flagged_or_sent_back(capsys):
+    from mzen_ns.evaluation.evaluate import say_unsure_views
+
+    names = ["images/1x/test_0.png", "images/4x/test_1.png", "images/16x/test_2.png"]
+    say_unsure_views(names, torch.tensor([False, True, False]), torch.tensor([False, False, True]), 0.1)
+    out = capsys.readouterr().out
+    assert "with a flag" in out and "images/4x/test_1.png" in out.split("with a flag")[1].split("\n")[0]
+    assert "images/16x/test_2.png" in out.split("0.1 of their width")[1]
+    assert "test_0.png" not in out
+    say_unsure_views(names, torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool), 0.1)
+    assert capsys.readouterr().out == ""

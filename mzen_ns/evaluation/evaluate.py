@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from jaxtyping import Float
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from mzen_ns.datamanager import stack_images
@@ -136,6 +137,7 @@ def evaluate(
     located = locate_held_out(pipeline, test, registration)
     cameras, searched = prime_views(model, train_images, test_images, test_dials, priming, located)
     went_back = register(model, cameras, test_images, registration, held_views(located, registration))
+    say_unsure_views(test.metadata["mzen_file_paths"], searched.flagged, went_back, registration.max_shift)
     lpips = model.lpips if getattr(model, "lpips_available", False) else None
     per_image, rendered_views = [], []
     for i in range(len(test)):
@@ -187,6 +189,18 @@ def evaluate(
         own_pixel_results(trained, train_truth, cameras, test.metadata["mzen_ground_truth"], searched.flagged)
     )
     return results
+
+
+def say_unsure_views(names: Sequence[Any], flagged: Tensor, went_back: Tensor, max_shift: float) -> None:
+    """Name on the console the held-out views the window search flagged and those registration
+    moved too far (scored where they were placed)."""
+    for label, views in (
+        ("placed by the window search with a flag (not clearly better than another place)", flagged),
+        (f"moved by registration over {max_shift:g} of their width: scored where they were placed", went_back),
+    ):
+        chosen = [str(names[i]) for i in torch.nonzero(views.cpu()).squeeze(-1).tolist()]
+        if chosen:
+            CONSOLE.print(f"[yellow]held-out views {label}: {', '.join(chosen)}")
 
 
 def placement_counts(trained: Any) -> Dict[str, float]:
