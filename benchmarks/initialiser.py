@@ -23,12 +23,9 @@ than all matched, so the same scene can be timed both ways (``--cost-scene`` reu
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -42,47 +39,7 @@ from mzen_ns.geometry import sfm
 from mzen_ns.geometry.initialiser import choose, judge
 from mzen_ns.geometry.rotation import solve_rotation
 from mzen_ns.geometry.sfm import solve_sfm
-
-VARIANTS: Dict[str, List[str]] = {
-    "512x384": ["--width", "512", "--height", "384"],
-    "128x96": [],
-    "drift-256x192": ["--baseline", "0.001", "--variant", "sem", "--width", "256", "--height", "192"],
-}
-"""Scene-maker arguments of each scene family."""
-
-
-def make(folder: Path, arguments: Sequence[str], seed: int) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "mzen_ns.scripts.make_scene", str(folder), "--seed", str(seed), *arguments],
-        check=True,
-        capture_output=True,
-    )
-    return folder
-
-
-def wide_truth(scene: Path):
-    """Native paths, true c2w (K×3×4), true focal and width of the wide training views."""
-    manifest = json.loads((scene / "transforms.json").read_text())
-    dial = min(frame["zoom"] for frame in manifest["frames"])
-    wides = [f for f in manifest["frames"] if f["zoom"] == dial and f.get("split", "train") == "train"]
-    paths = [scene / f["file_path"] for f in wides]
-    true = np.array([f["gt_transform_matrix"] for f in wides])[:, :3]
-    return paths, true, float(manifest["gt_focal"]), int(manifest["w"])
-
-
-def zoom_in_truth(scene: Path):
-    """Training zoom-ins: (path, dial relative to the wide views), true c2w, true zoom, the wide view
-    each was taken from (an index into :func:`wide_truth`'s views, −1 when the scene does not say)."""
-    manifest = json.loads((scene / "transforms.json").read_text())
-    frames = [f for f in manifest["frames"] if f.get("split", "train") == "train"]
-    dial = min(frame["zoom"] for frame in frames)
-    wide_names = [f["file_path"] for f in frames if f["zoom"] == dial]
-    zoom_ins = [f for f in frames if f["zoom"] != dial]
-    queries = [(scene / f["file_path"], f["zoom"] / dial) for f in zoom_ins]
-    true = np.array([f["gt_transform_matrix"] for f in zoom_ins]).reshape(-1, 4, 4)[:, :3]
-    zoom = np.array([f["gt_zoom"] / dial for f in zoom_ins])
-    parent = [wide_names.index(f["gt_parent"]) if f.get("gt_parent") in wide_names else -1 for f in zoom_ins]
-    return queries, true, zoom, np.array(parent)
+from mzen_ns.synthetic.truth import FAMILIES, make, wide_truth, zoom_in_truth
 
 
 def zoom_in_rows(scene: Path, start: str) -> List[Dict[str, object]]:
@@ -150,7 +107,7 @@ def fmt(values: Dict[str, float], key: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--cost", type=int, default=0, help="also time the ladder on this many wide views")
     parser.add_argument("--cost-size", type=int, nargs=2, default=[1024, 768])
     parser.add_argument("--cost-scene", type=Path, default=None, help="time on this scene instead of making one")
@@ -170,7 +127,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for variant in args.variants:
             for seed in args.seeds:
-                scene = make(Path(folder) / f"{variant}-{seed}", VARIANTS[variant], seed)
+                scene = make(Path(folder) / f"{variant}-{seed}", FAMILIES[variant], seed)
                 r = row(scene)
                 a, s, t = r["auto_errors"], r["sfm"], r["rotation"]
                 print(

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
-from initialiser import VARIANTS, make, wide_truth
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
 from mzen_ns.evaluation.alignment import pairwise_rotation_error
 from mzen_ns.geometry import rotation as rotation_model
+from mzen_ns.synthetic.truth import FAMILIES, make, wide_truth
 
 FOCAL_SCALES = {"OpenCV's": None, "true": 1.0, "true +2%": 1.02, "true −2%": 0.98}
 """Focal each adjustment holds: OpenCV's median (``None``, what the rung uses) or a multiple of the truth."""
@@ -74,7 +74,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            scene = make(Path(tmp) / f"drift-{seed}", VARIANTS["drift-256x192"], seed)
+            scene = make(Path(tmp) / f"drift-{seed}", FAMILIES["drift-256x192"], seed)
             for row in rows(scene):
                 print(
                     f"| {seed} | {row['focal']} | {row['focal_err']:.2f} | {row['pairwise']:.4f} | {row['rms']:.3f} |",

@@ -32,11 +32,11 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
-from initialiser import VARIANTS, make, wide_truth, zoom_in_truth
 
 from mzen_ns.evaluation.alignment import relative_rotation_error
 from mzen_ns.geometry import sfm
 from mzen_ns.geometry.solution import cv_pose_to_gl
+from mzen_ns.synthetic.truth import FAMILIES, make, wide_truth, zoom_in_truth
 
 WAYS = ("placed", "true zoom", "centre held", "wide points")
 MIN_POINTS = 12
@@ -131,7 +131,7 @@ def cell(values: List[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variant", default="512x384", choices=list(VARIANTS))
+    parser.add_argument("--variant", default="512x384", choices=list(FAMILIES))
     parser.add_argument("--focal-prior", type=float, default=None, help="start COLMAP from this × the true focal")
     args = parser.parse_args()
     prior = "" if args.focal_prior is None else f", focal prior {args.focal_prior:g} × the true focal"
@@ -140,7 +140,7 @@ def main() -> None:
     print("|" + "---|" * (len(WAYS) + 2))
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seeds:
-            scene = make(Path(folder) / f"{args.variant}-{seed}", VARIANTS[args.variant], seed)
+            scene = make(Path(folder) / f"{args.variant}-{seed}", FAMILIES[args.variant], seed)
             for level, angles in scene_rows(scene, args.focal_prior):
                 print(f"| {seed} | {level:g}× | " + " | ".join(cell(angles[way]) for way in WAYS) + " |", flush=True)
 

@@ -407,3 +407,19 @@ def test_detail_contrast_sets_how_much_texture_a_zoom_in_sees(tmp_path):
         zoom_ins = [images[f["file_path"]] for f in manifest["frames"] if f["zoom"] > 1.0]
         spread[contrast] = float(np.mean([np.abs(z - gaussian_filter(z, (2, 2, 0))).mean() for z in zoom_ins]))
     assert spread[0.02] < 0.7 * spread[0.35]  # what is left is the wide layer's texture, seen 16x magnified
+
+
+def test_the_truth_read_back_from_a_scene_is_the_manifest_s(tmp_path):
+    from mzen_ns.synthetic.truth import wide_truth, zoom_in_truth
+    from tests.helpers import tiny_scene
+
+    scene = tiny_scene(tmp_path / "scene", n_test=1)
+    manifest = json.loads((scene / "transforms.json").read_text())
+    paths, c2w, focal, width = wide_truth(scene)
+    assert len(paths) == 3 and c2w.shape == (3, 3, 4) and width == 32  # training wide views only
+    assert focal == manifest["gt_focal"] and all(p.is_file() for p in paths)
+    queries, true, zoom, parent = zoom_in_truth(scene)
+    assert [dial for _, dial in queries] == [4.0, 4.0] and true.shape == (2, 3, 4)
+    assert np.all(zoom > 1.0) and set(parent.tolist()) <= {0, 1, 2}
+    first = next(f for f in manifest["frames"] if f["file_path"] == str(queries[0][0].relative_to(scene)))
+    assert np.allclose(true[0], np.array(first["gt_transform_matrix"])[:3])
