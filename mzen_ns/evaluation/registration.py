@@ -3,7 +3,8 @@ are located by the geometry the run's wide cameras started from (:mod:`mzen_ns.g
 when it started from geometry; the others are matched against the training views and primed (the
 run's :class:`~mzen_ns.priming.plan.PrimingConfig`, as in phase B, a held-out zoom-in also from the
 located held-out wide views); then pose and zoom are optimised with the field frozen — the same
-camera model, matching and priming as training."""
+camera model, matching and priming as training — and a view that moved further than
+``RegistrationConfig.max_shift`` of its width goes back to where it was placed."""
 
 from __future__ import annotations
 
