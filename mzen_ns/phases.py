@@ -158,12 +158,6 @@ class PhaseScheduleConfig:
             return "always"
         return "phase-a" if self.hold_geometric_start else "none"
 
-    def holds_searched(self, geometric_start: bool) -> bool:
-        """Whether the phases keep zoom-ins the window search placed where it placed them (after a
-        geometric start they are, unless ``refine_searched``; otherwise wide cameras that move take
-        their zoom-ins along and every zoom-in is refined)."""
-        return self.hold(geometric_start) == "always" and not self.refine_searched
-
 
 @dataclass(frozen=True)
 class PhaseSchedule:

@@ -127,15 +127,10 @@ class MZENPipeline(VanillaPipeline):
             self.viewer_panel.refresh(step)
 
     @property
-    def geometric_start(self) -> bool:
-        """Whether the wide cameras started from geometry (SfM or the rotation-only model)."""
-        start = self.mzen_model.cameras.start
-        return start is not None and start["start"] in GEOMETRIC
-
-    @property
     def geometric_hold(self) -> Hold:
         """What the phases hold of the cameras from geometry (:meth:`PhaseScheduleConfig.hold`)."""
-        return self.config.model.phases.hold(self.geometric_start)
+        start = self.mzen_model.cameras.start
+        return self.config.model.phases.hold(start is not None and start["start"] in GEOMETRIC)
 
     def enter_phase_of(self, step: int) -> Phase:
         """Apply the phase of ``step`` (no-op when it is the current one)."""
@@ -174,7 +169,7 @@ class MZENPipeline(VanillaPipeline):
         record = self.mzen_model.cameras.match
         if self.geometric_hold != "always":
             return torch.zeros_like(record.geometric)
-        if not self.config.model.phases.holds_searched(self.geometric_start):
+        if self.config.model.phases.refine_searched:
             return record.geometric.clone()
         return record.source >= 0
 

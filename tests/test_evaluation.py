@@ -119,16 +119,24 @@ def test_registration_does_not_worsen_the_fit(trained):
     assert after["psnr"] >= before["psnr"] - 0.05
 
 
-@pytest.mark.slow
-def test_registration_leaves_the_pose_and_zoom_of_held_views_alone(trained):
+def _primed_held_out(pipeline):
+    """The run's held-out views primed as ``ns-eval`` primes them: (cameras, images, dials)."""
     from mzen_ns.datamanager import stack_images
-    from mzen_ns.evaluation.registration import prime_views, register
+    from mzen_ns.evaluation.registration import prime_views
 
-    pipeline = trained.pipeline
     test = pipeline.datamanager.eval_dataset
     images, dials = stack_images(test), test.metadata["mzen_dial"].float()
     train_images = stack_images(pipeline.datamanager.train_dataset)
     cameras, _ = prime_views(pipeline.mzen_model, train_images, images, dials, pipeline.config.priming)
+    return cameras, images, dials
+
+
+@pytest.mark.slow
+def test_registration_leaves_the_pose_and_zoom_of_held_views_alone(trained):
+    from mzen_ns.evaluation.registration import register
+
+    pipeline = trained.pipeline
+    cameras, images, dials = _primed_held_out(pipeline)
     held = dials != 1.0
     everything = torch.arange(dials.numel())
     c2w, zoom = cameras.c2w(everything).detach().clone(), cameras.zoom(everything).detach().clone()
@@ -141,14 +149,10 @@ def test_registration_leaves_the_pose_and_zoom_of_held_views_alone(trained):
 
 @pytest.mark.slow
 def test_a_view_registration_moves_further_than_the_limit_goes_back_where_it_was_placed(trained):
-    from mzen_ns.datamanager import stack_images
-    from mzen_ns.evaluation.registration import prime_views, register
+    from mzen_ns.evaluation.registration import register
 
     pipeline = trained.pipeline
-    test = pipeline.datamanager.eval_dataset
-    images, dials = stack_images(test), test.metadata["mzen_dial"].float()
-    train_images = stack_images(pipeline.datamanager.train_dataset)
-    cameras, _ = prime_views(pipeline.mzen_model, train_images, images, dials, pipeline.config.priming)
+    cameras, images, dials = _primed_held_out(pipeline)
     everything = torch.arange(dials.numel())
     c2w, zoom = cameras.c2w(everything).detach().clone(), cameras.zoom(everything).detach().clone()
     went_back = register(
@@ -283,11 +287,11 @@ def test_the_shift_in_own_pixels_of_a_turned_zoom_in_is_its_focal_times_the_turn
         origins, directions, _, _ = cameras.rays(torch.full((pixels.shape[0],), view), pixels)
         points.append(origins + 2.0 * directions)
     points = torch.stack(points)
-    assert own_pixel_shift(cameras, points).tolist() == pytest.approx([0.0, 0.0], abs=1e-3)
+    assert own_pixel_shift(cameras, points, pixels).tolist() == pytest.approx([0.0, 0.0], abs=1e-3)
     turn = 1e-3  # radians about the camera's y axis: a sideways shift of focal × turn pixels
     with torch.no_grad():
         cameras.zoom_pose[0, 4] = turn
-    shift = own_pixel_shift(cameras, points)
+    shift = own_pixel_shift(cameras, points, pixels)
     assert shift[0] == 0.0 and float(shift[1]) == pytest.approx(1600.0 * turn, rel=0.02)
 
 

@@ -327,15 +327,6 @@ def test_what_is_held_follows_the_start_and_the_schedule() -> None:
     assert PhaseScheduleConfig(refine_geometric=False).hold(True) == "always"
 
 
-def test_zoom_ins_placed_by_the_window_search_are_kept_only_after_a_held_geometric_start() -> None:
-    from mzen_ns.phases import PhaseScheduleConfig
-
-    assert PhaseScheduleConfig().holds_searched(True)
-    assert not PhaseScheduleConfig().holds_searched(False)  # wide cameras learned from the field take them along
-    assert not PhaseScheduleConfig(refine_searched=True).holds_searched(True)
-    assert not PhaseScheduleConfig(refine_geometric=True).holds_searched(True)
-
-
 def test_held_images_lose_their_pose_and_zoom_gradients_only() -> None:
     from tests.helpers import zoom_cameras
 

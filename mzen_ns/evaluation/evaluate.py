@@ -135,9 +135,9 @@ def evaluate(
     train_images, test_images = stack_images(train), stack_images(test)
     test_dials = test.metadata["mzen_dial"].float()
     located = locate_held_out(pipeline, test, registration)
-    cameras, searched = prime_views(model, train_images, test_images, test_dials, priming, located)
+    cameras, flagged = prime_views(model, train_images, test_images, test_dials, priming, located)
     went_back = register(model, cameras, test_images, registration, held_views(located, registration))
-    say_unsure_views(test.metadata["mzen_file_paths"], searched.flagged, went_back, registration.max_shift)
+    say_unsure_views(test.metadata["mzen_file_paths"], flagged, went_back, registration.max_shift)
     lpips = model.lpips if getattr(model, "lpips_available", False) else None
     per_image, rendered_views = [], []
     for i in range(len(test)):
@@ -183,11 +183,9 @@ def evaluate(
     )
     results.update({f"test_{name}": value for name, value in test_errors.items()})
     results.update(placement_counts(trained))
-    results["test_zoom_ins_flagged"] = float(searched.flagged.sum())
+    results["test_zoom_ins_flagged"] = float(flagged.sum())
     results["test_registration_went_back"] = float(went_back.sum())
-    results.update(
-        own_pixel_results(trained, train_truth, cameras, test.metadata["mzen_ground_truth"], searched.flagged)
-    )
+    results.update(own_pixel_results(trained, train_truth, cameras, test.metadata["mzen_ground_truth"], flagged))
     return results
 
 

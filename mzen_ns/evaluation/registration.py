@@ -70,16 +70,6 @@ class LocatedHeldOut:
         return torch.isfinite(self.c2w).all(dim=(1, 2))
 
 
-@dataclass
-class SearchedHeldOut:
-    """How the window search placed the held-out views that geometry did not."""
-
-    placed: Bool[Tensor, " T"]
-    """Placed by the window search and not flagged."""
-    flagged: Bool[Tensor, " T"]
-    """Placed by the window search, best not clearly better than its runner-up."""
-
-
 def prime_views(
     model: MZENModel,
     train_images: Float[Tensor, "N H W 3"],
@@ -87,12 +77,12 @@ def prime_views(
     dials: Float[Tensor, " T"],
     priming: PrimingConfig,
     located: Optional[LocatedHeldOut] = None,
-) -> Tuple[ZoomCameras, SearchedHeldOut]:
+) -> Tuple[ZoomCameras, Bool[Tensor, " T"]]:
     """Cameras for held-out views: those placed by geometry (``located``) start there, the others are
     primed as phase B primes zoom-ins, from the training views the run solved (wide views; for
     ``hierarchical`` also the registered zoom-ins, the located and the shallower held-out views); a
-    held-out wide view is matched at relative zoom 1 (whole images). Returns the cameras and how
-    the window search placed the views."""
+    held-out wide view is matched at relative zoom 1 (whole images). Returns the cameras and which
+    views the window search placed with a flag (best not clearly better than its runner-up)."""
     trained = model.cameras
     n_train, count, device = train_images.shape[0], dials.numel(), trained.dials.device
     cameras = _held_out_cameras(trained, dials, images.shape[1:3])
@@ -100,13 +90,13 @@ def prime_views(
     posed = trained.solved.cpu() & (roots >= 0)
     found = torch.zeros(count, dtype=torch.bool) if located is None else located.found.cpu()
     test_roots = torch.full((count,), -1)
-    searched = SearchedHeldOut(torch.zeros(count, dtype=torch.bool), torch.zeros(count, dtype=torch.bool))
+    flagged = torch.zeros(count, dtype=torch.bool)
     if located is not None and found.any():
         index = torch.nonzero(found).squeeze(-1)
         test_roots[index] = located.root[index].cpu()
         cameras.prime_from(index.to(device), located.c2w[index].float(), located.zoom[index].float(), test_roots[index])
     if bool(found.all()):
-        return cameras, searched  # every view placed: nothing to prime
+        return cameras, flagged  # every view placed: nothing to prime
     # the plan numbers the posed training views, then the held-out ones; ``back`` maps it to the
     # training-then-held-out numbering (a training view never trained on, such as a flagged zoom-in
     # the phases left alone, primes nothing and is no query)
@@ -149,10 +139,8 @@ def prime_views(
         lookup,
         lambda i, c2w, zoom, wide: cameras.prime_from((back[i] - n_train).to(device), c2w, zoom, back[wide]),
     )
-    held_out = back[plan.query] - n_train
-    searched.placed[held_out] = ~plan.flagged & ~plan.geometric
-    searched.flagged[held_out] = plan.flagged & ~plan.geometric
-    return cameras, searched
+    flagged[back[plan.query] - n_train] = plan.flagged & ~plan.geometric
+    return cameras, flagged
 
 
 def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> Optional[LocatedHeldOut]:
@@ -249,7 +237,7 @@ def register(
     held = torch.zeros(cameras.dials.numel(), dtype=torch.bool) if held is None else held.cpu()
     images = images.to(device)
     start = _StartOf(cameras)
-    points = surface_grid(model, cameras, config.shift_grid)
+    points, pixels = surface_grid(model, cameras, config.shift_grid)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for param in frozen:
         param.requires_grad_(False)
@@ -279,7 +267,7 @@ def register(
         for param in frozen:
             param.requires_grad_(True)
         model.train(was_training)
-    moved_too_far = own_pixel_shift(cameras, points) > config.max_shift * cameras.width
+    moved_too_far = own_pixel_shift(cameras, points, pixels) > config.max_shift * cameras.width
     start.restore(cameras, moved_too_far)
     return moved_too_far
 
@@ -306,13 +294,15 @@ def grid_pixels(side: int, height: int, width: int) -> Int[Tensor, "P 2"]:
 
 
 @torch.no_grad()
-def surface_grid(model: MZENModel, cameras: ZoomCameras, side: int) -> Float[Tensor, "T P 3"]:
+def surface_grid(
+    model: MZENModel, cameras: ZoomCameras, side: int
+) -> Tuple[Float[Tensor, "T P 3"], Int[Tensor, "P 2"]]:
     """Per view, the points the field shows at its :func:`grid_pixels` (median depth along each
-    ray), seen through its current camera."""
+    ray), seen through its current camera; and those pixels."""
     count, device = cameras.dials.numel(), cameras.dials.device
-    pixels = grid_pixels(side, int(cameras.height), int(cameras.width))
-    indices = torch.arange(count).repeat_interleave(pixels.shape[0]).to(device)
-    pixels = pixels.repeat(count, 1).to(device)
+    grid = grid_pixels(side, int(cameras.height), int(cameras.width))
+    indices = torch.arange(count).repeat_interleave(grid.shape[0]).to(device)
+    pixels = grid.repeat(count, 1).to(device)
     origins, directions, _, _ = cameras.rays(indices, pixels)
     was_training = model.training
     model.eval()
@@ -320,24 +310,25 @@ def surface_grid(model: MZENModel, cameras: ZoomCameras, side: int) -> Float[Ten
         depth = render_outputs(model, cameras, indices, pixels)["depth"]
     finally:
         model.train(was_training)
-    return (origins + directions * depth.reshape(-1, 1)).reshape(count, -1, 3)
+    return (origins + directions * depth.reshape(-1, 1)).reshape(count, -1, 3), grid
 
 
 @torch.no_grad()
-def own_pixel_shift(cameras: ZoomCameras, points: Float[Tensor, "T P 3"]) -> Float[Tensor, " T"]:
+def own_pixel_shift(
+    cameras: ZoomCameras, points: Float[Tensor, "T P 3"], pixels: Int[Tensor, "P 2"]
+) -> Float[Tensor, " T"]:
     """Per view, the median distance in its own pixels between where its camera now sees ``points``
-    and the :func:`grid_pixels` they were rendered from (:func:`surface_grid`); a point now behind
-    the camera counts as infinitely far."""
-    side = int(round(math.sqrt(points.shape[1])))
-    grid = grid_pixels(side, int(cameras.height), int(cameras.width)).float() + 0.5  # pixel centres
+    and the (row, column) ``pixels`` they were rendered from (:func:`surface_grid`); a point now
+    behind the camera counts as infinitely far."""
+    centres = pixels.flip(-1).float() + 0.5  # (x, y) of the pixel centres
     c2w = cameras.c2w().detach().cpu()
     fx, principal = cameras.fx().detach().cpu(), cameras.principal_points().cpu()
     local = (points.cpu() - c2w[:, None, :, 3]) @ c2w[:, :, :3]  # OpenGL camera axes
     depth = -local[..., 2]
     safe = torch.where(depth > 1e-9, depth, torch.ones_like(depth))
-    col = principal[:, None, 0] + fx[:, None] * local[..., 0] / safe
-    row = principal[:, None, 1] - fx[:, None] * float(cameras.aspect) * local[..., 1] / safe
-    distance = torch.linalg.norm(torch.stack([row, col], -1) - grid[None], dim=-1)
+    x = principal[:, None, 0] + fx[:, None] * local[..., 0] / safe
+    y = principal[:, None, 1] - fx[:, None] * float(cameras.aspect) * local[..., 1] / safe
+    distance = torch.linalg.norm(torch.stack([x, y], -1) - centres[None], dim=-1)
     distance = torch.where(depth > 1e-9, distance, torch.full_like(distance, math.inf))
     return distance.median(dim=1).values
 
