@@ -8,7 +8,9 @@ from typing import Dict, List, Literal, Tuple, Type
 
 import torch
 import tyro
+from jaxtyping import Float
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -153,6 +155,16 @@ class MZENModel(NerfactoModel):
         if self.training and ray_bundle.metadata is not None and PIXELS_KEY in ray_bundle.metadata:
             ray_bundle = self.cameras.apply_to_raybundle(ray_bundle)
         return super().get_outputs(ray_bundle)
+
+    @torch.no_grad()
+    def render_rgb(self, camera: Cameras) -> Float[Tensor, "H W 3"]:
+        """RGB in [0, 1] the field shows through ``camera`` (one nerfstudio camera), rendered in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.get_outputs_for_camera(camera)["rgb"].clamp(0.0, 1.0)
+        finally:
+            self.train(was_training)
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         metrics = super().get_metrics_dict(outputs, batch)

@@ -31,7 +31,7 @@ from mzen_ns.geometry.solution import GEOMETRIC, GIVEN_BY_CHECKPOINT
 from mzen_ns.model import MZENModel, MZENModelConfig
 from mzen_ns.phase_report import PhaseReport
 from mzen_ns.phases import PHASES, POLICY, Hold, Phase, PhaseSchedule, allowed_images
-from mzen_ns.placement import prime_training_zoom_ins, recorded_plan, start_wide_cameras
+from mzen_ns.placement import prime_training_zoom_ins, recorded_plan, start_wide_cameras, training_judge
 from mzen_ns.priming.plan import PrimingConfig, PrimingPlan
 from mzen_ns.priming.report import console_report, write_report
 from mzen_ns.solved_cameras import cameras_manifest
@@ -198,12 +198,15 @@ class MZENPipeline(VanillaPipeline):
 
     def prime_zoom_ins(self) -> PrimingPlan:
         """Start every zoom-in (:func:`prime_training_zoom_ins`: by 2D–3D registration after an ``sfm``
-        start, the others by the window search of ``pipeline.priming``), their appearance from their
-        wide view's; say where and how sure (console table, ``priming.png`` and ``.json``)."""
+        start, the others by the window search of ``pipeline.priming``, the field trained in phase A
+        deciding between rival placements), their appearance from their wide view's; say where and
+        how sure (console table, ``priming.png`` and ``.json``)."""
         started = time.perf_counter()
         images = stack_images(self.datamanager.train_dataset)
         cameras = self.mzen_model.cameras
-        plan = prime_training_zoom_ins(cameras, images, self.datamanager.train_dataparser_outputs, self.config.priming)
+        judge = training_judge(self.mzen_model) if self.phase_schedule.end_of("A") > 0 else None  # a field to ask
+        outputs = self.datamanager.train_dataparser_outputs
+        plan = prime_training_zoom_ins(cameras, images, outputs, self.config.priming, judge)
         self._copy_appearance(plan.query.to(cameras.dials.device), plan.root.to(cameras.dials.device))
         self.priming_seconds = time.perf_counter() - started
         CONSOLE.print(f"placed {plan.query.numel()} zoom-in(s) in {self.priming_seconds:.1f} s")

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Float
+from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from mzen_ns.cameras import ZoomCameras
 from mzen_ns.distributed import decided_once, share_decision
+from mzen_ns.priming.images import area_resize, image_ncc
 from mzen_ns.priming.plan import (
+    CandidateCamera,
+    Judge,
     PrimingConfig,
     PrimingPlan,
     Views,
@@ -32,6 +36,50 @@ from mzen_ns.priming.plan import (
 
 if TYPE_CHECKING:
     from mzen_ns.geometry.initialiser import Decision, Frame
+    from mzen_ns.model import MZENModel
+
+
+class FieldJudge:
+    """Asks the field whether a candidate camera sees what a query shows (a
+    :data:`~mzen_ns.priming.plan.Judge`): the field is rendered at the camera and compared with the
+    query (NCC), both area-averaged to the scale the field resolves — after phase A, a wide view's
+    pixel, so a query ``z`` times deeper than its wide view is compared at ``1/z`` of its size (never
+    fewer than ``min_width`` pixels across). The render is supersampled (at most ``max_rays`` rays)
+    so that each compared pixel averages the field over its footprint. One render costs about one
+    training step's forward pass."""
+
+    def __init__(
+        self,
+        model: MZENModel,
+        centre: Callable[[int], Float[Tensor, "3"]],
+        aspect: float,
+        min_width: int = 8,
+        max_rays: int = 4096,
+    ) -> None:
+        self.model, self.centre, self.aspect = model, centre, aspect
+        self.min_width, self.max_rays = min_width, max_rays
+
+    def __call__(self, image: Float[Tensor, "H W 3"], camera: CandidateCamera) -> float:
+        height, width = int(image.shape[0]), int(image.shape[1])
+        compared = min(width, max(self.min_width, round(width * min(1.0, camera.root_fx / camera.fx))))
+        size = (compared, max(1, round(height * compared / width)))
+        supersample = max(1, min(4, int(math.sqrt(self.max_rays / (size[0] * size[1])))))
+        scale = size[0] * supersample / width
+        c2w = torch.cat([camera.orientation.float(), self.centre(camera.root).float().cpu()[:, None]], dim=1)
+        rendered = self.model.render_rgb(
+            Cameras(
+                camera_to_worlds=c2w[None],
+                fx=torch.tensor([[camera.fx * scale]]),
+                fy=torch.tensor([[camera.fx * self.aspect * scale]]),
+                cx=camera.principal[None, :1].float() * scale,
+                cy=camera.principal[None, 1:].float() * scale,
+                width=size[0] * supersample,
+                height=size[1] * supersample,
+                camera_type=CameraType.PERSPECTIVE,
+            ).to(self.model.device)
+        )
+        rendered_np = area_resize(rendered.detach().cpu().float().numpy(), *size)
+        return image_ncc(rendered_np, area_resize(image.detach().cpu().float().numpy(), *size))
 
 
 def start_wide_cameras(cameras: ZoomCameras, outputs: Any, frame: Frame, contraction_radius: float) -> Decision:
@@ -119,10 +167,15 @@ def place_zoom_ins_by_geometry(cameras: ZoomCameras, outputs: Any, config: Primi
 
 
 def prime_training_zoom_ins(
-    cameras: ZoomCameras, images: Float[Tensor, "N H W 3"], outputs: Any, config: PrimingConfig
+    cameras: ZoomCameras,
+    images: Float[Tensor, "N H W 3"],
+    outputs: Any,
+    config: PrimingConfig,
+    judge: Optional[Judge] = None,
 ) -> PrimingPlan:
     """Start every training zoom-in: by geometry where it registers (:func:`place_zoom_ins_by_geometry`),
-    the others where the window search places them; record how in ``cameras.match``. ``images``: the
+    the others where the window search places them (``judge``, where given, deciding between a best
+    placement and its rival: :class:`FieldJudge`); record how in ``cameras.match``. ``images``: the
     training images; ``outputs``: the training dataparser outputs."""
     device = cameras.dials.device
     placed = place_zoom_ins_by_geometry(cameras, outputs, config)
@@ -136,8 +189,8 @@ def prime_training_zoom_ins(
     )
     posed, roots = cameras.is_wide.cpu().clone(), torch.arange(len(views))
     posed[placed.query], roots[placed.query] = True, placed.root
-    plan = plan_priming(views, posed, roots, config)
-    for name in ("source", "root", "centre", "relative_zoom", "rotation"):  # decided once, on rank 0
+    plan = plan_priming(views, posed, roots, config, judge)
+    for name in ("source", "root", "centre", "relative_zoom", "rotation", "flagged"):  # decided once, on rank 0
         setattr(plan, name, share_decision(getattr(plan, name), device))
     apply_plan(
         plan,
@@ -148,6 +201,16 @@ def prime_training_zoom_ins(
     plan = placed.cat(plan)
     cameras.match.record(plan.query, **{name: getattr(plan, name) for name in cameras.match.FIELDS})
     return plan
+
+
+def training_judge(model: MZENModel) -> FieldJudge:
+    """The field's judge of training zoom-ins' placements: cameras turn about their wide views' centres."""
+    cameras = model.cameras
+    return FieldJudge(
+        model,
+        lambda root: cameras.c2w(torch.tensor([root], device=cameras.dials.device))[0, :, 3].detach(),
+        float(cameras.aspect),
+    )
 
 
 def recorded_plan(cameras: ZoomCameras, config: PrimingConfig) -> PrimingPlan:

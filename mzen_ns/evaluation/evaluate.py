@@ -91,12 +91,7 @@ def render_view(model: Any, cameras: Any, index: int, magnification: float = 1.0
     camera = cameras.to_cameras(torch.tensor([index], device=cameras.dials.device))
     camera.fx = camera.fx * magnification
     camera.fy = camera.fy * magnification
-    was_training = model.training
-    model.eval()
-    try:
-        return model.get_outputs_for_camera(camera)["rgb"].clamp(0.0, 1.0)
-    finally:
-        model.train(was_training)
+    return model.render_rgb(camera)
 
 
 def save_renders(

@@ -23,7 +23,7 @@ from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
 from mzen_ns.datamanager import stack_images
 from mzen_ns.geometry.solution import GEOMETRIC
 from mzen_ns.model import MZENModel
-from mzen_ns.placement import locate_in_run
+from mzen_ns.placement import FieldJudge, locate_in_run
 from mzen_ns.priming.plan import PrimingConfig, Views, apply_plan, plan_priming
 
 
@@ -124,7 +124,6 @@ def prime_views(
         cameras.c2w()[:, :, :3].detach().cpu(),
     )
     views = train_views.cat(test_views)
-    plan = plan_priming(views, torch.cat([torch.ones_like(keep, dtype=torch.bool), found]), plan_roots, priming)
 
     def lookup(index: Tensor) -> Tuple[Tensor, Tensor]:  # a source is a training view or a shallower held-out one
         index = back[index]
@@ -132,6 +131,9 @@ def prime_views(
         train_index, test_index = index.clamp(max=n_train - 1).to(device), (index - n_train).clamp(min=0).to(device)
         c2w = torch.where(held_out[:, None, None], cameras.c2w(test_index), trained.c2w(train_index))
         return c2w.detach(), torch.where(held_out, cameras.zoom(test_index), trained.zoom(train_index)).detach()
+
+    judge = FieldJudge(model, lambda root: lookup(torch.tensor([root]))[0][0, :, 3], float(trained.aspect))
+    plan = plan_priming(views, torch.cat([torch.ones_like(keep, dtype=torch.bool), found]), plan_roots, priming, judge)
 
     apply_plan(
         plan,

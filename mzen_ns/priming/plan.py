@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Dict, Iterator, List, Literal, Optional, Tuple
 
 import torch
@@ -65,6 +66,8 @@ class PrimingConfig:
     """Among placements within this NCC of the best, those in the deepest candidate win (more pixels in the window)."""
     flag_margin: float = 0.3
     """Flag a zoom-in when the runner-up's misfit exceeds the best's by less than this fraction of the best's."""
+    field_check: bool = True
+    """Where a placement has a rival elsewhere in the scene, the field rendered at both decides (position search)."""
 
 
 @dataclass
@@ -128,14 +131,19 @@ class PrimingPlan:
     """``ncc`` or ``-mse`` (of the rows placed by the window search)."""
     geometric: Optional[Bool[Tensor, " Q"]] = None
     """Rows placed by 2D–3D registration (their ``score``: the correspondences); ``None``: none."""
+    field_ncc: Optional[Float[Tensor, "Q 2"]] = None
+    """NCC of the field rendered at the chosen placement and at the runner-up's (:data:`Judge`); NaN: not rendered."""
 
     def __post_init__(self) -> None:
         if self.geometric is None:
             self.geometric = torch.zeros(self.query.numel(), dtype=torch.bool)
+        if self.field_ncc is None:
+            self.field_ncc = torch.full((self.query.numel(), 2), math.nan)
 
     def cat(self, other: "PrimingPlan") -> "PrimingPlan":
         """This plan's rows followed by ``other``'s (score kind: the one with window-search rows, else this)."""
         assert self.geometric is not None and other.geometric is not None
+        assert self.field_ncc is not None and other.field_ncc is not None
         kind = (
             other.score_kind
             if bool((~other.geometric).any()) and not bool((~self.geometric).any())
@@ -147,7 +155,11 @@ class PrimingPlan:
         }
         flagged = torch.cat([self.flagged, other.flagged])
         return PrimingPlan(
-            **joined, flagged=flagged, score_kind=kind, geometric=torch.cat([self.geometric, other.geometric])
+            **joined,
+            flagged=flagged,
+            score_kind=kind,
+            geometric=torch.cat([self.geometric, other.geometric]),
+            field_ncc=torch.cat([self.field_ncc, other.field_ncc]),
         )
 
     def levels(self, dials: Float[Tensor, " N"]) -> Iterator[Int[Tensor, " K"]]:
@@ -158,19 +170,45 @@ class PrimingPlan:
             yield torch.nonzero(query_dials == dial).squeeze(-1)
 
 
+@dataclass
+class CandidateCamera:
+    """A query's camera as one placement puts it: turned about its wide view's optical centre."""
+
+    root: int
+    """The wide view whose optical centre the camera shares (an index into the plan's views)."""
+    orientation: Float[Tensor, "3 3"]
+    """Camera-to-world rotation (OpenGL axes)."""
+    fx: float
+    """Focal in pixels."""
+    root_fx: float
+    """The wide view's focal in pixels: the field, fitted to the wide views, resolves detail down to its pixel."""
+    principal: Float[Tensor, "2"]
+    """The query's principal point (x, y) in pixels."""
+
+
+Judge = Callable[[Float[Tensor, "H W 3"], CandidateCamera], float]
+"""(query image, a candidate camera) → how well what the field shows there agrees with the image (NCC)."""
+
+
 def plan_priming(
-    views: Views, posed: Bool[Tensor, " N"], roots: Int[Tensor, " N"], config: PrimingConfig
+    views: Views,
+    posed: Bool[Tensor, " N"],
+    roots: Int[Tensor, " N"],
+    config: PrimingConfig,
+    judge: Optional[Judge] = None,
 ) -> PrimingPlan:
     """Plan the priming of every view that is not ``posed`` from the posed ones. ``roots`` gives
     each posed view's wide view (itself for a wide view); wide views are the posed views at the
-    smallest dial."""
+    smallest dial. ``judge``, where given (and ``config.field_check``), decides between a query's
+    best placement and its rival (:func:`_field_decision`); it needs ``views.orientation``."""
     wide = posed & (views.dials == views.dials[posed].min())
     if bool(posed.all()):
         return empty_plan(score_kind(config.method))
     if config.method == "centred":
         return _plan_centred(views, wide, torch.nonzero(~posed).squeeze(-1), config)
     if config.method in ("position", "hierarchical"):
-        return _plan_search(views, posed, wide, roots, config)
+        use_judge = judge if config.field_check and views.orientation is not None else None
+        return _plan_search(views, posed, wide, roots, config, use_judge)
     assert_never(config.method)
 
 
@@ -247,35 +285,57 @@ def _flagged(misfit: Tensor, runner_up_misfit: Tensor, margin: float) -> Tensor:
     return (runner_up_misfit - misfit) < margin * misfit
 
 
-def _plan_search(views: Views, posed: Tensor, wide: Tensor, roots: Tensor, config: PrimingConfig) -> PrimingPlan:
+def _plan_search(
+    views: Views, posed: Tensor, wide: Tensor, roots: Tensor, config: PrimingConfig, judge: Optional[Judge]
+) -> PrimingPlan:
     root = torch.where(posed, roots, torch.full_like(roots, -1))
     planned = posed.clone()
     focal = views.focal.float().clone()  # filled in for each level as it is planned (chains)
     rows: Dict[str, List[Tensor]] = {
-        key: [] for key in ("query", "source", "centre", "zoom", "rotation", "score", "runner_up")
+        key: []
+        for key in ("query", "source", "centre", "zoom", "rotation", "score", "runner_up", "flagged", "field_ncc")
     }
     to_root = _orientations_in_roots(views, posed, wide, root)
     queries = torch.nonzero(~posed).squeeze(-1)
     for dial in torch.unique(views.dials[queries]):
         level = queries[views.dials[queries] == dial]
         candidates = _candidates(views.dials, wide, planned, dial, config.method)
-        chosen = _place_level(views, focal, level, candidates, root[candidates], config)
-        source, placement, rotation, best = chosen
+        placement, rotation, best = _place_level(views, focal, level, candidates, root[candidates], config)
+        runner_up, rival = _runner_up(views, focal, to_root, root, candidates, placement, rotation, best)
+        flagged = _flagged(1 - placement.score[torch.arange(level.numel()), best], 1 - runner_up, config.flag_margin)
+        field_ncc = torch.full((level.numel(), 2), math.nan)
+        if judge is not None:
+            cameras = partial(_candidate_camera, views, focal, to_root, root, candidates, level, placement, rotation)
+            best, runner_up, flagged, field_ncc = _field_decision(
+                views.images[level],
+                cameras,
+                placement.score,
+                best,
+                rival,
+                runner_up,
+                flagged,
+                judge,
+                config.flag_margin,
+            )
+        chosen = (torch.arange(level.numel()), best)
+        source = candidates[best]
         rows["query"].append(level)
         rows["source"].append(source)
-        rows["centre"].append(placement.centre[best])
-        rows["zoom"].append(placement.zoom[best])
-        rows["rotation"].append(rotation[best])
-        rows["score"].append(placement.score[best])
-        rows["runner_up"].append(_runner_up(views, focal, to_root, root, candidates, placement, rotation, best[1]))
+        rows["centre"].append(placement.centre[chosen])
+        rows["zoom"].append(placement.zoom[chosen])
+        rows["rotation"].append(rotation[chosen])
+        rows["score"].append(placement.score[chosen])
+        rows["runner_up"].append(runner_up)
+        rows["flagged"].append(flagged)
+        rows["field_ncc"].append(field_ncc)
         root[level] = root[source]
-        focal[level] = focal[source] * placement.zoom[best]
+        focal[level] = focal[source] * placement.zoom[chosen]
         planned[level] = True
-        for q, s, r in zip(level.tolist(), source.tolist(), rotation[best]):
+        for q, s, r in zip(level.tolist(), source.tolist(), rotation[chosen]):
             if s in to_root:
                 to_root[q] = to_root[s] @ r
     stacked = {key: torch.cat(value) if value else torch.empty(0) for key, value in rows.items()}
-    query, score = stacked["query"].long(), stacked["score"]
+    query = stacked["query"].long()
     return PrimingPlan(
         query=query,
         source=stacked["source"].long(),
@@ -283,10 +343,74 @@ def _plan_search(views: Views, posed: Tensor, wide: Tensor, roots: Tensor, confi
         centre=stacked["centre"].reshape(-1, 2),
         relative_zoom=stacked["zoom"],
         rotation=stacked["rotation"].reshape(-1, 3, 3),
-        score=score,
+        score=stacked["score"],
         runner_up=stacked["runner_up"],
-        flagged=_flagged(1 - score, 1 - stacked["runner_up"], config.flag_margin),
+        flagged=stacked["flagged"].bool(),
         score_kind=score_kind(config.method),
+        field_ncc=stacked["field_ncc"].reshape(-1, 2),
+    )
+
+
+def _field_decision(
+    images: Float[Tensor, "Q H W 3"],
+    cameras: Callable[[int, int], Optional[CandidateCamera]],
+    score: Float[Tensor, "Q C"],
+    best: Int[Tensor, " Q"],
+    rival: Int[Tensor, " Q"],
+    runner_up: Float[Tensor, " Q"],
+    flagged: Bool[Tensor, " Q"],
+    judge: Judge,
+    margin: float,
+) -> Tuple[Int[Tensor, " Q"], Float[Tensor, " Q"], Bool[Tensor, " Q"], Float[Tensor, "Q 2"]]:
+    """The field's verdict between each query's best placement and its rival (another part of the
+    scene): the field, which explains every wide view at once, is rendered at both cameras and
+    compared with the query. Where it clearly prefers one (by the flag margin), that one is chosen —
+    flagged if the windows had clearly preferred the other; where it cannot tell, the windows decide
+    and flag as before. Returns (choice, its runner-up's window score, flagged, field NCC of the
+    chosen and of the other), queries without a rival unchanged."""
+    best, runner_up, flagged = best.clone(), runner_up.clone(), flagged.clone()
+    ncc_of = torch.full((best.numel(), 2), math.nan)
+    for q in range(best.numel()):
+        b, r = int(best[q]), int(rival[q])
+        first, second = cameras(q, b), cameras(q, r) if r >= 0 else None
+        if first is None or second is None:
+            continue
+        ncc = torch.tensor([judge(images[q], first), judge(images[q], second)])
+        if not bool(torch.isfinite(ncc).all()):
+            continue
+        ncc_of[q] = ncc
+        if not bool(_flagged(1 - ncc[1], 1 - ncc[0], margin)):  # the field clearly prefers the rival
+            best[q], runner_up[q], ncc_of[q] = r, score[q, b], ncc.flip(0)
+            flagged[q] = not bool(flagged[q])  # the windows had clearly said otherwise
+        elif not bool(_flagged(1 - ncc[0], 1 - ncc[1], margin)):
+            flagged[q] = False
+    return best, runner_up, flagged, ncc_of
+
+
+def _candidate_camera(
+    views: Views,
+    focal: Tensor,
+    to_root: Dict[int, Tensor],
+    root: Tensor,
+    candidates: Tensor,
+    level: Tensor,
+    placement: WindowMatches,
+    rotation: Tensor,
+    q: int,
+    c: int,
+) -> Optional[CandidateCamera]:
+    """The camera query ``level[q]`` gets from placement ``c`` (None where its source's orientation
+    in its wide view is unknown)."""
+    source = int(candidates[c])
+    if source not in to_root or views.orientation is None:
+        return None
+    wide = int(root[source])
+    return CandidateCamera(
+        root=wide,
+        orientation=views.orientation[wide].float() @ to_root[source] @ rotation[q, c],
+        fx=float(focal[source] * placement.zoom[q, c]),
+        root_fx=float(focal[wide]),
+        principal=views.principal[int(level[q])],
     )
 
 
@@ -309,14 +433,15 @@ def _runner_up(
     placement: WindowMatches,
     rotation: Tensor,
     best: Tensor,
-) -> Float[Tensor, " Q"]:
+) -> Tuple[Float[Tensor, " Q"], Int[Tensor, " Q"]]:
     """Per query, the best score of a placement that shows another part of the scene than the chosen
-    one; −inf where there is none. Where both placements' windows in their wide views are known, that
-    is decided by the windows: the same place in one wide view, or corresponding places in two
-    (:func:`~mzen_ns.priming.search.corresponding`) — overlapping wide views all see the zoom-in's
-    patch, and the same patch seen from a neighbour or through a shallower zoom-in is no rival.
-    Otherwise every placement leading to another wide view is a rival."""
+    one, and that placement (−inf and −1 where there is none). Where both placements' windows in
+    their wide views are known, that is decided by the windows: the same place in one wide view, or
+    corresponding places in two (:func:`~mzen_ns.priming.search.corresponding`) — overlapping wide
+    views all see the zoom-in's patch, and the same patch seen from a neighbour or through a
+    shallower zoom-in is no rival. Otherwise every placement leading to another wide view is a rival."""
     runner_up = torch.full((len(best),), -math.inf)
+    rival = torch.full((len(best),), -1, dtype=torch.long)
     for q, b in enumerate(best.tolist()):
         chosen = _root_window(views, focal, to_root, root, int(candidates[b]), rotation[q, b], placement.zoom[q, b])
         chosen_root = int(root[candidates[b]])
@@ -337,9 +462,9 @@ def _runner_up(
                     views.images[chosen_root], *chosen, views.images[other_root], *other
                 )
             if not same:
-                runner_up[q] = score
+                runner_up[q], rival[q] = score, c
                 break
-    return runner_up
+    return runner_up, rival
 
 
 def _turned_onto(
@@ -380,9 +505,9 @@ def _root_window(
 
 def _place_level(
     views: Views, focal: Tensor, level: Tensor, candidates: Tensor, candidate_roots: Tensor, config: PrimingConfig
-) -> Tuple[Tensor, WindowMatches, Tensor, Tuple[Tensor, Tensor]]:
+) -> Tuple[WindowMatches, Tensor, Tensor]:
     """Search one level's queries in the candidates, verify the best placements, choose one per
-    query: (source per query, placements, rotations, index of the chosen (query, candidate))."""
+    query: (placements, rotations, the chosen candidate's position per query)."""
     count = level.numel()
     relative_zoom = views.dials[level][:, None] / views.dials[candidates][None, :]
     placement = search_positions(views.images[level], views.images[candidates], relative_zoom, config.search)
@@ -397,7 +522,7 @@ def _place_level(
         views.images.shape[1:3],
         config.prefer_centre_within,
     )
-    return candidates[best], placement, rotation, (torch.arange(count), best)
+    return placement, rotation, best
 
 
 def _verify(

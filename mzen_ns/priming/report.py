@@ -49,7 +49,8 @@ def plan_rows(
     plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"], flagged_left_out: bool = True
 ) -> List[Dict[str, object]]:
     """One JSON-able row per query; ``trains_field`` is false for a flagged one when flagged zoom-ins
-    are left out of the field (``flagged_left_out``)."""
+    are left out of the field (``flagged_left_out``); ``field_ncc``: how well the field rendered at the
+    chosen placement and at its rival agreed with the query, where it was asked (else None)."""
     rows = []
     for row, query in enumerate(plan.query.tolist()):
         runner_up = float(plan.runner_up[row])
@@ -65,14 +66,18 @@ def plan_rows(
             bool(plan.flagged[row]),
             not (flagged_left_out and bool(plan.flagged[row])),
         )
+        field = plan.field_ncc[row].tolist() if plan.field_ncc is not None else [math.nan] * 2
+        entry["field_ncc"] = None if not all(map(math.isfinite, field)) else [round(v, 4) for v in field]
         rows.append({"zoom_in": names[query], "dial": float(dials[query]), **entry})
     return rows
 
 
 def plan_table(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"]) -> Table:
-    """A rich table: zoom-in, dial, source (and its wide view), window position and zoom, scores, flag."""
+    """A rich table: zoom-in, dial, source (and its wide view), window position and zoom, scores, the
+    field's NCC at the chosen placement / its rival, flag."""
     table = Table(title=f"priming: zoom-in → source view (score: {plan.score_kind}, or 2D–3D correspondences)")
-    for column in ("zoom-in", "dial", "primed from", "wide view", "window x, y", "zoom", "score", "runner-up", ""):
+    columns = ("zoom-in", "dial", "primed from", "wide view", "window x, y", "zoom", "score", "runner-up", "field", "")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("zoom-in", "primed from", "wide view") else "right")
     for row in plan_rows(plan, names, dials):
         runner_up = row["runner_up_score"]
@@ -85,6 +90,7 @@ def plan_table(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N
             f"{row['relative_zoom']:.3f}",
             f"{row['score']:.0f} 2D–3D" if row["score_kind"] == GEOMETRIC_SCORE_KIND else f"{row['score']:.4f}",
             "n/a" if runner_up is None else f"{runner_up:.4f}",
+            "" if row["field_ncc"] is None else "{:.3f} / {:.3f}".format(*row["field_ncc"]),
             "[bold yellow]FLAGGED" if row["flagged"] else "",
         )
     return table
