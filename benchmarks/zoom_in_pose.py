@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -43,23 +42,11 @@ MIN_POINTS = 12
 """Fewest wide-triangulated points a ``wide points`` refit is made from."""
 
 
-@contextmanager
-def capture_model() -> Iterator[Dict[str, object]]:
-    """Within: keep the joint model the solver places the zoom-ins from (their poses are computed as
-    usual); the solver is restored on leaving."""
-    kept: Dict[str, object] = {}
-    place = sfm._zoom_in_poses
+class KeptModel(dict):
+    """The joint model the solver places the zoom-ins from, kept by :func:`sfm.solve_sfm`'s ``inspect``."""
 
-    def keeping(reconstruction, wide_names, copies, dials):
-        names = [copy.name for copy in sorted(copies, key=lambda c: c.zoom_in) if copy.shrink == (1.0, 1.0)]
-        kept.update(model=reconstruction, wide_names=wide_names, names=names)
-        return place(reconstruction, wide_names, copies, dials)
-
-    sfm._zoom_in_poses = keeping
-    try:
-        yield kept
-    finally:
-        sfm._zoom_in_poses = place
+    def __call__(self, reconstruction, wide_names: List[str], names: List[str]) -> None:
+        self.update(model=reconstruction, wide_names=wide_names, names=names)
 
 
 def gl_c2w(rotation: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -69,17 +56,15 @@ def gl_c2w(rotation: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 def refits(model, image, wide_names: List[str], placed_zoom: float, true_zoom: float, parent_centre) -> Dict:
     """(rotation, centre) of the zoom-in ``image`` per refit that can be made (all but ``placed``)."""
-    pixels, points = sfm._correspondences(model, image)
+    pixels, points = sfm.correspondences(model, image)
     unit = np.ones(len(points))  # matches found at the zoom-in's own size
     camera = model.cameras[image.camera_id]
     principal = np.array([camera.principal_point_x, camera.principal_point_y])
     start = image.cam_from_world().matrix()
-    wide_focal = model.cameras[sfm._wide_camera(model, wide_names)].focal_length
+    wide_focal = model.cameras[sfm.wide_camera(model, wide_names)].focal_length
     out = {}
-    out["true zoom"], _ = sfm._refit_pose(pixels, points, unit, start, wide_focal * true_zoom, principal)
-    _, turned = sfm._focal_from_centre(
-        pixels, points, unit, parent_centre, start[:, :3], camera.focal_length, principal
-    )
+    out["true zoom"], _ = sfm.refit_pose(pixels, points, unit, start, wide_focal * true_zoom, principal)
+    _, turned = sfm.focal_from_centre(pixels, points, unit, parent_centre, start[:, :3], camera.focal_length, principal)
     out["centre held"] = np.column_stack([turned, -turned @ parent_centre])
     wide_ids = {i.image_id for i in model.images.values() if i.name in wide_names}
     seen = [
@@ -88,7 +73,7 @@ def refits(model, image, wide_names: List[str], placed_zoom: float, true_zoom: f
         if sum(e.image_id in wide_ids for e in model.points3D[p.point3D_id].track.elements) >= 2
     ]
     if len(seen) >= MIN_POINTS:
-        out["wide points"], _ = sfm._refit_pose(
+        out["wide points"], _ = sfm.refit_pose(
             pixels[seen], points[seen], unit[seen], start, wide_focal * placed_zoom, principal
         )
     return {way: (pose[:, :3], -pose[:, :3].T @ pose[:, 3]) for way, pose in out.items()}
@@ -103,8 +88,8 @@ def scene_rows(scene: Path, focal_prior: Optional[float] = None) -> List[Tuple[f
     if focal_prior is not None:
         height, width = cv2.imread(str(paths[0]), cv2.IMREAD_GRAYSCALE).shape
         prior = {"focal_prior": focal_prior * true_focal, "principal_point": (width / 2.0, height / 2.0)}
-    with capture_model() as kept:
-        solution = sfm.solve_sfm(paths, zoom_ins=queries, **prior)
+    kept = KeptModel()
+    solution = sfm.solve_sfm(paths, zoom_ins=queries, inspect=kept, **prior)
     if solution.c2w is None or "model" not in kept:
         return []
     model, wide_names, names, placed = kept["model"], kept["wide_names"], kept["names"], solution.zoom_ins

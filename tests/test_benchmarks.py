@@ -44,3 +44,35 @@ def test_the_benchmarks_readme_indexes_every_script() -> None:
     readme = (BENCHMARKS / "README.md").read_text()
     missing = [path.name for path in BENCHMARKS.glob("*.py") if f"`{path.name}`" not in readme]
     assert not missing, f"benchmarks/README.md does not list {missing}"
+
+
+def _private_uses(source: str) -> list:
+    """``module._name`` reads and ``from mzen_ns… import _name`` of the package's private names."""
+    import ast
+
+    tree = ast.parse(source)
+    modules = set()
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mzen_ns"):
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    uses.append(f"from {node.module} import {alias.name}")
+                modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.asname or alias.name for alias in node.names if alias.name.startswith("mzen_ns"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if isinstance(node.value, ast.Name) and node.value.id in modules:
+                uses.append(f"{node.value.id}.{node.attr}")
+    return uses
+
+
+def test_the_private_use_check_sees_both_forms() -> None:
+    source = "from mzen_ns.geometry import sfm\nfrom mzen_ns.priming.plan import _flagged\nsfm._match(1)\n"
+    assert _private_uses(source) == ["from mzen_ns.priming.plan import _flagged", "sfm._match"]
+
+
+def test_benchmarks_use_only_the_packages_public_names() -> None:
+    found = {path.name: _private_uses(path.read_text()) for path in BENCHMARKS.glob("*.py")}
+    assert not {name: uses for name, uses in found.items() if uses}

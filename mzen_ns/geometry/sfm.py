@@ -41,7 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -73,6 +73,10 @@ SHRUNK_MIN_INLIERS = 15
 refit's residual and zoom checks still apply)."""
 
 
+Inspect = Callable[[Any, List[str], List[str]], None]
+"""(COLMAP reconstruction, wide views' image names, zoom-ins' image names at their own size) → None."""
+
+
 @dataclass(frozen=True)
 class _Copy:
     """A zoom-in as COLMAP sees it: itself or a shrunk copy."""
@@ -94,6 +98,7 @@ def solve_sfm(
     zoom_ins: Sequence[Tuple[Path, float]] = (),
     shrunk_copies: bool = True,
     exhaustive_up_to: int = EXHAUSTIVE_UP_TO,
+    inspect: Optional[Inspect] = None,
 ) -> WideSolution:
     """Poses of the wide images ``paths`` (in order) and their shared focal by COLMAP; views COLMAP
     leaves out have NaN poses. COLMAP maps from its own focal guess; ``focal_prior`` (pixels), the
@@ -102,7 +107,8 @@ def solve_sfm(
     ``zoom_ins`` (image, dial relative to the wide views) are then registered against the model
     (:attr:`WideSolution.zoom_ins`), those left out tried again as shrunk copies unless
     ``shrunk_copies`` is False. Up to ``exhaustive_up_to`` wide views every pair is matched; above,
-    pairs are retrieved."""
+    pairs are retrieved. ``inspect``, where given, sees the joint model the zoom-ins are placed from
+    (tools that study the matches: ``benchmarks/zoom_in_pose.py``)."""
     started = time.perf_counter()
     try:
         import pycolmap
@@ -119,7 +125,7 @@ def solve_sfm(
                 solution.evidence.update(focal_rise=rise, focal_given_held=float(held))
             if solution is not None and zoom_ins:
                 solution.zoom_ins = _place_zoom_ins(
-                    pycolmap, work, built, wide_names, zoom_names, zoom_ins, shrunk_copies
+                    pycolmap, work, built, wide_names, zoom_names, zoom_ins, shrunk_copies, inspect
                 )
     except (RuntimeError, ValueError, OSError) as error:
         return WideSolution("sfm", None, math.nan, failure=f"COLMAP failed: {error}")
@@ -137,6 +143,7 @@ def _place_zoom_ins(
     names: List[str],
     zoom_ins: Sequence[Tuple[Path, float]],
     shrunk_copies: bool,
+    inspect: Optional[Inspect] = None,
 ) -> PlacedViews:
     """The zoom-ins (image ``names`` in COLMAP's folder; path and dial) registered against the wide
     model ``built``: at their own size, then (``shrunk_copies``) the ones left out as shrunk copies,
@@ -148,6 +155,8 @@ def _place_zoom_ins(
     shrunk = _shrunk_copies(zoom_ins, missed, names, work / "images") if shrunk_copies else []
     if shrunk:
         joint = _register_zoom_ins(pycolmap, work, joint, wide_names, shrunk, copies + shrunk, "shrunk")
+    if inspect is not None:
+        inspect(joint[1], wide_names, names)
     return _zoom_in_poses(joint[1], wide_names, copies + shrunk, dials)
 
 
@@ -394,7 +403,7 @@ def _register_zoom_ins(
     every copy in ``every`` of another zoom-in."""
     folder, model = built
     database = work / "database.db"
-    camera = model.cameras[_wide_camera(model, wide_names)]
+    camera = model.cameras[wide_camera(model, wide_names)]
     focal, cx, cy = camera.focal_length, camera.principal_point_x, camera.principal_point_y
     for dial, shrink in sorted({(copy.dial, copy.shrink) for copy in copies}):
         reader = pycolmap.ImageReaderOptions()
@@ -431,7 +440,7 @@ def _zoom_in_poses(reconstruction, wide_names: List[str], copies: List[_Copy], d
             wide_centres[wide_names.index(name)] = image.projection_center()
     if not wide_centres:
         return poses
-    wide = reconstruction.cameras[_wide_camera(reconstruction, wide_names)]
+    wide = reconstruction.cameras[wide_camera(reconstruction, wide_names)]
     wide_focal, principal = wide.focal_length, np.array([wide.principal_point_x, wide.principal_point_y])
     for k, dial in enumerate(dials):
         registered = [copy for copy in copies if copy.zoom_in == k and copy.name in images]
@@ -442,8 +451,8 @@ def _zoom_in_poses(reconstruction, wide_names: List[str], copies: List[_Copy], d
         source = min(wide_centres, key=lambda w: float(np.linalg.norm(wide_centres[w] - first.projection_center())))
         rotation = first.cam_from_world().rotation.matrix()
         start = wide_focal * dial
-        focal, _ = _focal_from_centre(pixels, points, scale, wide_centres[source], rotation, start, principal)
-        pose, rms = _refit_pose(pixels, points, scale, first.cam_from_world().matrix(), focal, principal)
+        focal, _ = focal_from_centre(pixels, points, scale, wide_centres[source], rotation, start, principal)
+        pose, rms = refit_pose(pixels, points, scale, first.cam_from_world().matrix(), focal, principal)
         zoom = focal / wide_focal
         if rms > MAX_ZOOM_IN_RMS_PX or not ZOOM_RANGE[0] * dial <= zoom <= ZOOM_RANGE[1] * dial:
             continue
@@ -457,18 +466,19 @@ def _native_correspondences(reconstruction, images, registered: List[_Copy]):
     registered copy's keypoints that belong to a 3D point."""
     pixels, points, scale = [], [], []
     for copy in registered:
-        found_pixels, found_points = _correspondences(reconstruction, images[copy.name])
+        found_pixels, found_points = correspondences(reconstruction, images[copy.name])
         pixels.append(found_pixels * np.array(copy.shrink))
         points.append(found_points)
         scale.append(np.full(len(found_points), max(copy.shrink)))
     return np.concatenate(pixels), np.concatenate(points), np.concatenate(scale)
 
 
-def _wide_camera(reconstruction, wide_names: List[str]) -> int:
+def wide_camera(reconstruction, wide_names: List[str]) -> int:
+    """The camera id the wide views ``wide_names`` share in a COLMAP ``reconstruction``."""
     return next(image.camera_id for image in reconstruction.images.values() if image.name in wide_names)
 
 
-def _correspondences(reconstruction, image) -> Tuple[np.ndarray, np.ndarray]:
+def correspondences(reconstruction, image) -> Tuple[np.ndarray, np.ndarray]:
     """(pixels, 3D points) of an image's keypoints that belong to a 3D point."""
     pairs = [(p.xy, reconstruction.points3D[p.point3D_id].xyz) for p in image.points2D if p.has_point3D()]
     return np.array([a for a, _ in pairs]).reshape(-1, 2), np.array([b for _, b in pairs]).reshape(-1, 3)
@@ -479,7 +489,7 @@ def _project(points, rotation, translation, focal: float, principal) -> np.ndarr
     return seen[:, :2] / seen[:, 2:3] * focal + principal
 
 
-def _focal_from_centre(pixels, points, scale, centre, rotation, focal: float, principal) -> Tuple[float, np.ndarray]:
+def focal_from_centre(pixels, points, scale, centre, rotation, focal: float, principal) -> Tuple[float, np.ndarray]:
     """The focal and the orientation (camera-from-world, OpenCV axes) that best fit the 2D–3D matches
     seen from ``centre`` (Huber loss on residuals over ``scale``, the native pixels per pixel of the
     copy each match was found in), starting from ``rotation`` and ``focal``."""
@@ -495,9 +505,9 @@ def _focal_from_centre(pixels, points, scale, centre, rotation, focal: float, pr
     return focal * math.exp(float(theta[3])), Rotation.from_rotvec(theta[:3]).as_matrix() @ rotation
 
 
-def _refit_pose(pixels, points, scale, cam_from_world, focal: float, principal) -> Tuple[np.ndarray, float]:
+def refit_pose(pixels, points, scale, cam_from_world, focal: float, principal) -> Tuple[np.ndarray, float]:
     """Camera-from-world (OpenCV axes) fitted to the 2D–3D matches at ``focal`` (residuals over
-    ``scale``, as :func:`_focal_from_centre`), and its RMS weighted error (pixels of the copies)."""
+    ``scale``, as :func:`focal_from_centre`), and its RMS weighted error (pixels of the copies)."""
     from scipy.optimize import least_squares
     from scipy.spatial.transform import Rotation
 
