@@ -136,3 +136,13 @@ def _nerfstudio(rotation, fx):
 
     c2w = torch.cat([rotation, torch.zeros(3, 1)], 1)[None]
     return Cameras(camera_to_worlds=c2w, fx=fx, fy=fx, cx=WIDTH / 2, cy=HEIGHT / 2, width=WIDTH, height=HEIGHT)
+
+
+def test_without_a_rival_the_field_is_asked_only_to_report():
+    images, dials = _ambiguous_scene()
+    images, dials = torch.cat([images[:4], images[5:]]), torch.tensor([1.0, 1, 1, 1, 4])  # no copy: no rival
+    asked = []
+    plan = _plan(images, dials, _judge_preferring(0, asked))  # the field would prefer another view
+    assert int(plan.root[0]) == 2 and plan.flagged.tolist() == [False] and [c.root for c in asked] == [2]
+    assert plan.field_ncc[0, 0].item() == pytest.approx(0.3) and math.isnan(plan.field_ncc[0, 1].item())
+    assert plan_rows(plan, [f"img{i}" for i in range(5)], dials)[0]["field_ncc"] == [0.3, None]

@@ -367,12 +367,15 @@ def _field_decision(
     compared with the query. Where it clearly prefers one (by the flag margin), that one is chosen —
     flagged if the windows had clearly preferred the other; where it cannot tell, the windows decide
     and flag as before. Returns (choice, its runner-up's window score, flagged, field NCC of the
-    chosen and of the other), queries without a rival unchanged."""
+    chosen and of the other); a query without a rival keeps its choice and flag, its field NCC
+    reported (the other NaN)."""
     best, runner_up, flagged = best.clone(), runner_up.clone(), flagged.clone()
     ncc_of = torch.full((best.numel(), 2), math.nan)
     for q in range(best.numel()):
         b, r = int(best[q]), int(rival[q])
         first, second = cameras(q, b), cameras(q, r) if r >= 0 else None
+        if first is not None and second is None:  # no rival: the field's agreement is only reported
+            ncc_of[q, 0] = judge(images[q], first)
         if first is None or second is None:
             continue
         ncc = torch.tensor([judge(images[q], first), judge(images[q], second)])

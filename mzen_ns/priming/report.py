@@ -50,7 +50,7 @@ def plan_rows(
 ) -> List[Dict[str, object]]:
     """One JSON-able row per query; ``trains_field`` is false for a flagged one when flagged zoom-ins
     are left out of the field (``flagged_left_out``); ``field_ncc``: how well the field rendered at the
-    chosen placement and at its rival agreed with the query, where it was asked (else None)."""
+    chosen placement and at its rival (None: no rival) agreed with the query, where it was asked (else None)."""
     rows = []
     for row, query in enumerate(plan.query.tolist()):
         runner_up = float(plan.runner_up[row])
@@ -67,9 +67,13 @@ def plan_rows(
             not (flagged_left_out and bool(plan.flagged[row])),
         )
         field = plan.field_ncc[row].tolist() if plan.field_ncc is not None else [math.nan] * 2
-        entry["field_ncc"] = None if not all(map(math.isfinite, field)) else [round(v, 4) for v in field]
+        entry["field_ncc"] = None if not math.isfinite(field[0]) else [_rounded(v) for v in field]
         rows.append({"zoom_in": names[query], "dial": float(dials[query]), **entry})
     return rows
+
+
+def _rounded(value: float) -> Optional[float]:
+    return round(value, 4) if math.isfinite(value) else None
 
 
 def plan_table(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"]) -> Table:
@@ -90,10 +94,17 @@ def plan_table(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N
             f"{row['relative_zoom']:.3f}",
             f"{row['score']:.0f} 2D–3D" if row["score_kind"] == GEOMETRIC_SCORE_KIND else f"{row['score']:.4f}",
             "n/a" if runner_up is None else f"{runner_up:.4f}",
-            "" if row["field_ncc"] is None else "{:.3f} / {:.3f}".format(*row["field_ncc"]),
+            _field_cell(row["field_ncc"]),
             "[bold yellow]FLAGGED" if row["flagged"] else "",
         )
     return table
+
+
+def _field_cell(field: Optional[List[Optional[float]]]) -> str:
+    """The table's field column: the chosen placement's NCC, and the rival's where there was one."""
+    if field is None:
+        return ""
+    return f"{field[0]:.3f}" if field[1] is None else f"{field[0]:.3f} / {field[1]:.3f}"
 
 
 def save_plan_picture(
