@@ -373,10 +373,12 @@ def _field_decision(
     ncc_of = torch.full((best.numel(), 2), math.nan)
     for q in range(best.numel()):
         b, r = int(best[q]), int(rival[q])
-        first, second = cameras(q, b), cameras(q, r) if r >= 0 else None
-        if first is not None and second is None:  # no rival: the field's agreement is only reported
+        first = cameras(q, b)
+        second = cameras(q, r) if r >= 0 and first is not None else None
+        if first is None:
+            continue
+        if second is None:  # no rival: the field's agreement is only reported
             ncc_of[q, 0] = judge(images[q], first)
-        if first is None or second is None:
             continue
         ncc = torch.tensor([judge(images[q], first), judge(images[q], second)])
         if not bool(torch.isfinite(ncc).all()):
