@@ -9,7 +9,7 @@ optimizer. The forward is split further by module (hooks time each proposal netw
 field's hash-grid encoding, MLPs and rendering as they run), and each module's backward is timed
 by replaying it on the inputs it saw in the last step. Prints one markdown table per method.
 
-    python benchmarks/step_profile.py --data SCENE --method mzen nerfacto --steps 20
+    python benchmarks/step_profile.py --data SCENE --method mzen nerfacto --grid torch fused --steps 20
 
 Run it alone: another torch process on the same cores changes every figure.
 """
@@ -135,13 +135,16 @@ def posed_copy(scene: Path, folder: Path) -> Path:
     return folder
 
 
-def trainer_for(method: str, data: Path, output: Path):
-    """nerfstudio's trainer for ``method`` (an ``ns-train`` method name) on ``data``, set up;
-    nerfstudio's own methods read a posed copy of the scene and sample in this process."""
+def trainer_for(method: str, data: Path, output: Path, grid: str = "fused"):
+    """nerfstudio's trainer for ``method`` (an ``ns-train`` method name) on ``data``, set up, mzen's
+    hash grids on the fused CPU kernel or the torch ops (``grid``); nerfstudio's own methods read a
+    posed copy of the scene and sample in this process."""
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 
     config = all_methods[method]
+    if method.startswith("mzen"):
+        config.pipeline.model.fused_cpu_grid = grid == "fused"
     if not method.startswith("mzen"):
         data = posed_copy(data, Path(tempfile.mkdtemp(dir=output)))
         old = config.pipeline.datamanager
@@ -166,10 +169,10 @@ def trainer_for(method: str, data: Path, output: Path):
     return trainer
 
 
-def profile(method: str, data: Path, steps: int, warmup: int) -> Tuple[Dict[str, float], int]:
+def profile(method: str, data: Path, steps: int, warmup: int, grid: str = "fused") -> Tuple[Dict[str, float], int]:
     """Seconds per step by stage for ``method``, and its rays per batch."""
     with tempfile.TemporaryDirectory() as folder:
-        trainer = trainer_for(method, data, Path(folder))
+        trainer = trainer_for(method, data, Path(folder), grid)
         pipeline, model = trainer.pipeline, trainer.pipeline.model
         rays = trainer.config.pipeline.datamanager.train_num_rays_per_batch
         for step in range(warmup):
@@ -228,10 +231,19 @@ def main() -> None:
     parser.add_argument("--method", nargs="+", default=["mzen"], help="ns-train method names")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="steps before timing")
+    parser.add_argument(
+        "--grid",
+        nargs="+",
+        choices=["fused", "torch"],
+        default=["fused"],
+        help="mzen's hash grids: the fused CPU kernel, the torch ops, or both in turn",
+    )
     args = parser.parse_args()
     for method in args.method:
-        per_step, rays = profile(method, args.data, args.steps, args.warmup)
-        print(table(method, per_step, rays) + "\n")
+        for grid in args.grid if method.startswith("mzen") else ["torch"]:
+            per_step, rays = profile(method, args.data, args.steps, args.warmup, grid)
+            label = f"{method} ({grid} hash grid)" if method.startswith("mzen") else method
+            print(table(label, per_step, rays) + "\n", flush=True)
 
 
 if __name__ == "__main__":

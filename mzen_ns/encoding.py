@@ -32,6 +32,8 @@ from nerfstudio.field_components.encodings import HashEncoding
 from torch import Tensor, nn
 from typing_extensions import assert_never
 
+from mzen_ns.kernels import hash_grid as fused_kernel
+
 STEMode = Literal["paper", "smooth"]
 Footprint = Literal["point", "downweight"]
 """How samples meet the hash grid: as points (nerfacto), or with each level weighed by the sample's
@@ -64,17 +66,24 @@ class SmoothGradientHashEncoding(HashEncoding):
 
     footprint: Optional[Tensor] = None
     """Footprint standard deviation per input point (the grid's unit cube), or ``None``: point samples."""
+    fused: bool = False
+    """Encode CPU inputs with the fused C++ kernel (:mod:`mzen_ns.kernels.hash_grid`) where it builds."""
 
-    def __init__(self, *args, ste_lambda: float = 1.0, ste_mode: STEMode = "paper", **kwargs) -> None:
+    def __init__(
+        self, *args, ste_lambda: float = 1.0, ste_mode: STEMode = "paper", fused: bool = False, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         if self.tcnn_encoding is not None:
             raise ValueError("the smooth-gradient estimator needs the torch hash encoding (implementation='torch')")
         self.ste_lambda = ste_lambda
         self.ste_mode = ste_mode
+        self.fused = fused
         self.footprint = None
 
     @classmethod
-    def from_encoding(cls, plain: HashEncoding, ste_lambda: float, ste_mode: STEMode) -> "SmoothGradientHashEncoding":
+    def from_encoding(
+        cls, plain: HashEncoding, ste_lambda: float, ste_mode: STEMode, fused: bool = False
+    ) -> "SmoothGradientHashEncoding":
         """The same grid as ``plain`` (same hash table parameter) with the estimator."""
         new = cls.__new__(cls)
         nn.Module.__init__(new)
@@ -86,13 +95,33 @@ class SmoothGradientHashEncoding(HashEncoding):
             dict(plain._modules),
             dict(plain._buffers),
         )
-        new.ste_lambda, new.ste_mode = ste_lambda, ste_mode
+        new.ste_lambda, new.ste_mode, new.fused = ste_lambda, ste_mode, fused
         new.footprint = None
         return new
 
     def pytorch_fwd(self, in_tensor: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs output_dim"]:
-        """Nested d-linear interpolation (x, then y, then z; ``hi·w + lo·(1 − w)``, the order of
-        nerfstudio's torch encoding, hence bit-identical values) with estimator weights."""
+        """Each level's features (from the fused kernel on the CPU where it is on and built, else
+        :meth:`level_features`), weighed by the footprint while one is set."""
+        if self.fused and in_tensor.device.type == "cpu" and fused_kernel.kernel() is not None:
+            estimator: fused_kernel.Estimator = self.ste_mode if self.ste_lambda else "plain"
+            flat = fused_kernel.hash_grid(
+                in_tensor.reshape(-1, 3),
+                self.hash_table,
+                self.scalings,
+                self.hash_table_size,
+                self.ste_lambda,
+                estimator,
+            )
+            features = flat.view(*in_tensor.shape[:-1], self.num_levels, self.features_per_level)
+        else:
+            features = self.level_features(in_tensor)
+        if self.footprint is not None:
+            features = features * self._level_weights(in_tensor)[..., None]
+        return torch.flatten(features, start_dim=-2, end_dim=-1)
+
+    def level_features(self, in_tensor: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs L F"]:
+        """The torch path: nested d-linear interpolation (x, then y, then z; ``hi·w + lo·(1 − w)``,
+        the order of nerfstudio's torch encoding, hence bit-identical values) with estimator weights."""
         scaled = in_tensor[..., None, :] * self.scalings.view(-1, 1).to(in_tensor.device)  # [..., L, 3]
         floor = torch.floor(scaled)
         weights = scaled - floor
@@ -108,9 +137,7 @@ class SmoothGradientHashEncoding(HashEncoding):
         for axis in (0, 1, 2):  # x, then y, then z
             w = weights[..., axis].reshape(weights.shape[:-1] + (1,) * (3 - axis))
             features = features.select(-2, 1) * w + features.select(-2, 0) * (1 - w)
-        if self.footprint is not None:
-            features = features * self._level_weights(in_tensor)[..., None]
-        return torch.flatten(features, start_dim=-2, end_dim=-1)
+        return features
 
     def _level_weights(self, in_tensor: Tensor) -> Tensor:
         footprint = self.footprint
@@ -128,15 +155,16 @@ class SmoothGradientHashEncoding(HashEncoding):
         return torch.tensor([1, 2654435761, 805459861])
 
 
-def use_smooth_gradient_encodings(module: nn.Module, ste_lambda: float, ste_mode: STEMode) -> int:
-    """Replace every torch ``HashEncoding`` inside ``module`` by the estimator version (shared
-    instances stay shared; hash tables are reused). Returns how many encodings were replaced."""
+def use_smooth_gradient_encodings(module: nn.Module, ste_lambda: float, ste_mode: STEMode, fused: bool = False) -> int:
+    """Replace every torch ``HashEncoding`` inside ``module`` by the estimator version, on the fused
+    CPU kernel if ``fused`` (shared instances stay shared; hash tables are reused). Returns how many
+    encodings were replaced."""
     replaced: Dict[int, SmoothGradientHashEncoding] = {}
     for parent in list(module.modules()):
         for name, child in list(parent._modules.items()):
             if type(child) is HashEncoding and child.tcnn_encoding is None:
                 if id(child) not in replaced:
-                    replaced[id(child)] = SmoothGradientHashEncoding.from_encoding(child, ste_lambda, ste_mode)
+                    replaced[id(child)] = SmoothGradientHashEncoding.from_encoding(child, ste_lambda, ste_mode, fused)
                 setattr(parent, name, replaced[id(child)])
     return len(replaced)
 

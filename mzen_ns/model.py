@@ -51,6 +51,8 @@ class MZENModelConfig(NerfactoModelConfig):
     """λ of the smooth-gradient estimator on the hash grids' interpolation weights (Heo et al.; 0: plain grids)."""
     hash_ste_mode: STEMode = "paper"
     """``paper``: Heo et al.'s Eq. 13, gradient 1 + λδ'(w); ``smooth``: gradient λδ'(w) only (continuous)."""
+    fused_cpu_grid: bool = True
+    """Run CPU hash grids through the fused C++ kernel (same values and gradients; built at first use)."""
     footprint: Footprint = "point"
     """``downweight``: the field's hash levels weighed by how well each sample's pixel footprint resolves them."""
     hash_curriculum: LevelCurriculumConfig = field(default_factory=LevelCurriculumConfig)
@@ -90,8 +92,12 @@ class MZENModel(NerfactoModel):
             super().populate_modules()
         self.lpips_available = available
         self._use_scene_space()
-        if self.config.hash_ste_lambda or self.config.footprint != "point":
-            if use_smooth_gradient_encodings(self, self.config.hash_ste_lambda, self.config.hash_ste_mode) == 0:
+        needs_torch_grid = bool(self.config.hash_ste_lambda) or self.config.footprint != "point"
+        if needs_torch_grid or self.config.fused_cpu_grid:
+            swapped = use_smooth_gradient_encodings(
+                self, self.config.hash_ste_lambda, self.config.hash_ste_mode, fused=self.config.fused_cpu_grid
+            )
+            if swapped == 0 and needs_torch_grid:
                 raise ValueError(
                     "hash_ste_lambda > 0 and footprint 'downweight' need the torch hash grid: set implementation "
                     "'torch' (or hash_ste_lambda 0 and footprint 'point' to use tinycudann)"

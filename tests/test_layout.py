@@ -15,6 +15,7 @@ LEAVES = (
     "mzen_ns.priming",
     "mzen_ns.geometry",
     "mzen_ns.synthetic",
+    "mzen_ns.kernels",
     "mzen_ns.evaluation.metrics",
     "mzen_ns.evaluation.keys",
 )

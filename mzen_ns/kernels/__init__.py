@@ -1,0 +1,1 @@
+"""Compiled CPU kernels, built with the machine's C++ compiler at first use."""
