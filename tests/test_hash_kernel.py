@@ -113,3 +113,16 @@ def test_bad_input_is_refused_with_the_argument_named(built):
         built.forward(torch.zeros(4, 3, dtype=torch.float64), torch.ones(2), torch.zeros(2 * 8, 2), 8)
     with pytest.raises(RuntimeError, match="table must have levels \\* size rows"):
         built.forward(torch.zeros(4, 3), torch.ones(2), torch.zeros(8, 2), 8)
+
+
+def test_a_table_size_that_is_not_a_power_of_two_wraps_as_torch_does(built):
+    reference, fused = grids(1.0, "paper")
+    size = 500
+    with torch.no_grad():
+        table = torch.nn.Parameter(torch.rand(reference.num_levels * size, reference.features_per_level) * 2 - 1)
+    for grid in (reference, fused):
+        grid.hash_table_size = size
+        grid.hash_offset = torch.arange(grid.num_levels) * size
+        grid.hash_table = table
+    points = sample_points()
+    torch.testing.assert_close(fused(points), reference(points), rtol=1e-5, atol=1e-5)

@@ -28,7 +28,9 @@ float weight_slope(float w, float lam, int64_t mode) {
   return mode == 1 ? 1.0f + smooth : smooth;
 }
 
+// hashed mod size, non-negative (torch's %); a power-of-two size (nerfstudio's tables) is a mask.
 int64_t wrap(int64_t hashed, int64_t size) {
+  if ((size & (size - 1)) == 0) return hashed & (size - 1);
   const int64_t r = hashed % size;
   return r < 0 ? r + size : r;
 }
