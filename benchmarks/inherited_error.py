@@ -74,7 +74,7 @@ def main() -> None:
         if seen is None or len(seen) == 0:
             continue
         seen = seen.numpy()
-        root = int(cameras.matched_wide[image])
+        root = int(cameras.match.root[image])
         if root < 0:  # never placed from a wide view
             continue
         own = float(np.median(errors(image, seen)))

@@ -95,7 +95,7 @@ def run_seed(seed: int, out: Path, preset: str, steps: int | None) -> Dict[str, 
         truth = frames[names[index]]
         centre = np.array(truth["gt_transform_matrix"])[:3, 3]
         nearest = min(wide_idx, key=lambda i: np.linalg.norm(wide_centres[i] - centre))
-        correct += int(int(cameras.matched_wide[index]) == nearest)
+        correct += int(int(cameras.match.root[index]) == nearest)
         zoom_errors.append(abs(float(learned_zoom[index]) - truth["gt_zoom"]) / truth["gt_zoom"])
     learned_r = cameras.c2w().detach()[wide_idx, :, :3].numpy()
     true_r = np.stack([np.array(frames[names[i]]["gt_transform_matrix"])[:3, :3] for i in wide_idx])

@@ -28,42 +28,10 @@ from torch import Tensor, nn
 from typing_extensions import assert_never
 
 from mzen_ns.geometry.solution import GIVEN, IDENTITY_ASKED, Init
+from mzen_ns.run_record import MatchRecord, RunRecord, WideStart
 
 PIXELS_KEY = "mzen_pixels"
 """Ray-bundle metadata key holding each ray's (row, column) pixel indices."""
-
-
-class MatchRecord(nn.Module):
-    """How each image was primed, kept with the checkpoint for the viewer and the export."""
-
-    FIELDS = ("source", "centre", "relative_zoom", "score", "runner_up", "flagged", "geometric")
-    """What :meth:`record` stores per image (the image's wide view is the cameras' ``matched_wide``)."""
-
-    def __init__(self, count: int) -> None:
-        super().__init__()
-        self.register_buffer("source", torch.full((count,), -1, dtype=torch.long))
-        self.register_buffer("centre", torch.zeros(count, 2))
-        self.register_buffer("relative_zoom", torch.ones(count))
-        self.register_buffer("score", torch.zeros(count))
-        self.register_buffer("runner_up", torch.zeros(count))
-        self.register_buffer("has_runner_up", torch.zeros(count, dtype=torch.bool))
-        self.register_buffer("flagged", torch.zeros(count, dtype=torch.bool))
-        self.register_buffer("geometric", torch.zeros(count, dtype=torch.bool))
-        """Placed by 2D–3D registration (its ``score``: the correspondences), not by the window search."""
-
-    @torch.no_grad()
-    def record(self, index: Int[Tensor, " Q"], **values: Tensor) -> None:
-        """Store one value per :attr:`FIELDS` name for images ``index``; a runner-up of −inf
-        (no rival) is kept as ``has_runner_up`` False, so the checkpoint stays finite."""
-        index = index.to(self.source.device)
-        for name in self.FIELDS:
-            getattr(self, name)[index] = values[name].to(self.source.device, getattr(self, name).dtype)
-        self.has_runner_up[index] = torch.isfinite(self.runner_up[index])
-        self.runner_up[index] = torch.nan_to_num(self.runner_up[index], neginf=0.0)
-
-    def primed(self, index: int) -> bool:
-        """Whether image ``index`` has been primed."""
-        return int(self.source[index]) >= 0
 
 
 @dataclass
@@ -85,7 +53,9 @@ class ZoomCamerasConfig(InstantiateConfig):
     """Oracle: fix poses, zooms and focal at the scene's ground truth (synthetic scenes; every frame needs it)."""
 
 
-_IDENTITY = {"start": "identity", "reason": IDENTITY_ASKED}
+_IDENTITY = WideStart("identity", IDENTITY_ASKED)
+_RENAMED = {"matched_wide": "match.root", "solved": "record.trained_on", "_extra_state": "record._extra_state"}
+"""Keys of checkpoints that kept the run's record on the cameras themselves, and where they live now."""
 
 
 class ZoomCameras(nn.Module):
@@ -130,18 +100,14 @@ class ZoomCameras(nn.Module):
         self.log_zoom = nn.Parameter(self.initial_zoom(initial_zoom).log())
         self.wide_pose = nn.Parameter(torch.zeros(wide_index.numel(), 6))
         self.zoom_pose = nn.Parameter(torch.zeros(zoom_index.numel(), 6))
-        self.register_buffer("matched_wide", torch.full((count,), -1, dtype=torch.long))
-        """For each zoom-in, the wide view it was primed from (−1: not primed yet)."""
-        self.register_buffer("solved", torch.zeros(count, dtype=torch.bool))
-        """Images whose camera has been trained on (their pixels were sampled)."""
-        self.match = MatchRecord(count)
-        """How each zoom-in was primed (source, window, zoom, scores, flag), for viewer and export."""
         given = config.ground_truth or (config.use_pose_prior and initial_c2w is not None)
-        self.start: Optional[Dict[str, str]] = (
-            dict(GIVEN) if given else _IDENTITY if config.init == "identity" else None
+        self.record = RunRecord(
+            count, WideStart.from_dict(GIVEN) if given else _IDENTITY if config.init == "identity" else None
         )
-        """Where the wide cameras started (``start``, ``reason``, and for a solver's start ``focal``: ``held``
-        at the scene's or ``solved``); ``None`` until the initialiser has run."""
+        """Where the wide cameras started and which images the run has trained on."""
+        self.match = MatchRecord(count)
+        """How each zoom-in was primed (root wide view, source, window, zoom, scores, flag)."""
+        self._register_load_state_dict_pre_hook(_renamed_keys)
         for name, param in self.named_parameters():
             param.requires_grad_(name in self.learnable_names())
         self.held: Optional[Tensor] = None
@@ -162,12 +128,6 @@ class ZoomCameras(nn.Module):
         if self.log_zoom.grad is not None:
             self.log_zoom.grad[self.held] = 0.0
 
-    def get_extra_state(self) -> Dict[str, Optional[Dict[str, str]]]:
-        return {"start": self.start}
-
-    def set_extra_state(self, state: Dict[str, Optional[Dict[str, str]]]) -> None:
-        self.start = state["start"]
-
     @torch.no_grad()
     def start_wides(
         self,
@@ -185,12 +145,7 @@ class ZoomCameras(nn.Module):
             self.wide_pose.zero_()
         if focal is not None:
             self.log_focal.fill_(math.log(focal))
-        self.start = {"start": start, "reason": reason, "focal": "held" if focal_held else "solved"}
-
-    @property
-    def focal_held(self) -> bool:
-        """Whether the wide cameras started at the scene's focal because their views do not pin one."""
-        return self.start is not None and self.start.get("focal") == "held"
+        self.record.start = WideStart(start, reason, "held" if focal_held else "solved")
 
     def initial_zoom(self, initial_zoom: Optional[Float[Tensor, " N"]] = None) -> Float[Tensor, " N"]:
         """Zooms before training: ``initial_zoom`` (the oracle's truth) or the dials; 1 if zoom-unaware."""
@@ -326,12 +281,7 @@ class ZoomCameras(nn.Module):
         self.zoom_pose[self.slot[indices]] = 0.0
         if self.config.zoom_model != "none":
             self.log_zoom[indices] = zoom.to(self.log_zoom).log()
-        self.matched_wide[indices] = wide.to(self.matched_wide)
-
-    @property
-    def primed(self) -> bool:
-        """Whether every zoom-in has been primed (phase B has started)."""
-        return bool((self.matched_wide[self.zoom_index] >= 0).all()) if self.zoom_index.numel() else True
+        self.match.set_root(indices, wide)
 
     @torch.no_grad()
     def to_cameras(self, indices: Optional[Int[Tensor, " R"]] = None) -> Cameras:
@@ -349,3 +299,11 @@ class ZoomCameras(nn.Module):
             height=self.height,
             camera_type=CameraType.PERSPECTIVE,
         )
+
+
+def _renamed_keys(state_dict: Dict, prefix: str, *args) -> None:
+    """Move a checkpoint's record keys from the cameras (as older checkpoints keep them) to
+    :class:`RunRecord` and :class:`MatchRecord`."""
+    for old, new in _RENAMED.items():
+        if prefix + old in state_dict and prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)

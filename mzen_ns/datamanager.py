@@ -9,10 +9,10 @@ carries its pixel indices so the model can regenerate it from the learned camera
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, Optional, Tuple, Type, Union
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
@@ -28,29 +28,70 @@ class PhasePixelSamplerConfig(PixelSamplerConfig):
 
     _target: Type = field(default_factory=lambda: PhasePixelSampler)
     """Class this config instantiates."""
+    zoom_in_share: Optional[float] = None
+    """Share of each batch drawn from zoom-ins where a phase trains on both kinds (None: every image alike)."""
+
+
+def image_shares(
+    is_wide: Bool[torch.Tensor, " N"], zoom_in_share: Optional[float]
+) -> Optional[Float[torch.Tensor, " N"]]:
+    """Each image's share of a batch drawn from ``is_wide``'s images: the wide views split
+    ``1 − zoom_in_share`` evenly, the zoom-ins ``zoom_in_share``; None (every image alike) without a
+    share or where one kind is missing."""
+    if zoom_in_share is None:
+        return None
+    if not 0.0 <= zoom_in_share <= 1.0:
+        raise ValueError(f"zoom_in_share must lie in [0, 1], got {zoom_in_share}")
+    wide, zoom = int(is_wide.sum()), int((~is_wide).sum())
+    if wide == 0 or zoom == 0:
+        return None
+    return torch.where(is_wide, (1.0 - zoom_in_share) / wide, zoom_in_share / zoom)
 
 
 class PhasePixelSampler(PixelSampler):
-    """Samples rays only from ``allowed_images`` (a boolean mask over dataset indices)."""
+    """Samples rays only from ``allowed_images`` (a boolean mask over dataset indices), each image's
+    share of the batch set by :func:`image_shares` where ``is_wide`` is known."""
 
     config: PhasePixelSamplerConfig
 
     def __init__(self, config: PhasePixelSamplerConfig, **kwargs) -> None:
         super().__init__(config, **kwargs)
         self.allowed_images: Optional[torch.Tensor] = None
+        self.is_wide: Optional[torch.Tensor] = None
+        self._shares: Optional[torch.Tensor] = None
 
     def collate_image_dataset_batch(self, batch: Dict, num_rays_per_batch: int, keep_full_image: bool = False):
-        if self.allowed_images is None:
-            return super().collate_image_dataset_batch(batch, num_rays_per_batch, keep_full_image)
-        keep = self.allowed_images.to(batch["image_idx"].device)[batch["image_idx"]]
-        if not bool(keep.any()):
-            raise RuntimeError("the current phase allows no image of this batch; cache all training images")
-        count = batch["image_idx"].shape[0]
-        subset = {
-            key: value[keep] if isinstance(value, torch.Tensor) and value.shape[:1] == (count,) else value
-            for key, value in batch.items()
-        }
-        return super().collate_image_dataset_batch(subset, num_rays_per_batch, keep_full_image)
+        subset = batch
+        if self.allowed_images is not None:
+            keep = self.allowed_images.to(batch["image_idx"].device)[batch["image_idx"]]
+            if not bool(keep.any()):
+                raise RuntimeError("the current phase allows no image of this batch; cache all training images")
+            count = batch["image_idx"].shape[0]
+            subset = {
+                key: value[keep] if isinstance(value, torch.Tensor) and value.shape[:1] == (count,) else value
+                for key, value in batch.items()
+            }
+        if self.is_wide is not None:
+            self._shares = image_shares(self.is_wide[subset["image_idx"].cpu()], self.config.zoom_in_share)
+        try:
+            return super().collate_image_dataset_batch(subset, num_rays_per_batch, keep_full_image)
+        finally:
+            self._shares = None
+
+    def sample_method(
+        self,
+        batch_size: int,
+        num_images: int,
+        image_height: int,
+        image_width: int,
+        mask: Optional[torch.Tensor] = None,
+        device: Union[torch.device, str] = "cpu",
+    ) -> Int[torch.Tensor, "batch_size 3"]:
+        """nerfstudio's uniform pixels, the image of each drawn by its share where shares are set."""
+        indices = super().sample_method(batch_size, num_images, image_height, image_width, mask, device)
+        if self._shares is not None and mask is None:
+            indices[:, 0] = torch.multinomial(self._shares.to(device), batch_size, replacement=True)
+        return indices
 
 
 @dataclass
@@ -82,6 +123,12 @@ class MZENDataManager(VanillaDataManager):
         if config.train_num_images_to_sample_from != -1:
             raise ValueError("mzen needs train_num_images_to_sample_from = -1 (every image cached)")
         super().__init__(config, **kwargs)
+        sampler = getattr(self, "train_pixel_sampler", None)  # none in inference mode
+        levels = self.train_dataset.metadata.get("mzen_level")
+        if isinstance(sampler, PhasePixelSampler) and levels is not None:
+            sampler.is_wide = levels.cpu() == 0
+        self.rays_drawn = torch.zeros(len(self.train_dataset), dtype=torch.long)
+        """Training rays drawn from each image so far in this process."""
 
     def set_allowed_images(self, allowed: Optional[torch.Tensor]) -> None:
         """Sample only from images where ``allowed`` is true (None: all images)."""
@@ -93,4 +140,15 @@ class MZENDataManager(VanillaDataManager):
         if ray_bundle.metadata is None:
             ray_bundle.metadata = {}
         ray_bundle.metadata[PIXELS_KEY] = batch["indices"][:, 1:].to(ray_bundle.origins.device)
+        self.rays_drawn += torch.bincount(batch["indices"][:, 0].cpu(), minlength=len(self.rays_drawn))
         return ray_bundle, batch
+
+    def rays_per_pixel(self) -> Dict[str, float]:
+        """Per level (``1x``, ``4x``, …), the training rays drawn from its images per pixel of them."""
+        dials = self.train_dataset.metadata["mzen_dial"].cpu()
+        pixels = (self.train_dataset.cameras.width * self.train_dataset.cameras.height).view(-1).cpu()
+        result: Dict[str, float] = {}
+        for dial in sorted(set(dials.tolist())):
+            level = dials == dial
+            result[f"{dial:g}x"] = float(self.rays_drawn[level].sum()) / float(pixels[level].sum())
+        return result

@@ -47,8 +47,8 @@ class PhaseReport:
             mean = float(total) / max(self._count, 1)
             table.add_row(f"mean {name}", f"{mean:.5f}")
             writer.put_scalar(name=f"phase_summary/{phase}/{name}", scalar=mean, step=step)
-        if cameras.start is not None:
-            table.add_row("wide cameras started from", cameras.start["start"])
+        if cameras.record.start is not None:
+            table.add_row("wide cameras started from", cameras.record.start.rung)
         table.add_row("learned focal (px)", f"{float(metrics['focal']):.2f}")
         if "zoom_over_dial_min" in metrics:
             spread = f"{float(metrics['zoom_over_dial_min']):.4f}, {float(metrics['zoom_over_dial_max']):.4f}"

@@ -34,6 +34,7 @@ from mzen_ns.phases import PHASES, POLICY, Hold, Phase, PhaseSchedule, allowed_i
 from mzen_ns.placement import prime_training_zoom_ins, recorded_plan, start_wide_cameras, training_judge
 from mzen_ns.priming.plan import PrimingConfig, PrimingPlan
 from mzen_ns.priming.report import console_report, write_report
+from mzen_ns.run_record import WideStart
 from mzen_ns.solved_cameras import cameras_manifest
 from mzen_ns.viewer import CameraPanel
 
@@ -119,8 +120,8 @@ class MZENPipeline(VanillaPipeline):
         super().load_pipeline(loaded_state, step)
         self.loaded_step = step
         cameras = self.mzen_model.cameras
-        if cameras.start is None:  # a checkpoint's cameras are trained: never solved again on resume
-            cameras.start = dict(GIVEN_BY_CHECKPOINT)
+        if cameras.record.start is None:  # a checkpoint's cameras are trained: never solved again on resume
+            cameras.record.start = WideStart.from_dict(GIVEN_BY_CHECKPOINT)
 
     def _refresh_viewer(self, step: int) -> None:
         if self.viewer_panel.control.viewer is not None:
@@ -129,8 +130,8 @@ class MZENPipeline(VanillaPipeline):
     @property
     def geometric_hold(self) -> Hold:
         """What the phases hold of the cameras from geometry (:meth:`PhaseScheduleConfig.hold`)."""
-        start = self.mzen_model.cameras.start
-        return self.config.model.phases.hold(start is not None and start["start"] in GEOMETRIC)
+        start = self.mzen_model.cameras.record.start
+        return self.config.model.phases.hold(start is not None and start.rung in GEOMETRIC)
 
     def enter_phase_of(self, step: int) -> Phase:
         """Apply the phase of ``step`` (no-op when it is the current one)."""
@@ -140,9 +141,9 @@ class MZENPipeline(VanillaPipeline):
         if self.phase is not None:
             self.phase_report.close(self.phase, step, self.mzen_model.cameras)
         cameras = self.mzen_model.cameras
-        if cameras.start is None:
+        if cameras.record.start is None:
             self.start_cameras()
-        if phase != "A" and not cameras.primed and self.config.model.phases.prime:
+        if phase != "A" and not cameras.match.primed(cameras.zoom_index) and self.config.model.phases.prime:
             self.prime_zoom_ins()
         if phase == "B" and self.nothing_to_register():
             self.phase_schedule = self.phase_schedule.without_registration()
@@ -151,7 +152,7 @@ class MZENPipeline(VanillaPipeline):
                 CONSOLE.print("[bold]phase B skipped:[/] every zoom-in is held where it was placed")
         allowed = allowed_images(phase, cameras.is_wide, self.config.model.phases.unverified(cameras.match.flagged))
         self.datamanager.set_allowed_images(allowed)
-        cameras.solved |= allowed
+        cameras.record.trained_on |= allowed
         self.mzen_model.set_phase(phase, self.geometric_hold)
         cameras.hold(self.held_zoom_ins())
         self.phase = phase

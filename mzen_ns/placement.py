@@ -120,14 +120,14 @@ def locate_in_run(
     wide = cameras.wide_index
     return decided_once(
         lambda: locate(
-            cameras.start["start"],
+            cameras.record.start.rung,
             [Path(outputs.image_filenames[i]) for i in wide.tolist()],
             cameras.c2w(wide).detach().cpu().double().numpy(),
             wide_paths,
             zoom_ins,
             outputs.metadata["mzen_principal_point"],
             support=support,
-            focal_prior=float(cameras.focal) if cameras.focal_held else None,
+            focal_prior=float(cameras.focal) if cameras.record.start.focal_held else None,
         )
     )
 
@@ -137,7 +137,7 @@ def place_zoom_ins_by_geometry(cameras: ZoomCameras, outputs: Any, config: Primi
     the rows of the priming plan they fill (none when the run did not start from ``sfm`` or
     ``config.geometry`` is off)."""
     kind = score_kind(config.method)
-    start = cameras.start["start"] if cameras.start is not None else None
+    start = cameras.record.start.rung if cameras.record.start is not None else None
     if not config.geometry or start != "sfm" or cameras.zoom_index.numel() == 0:
         return empty_plan(kind)
     wide, zoom_ins = cameras.wide_index.cpu(), cameras.zoom_index.cpu()
@@ -223,7 +223,7 @@ def recorded_plan(cameras: ZoomCameras, config: PrimingConfig) -> PrimingPlan:
     return PrimingPlan(
         query=query,
         source=record.source.cpu()[query],
-        root=cameras.matched_wide.cpu()[query],
+        root=cameras.match.root.cpu()[query],
         centre=record.centre.cpu()[query],
         relative_zoom=record.relative_zoom.cpu()[query],
         rotation=torch.eye(3).expand(query.numel(), 3, 3),

@@ -36,7 +36,7 @@ def cameras_manifest(
     paths = [_relative(path, output_dir) for path in image_paths]
     frames: List[Dict[str, Any]] = []
     for i, path in enumerate(paths):
-        if not bool(cameras.solved[i]):
+        if not bool(cameras.record.trained_on[i]):
             continue
         frame: Dict[str, Any] = {
             "file_path": path,
@@ -50,7 +50,7 @@ def cameras_manifest(
             "zoom": float(zooms[i]),
             "dial": float(cameras.dials[i]),
         }
-        matched = int(cameras.matched_wide[i])
+        matched = int(cameras.match.root[i])
         if not bool(cameras.is_wide[i]) and matched >= 0:
             frame["matched_wide"] = paths[matched]
             match = _match(cameras, i, paths, score_kind(priming), flagged_left_out)
@@ -58,9 +58,9 @@ def cameras_manifest(
                 frame["mzen_match"] = match
         frames.append(frame)
     manifest: Dict[str, Any] = {"camera_model": "OPENCV", "focal": float(cameras.focal), "frames": frames}
-    if cameras.start is not None:
-        manifest["mzen_initialiser"] = dict(cameras.start)
-    unsolved = [path for path, solved in zip(paths, cameras.solved.tolist()) if not solved]
+    if cameras.record.start is not None:
+        manifest["mzen_initialiser"] = cameras.record.start.as_dict()
+    unsolved = [path for path, trained in zip(paths, cameras.record.trained_on.tolist()) if not trained]
     if unsolved:
         manifest["unsolved_frames"] = unsolved
     return manifest
@@ -76,7 +76,7 @@ def _match(
     runner_up = float(record.runner_up[index]) if bool(record.has_runner_up[index]) else None
     return match_entry(
         paths[int(record.source[index])],
-        paths[int(cameras.matched_wide[index])],
+        paths[int(record.root[index])],
         record.centre[index].tolist(),
         float(record.relative_zoom[index]),
         float(record.score[index]),

@@ -218,10 +218,12 @@ class MZENTrainer(Trainer):
     def _write_run_summary(self, steps: int, seconds: float) -> None:
         """``<run>/mzen_run_summary.json``: steps, wall time, seconds per step, peak memory (host
         resident set; CUDA allocator peak when on a GPU) and the seconds placing the zoom-ins took
-        (``null`` when this run did not place them: a run resumed after priming) — what ``mzen-bench`` reports."""
+        (``null`` when this run did not place them: a run resumed after priming), and the training rays
+        per pixel of each level this run drew — what ``mzen-bench`` reports."""
         if self.local_rank != 0:
             return
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        start = self.pipeline.mzen_model.cameras.record.start
         summary = {
             "steps": steps,
             "train_seconds": seconds,
@@ -229,8 +231,9 @@ class MZENTrainer(Trainer):
             "peak_host_memory_mib": peak_rss / (1024.0**2 if sys.platform == "darwin" else 1024.0),
             "peak_gpu_memory_mib": torch.cuda.max_memory_allocated() / 1024.0**2 if torch.cuda.is_available() else None,
             "device": str(self.device),
-            "initialiser": self.pipeline.mzen_model.cameras.start,
+            "initialiser": None if start is None else start.as_dict(),
             "priming_seconds": self.pipeline.priming_seconds,
+            "rays_per_pixel": self.pipeline.datamanager.rays_per_pixel(),
         }
         (self.base_dir / "mzen_run_summary.json").write_text(json.dumps(summary, indent=2))
 

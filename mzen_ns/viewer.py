@@ -155,7 +155,7 @@ def panel_state(
                 "zoom_max": float(members.max()),
             }
         )
-    matched = cameras.matched_wide.cpu().tolist()
+    matched = cameras.match.root.cpu().tolist()
     pairs = [(names[i], names[m]) for i, m in enumerate(matched) if m >= 0 and not bool(cameras.is_wide[i])]
     flagged = tuple(names[i] for i in torch.nonzero(cameras.match.flagged.cpu()).squeeze(-1).tolist())
     fov_x = math.degrees(2.0 * math.atan(0.5 * cameras.width / focal))

@@ -102,8 +102,8 @@ def test_priming_copies_pose_and_resets_zoom():
     cameras.prime_from(torch.tensor([2, 3]), wide_pose.expand(2, 3, 4), torch.tensor([4.0, 16.0]), torch.tensor([1, 1]))
     assert torch.allclose(cameras.c2w(torch.tensor([2, 3])), wide_pose.expand(2, 3, 4))
     assert cameras.zoom(torch.tensor([2, 3])).tolist() == pytest.approx([4.0, 16.0])
-    assert cameras.matched_wide.tolist() == [-1, -1, 1, 1]
-    assert cameras.primed
+    assert cameras.match.root.tolist() == [-1, -1, 1, 1]
+    assert cameras.match.primed(cameras.zoom_index)
 
 
 def test_learned_cameras_export_matches_rays():
@@ -118,11 +118,27 @@ def test_learned_cameras_export_matches_rays():
 
 def test_a_held_focal_is_recorded_with_the_start_and_survives_a_checkpoint():
     cameras = make_cameras()
-    assert not cameras.focal_held  # nothing started yet
+    assert cameras.record.start is None  # nothing started yet
     cameras.start_wides("sfm", "why", torch.eye(4)[:3].expand(2, 3, 4).double(), 40.0, focal_held=True)
-    assert cameras.focal_held and float(cameras.focal) == pytest.approx(40.0)
+    assert cameras.record.start.focal_held and float(cameras.focal) == pytest.approx(40.0)
     resumed = make_cameras()
     resumed.load_state_dict(cameras.state_dict())
-    assert resumed.focal_held and resumed.start == cameras.start
+    assert resumed.record.start.focal_held and resumed.record.start == cameras.record.start
     cameras.start_wides("sfm", "why", focal=40.0)
-    assert not cameras.focal_held and cameras.start["focal"] == "solved"
+    assert not cameras.record.start.focal_held and cameras.record.start.focal == "solved"
+
+
+def test_a_checkpoint_that_kept_the_record_on_the_cameras_still_loads():
+    cameras = make_cameras()
+    cameras.start_wides("sfm", "why", focal=40.0, focal_held=True)
+    poses = torch.eye(4)[:3].expand(2, 3, 4)
+    cameras.prime_from(torch.tensor([2, 3]), poses, torch.tensor([4.0, 4.0]), torch.tensor([1, 0]))
+    cameras.record.trained_on[:] = True
+    state = cameras.state_dict()
+    older = {k: v for k, v in state.items() if not k.startswith(("record.", "match.root"))}
+    older["matched_wide"], older["solved"] = state["match.root"], state["record.trained_on"]
+    older["_extra_state"] = state["record._extra_state"]
+    resumed = make_cameras()
+    resumed.load_state_dict(older)
+    assert resumed.match.root.tolist() == [-1, -1, 1, 0] and bool(resumed.record.trained_on.all())
+    assert resumed.record.start == cameras.record.start and resumed.record.start.focal_held

@@ -100,11 +100,11 @@ def test_a_training_zoom_in_never_trained_on_is_not_primed_again_at_evaluation(t
         return prime_from(self, indices, *args)
 
     monkeypatch.setattr(ZoomCameras, "prime_from", recording)
-    cameras.solved[zoom_in] = False  # as a flagged zoom-in whose phases were all skipped
+    cameras.record.trained_on[zoom_in] = False  # as a flagged zoom-in whose phases were all skipped
     try:
         results = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
     finally:
-        cameras.solved[zoom_in] = True
+        cameras.record.trained_on[zoom_in] = True
     held_out = pipeline.datamanager.eval_dataset
     assert primed and all(not trained_ones and 0 <= min(i) and max(i) < len(held_out) for trained_ones, i in primed)
     assert np.isfinite(results["psnr_4x"]) and results["views_4x"] == 1

@@ -103,7 +103,7 @@ def test_many_wide_views_are_matched_only_with_retrieved_partners(parallax_scene
 
     matched = []
     match_pairs = sfm._match_pairs
-    monkeypatch.setattr(sfm, "_match_pairs", lambda *args: matched.append(list(args[2])) or match_pairs(*args))
+    monkeypatch.setattr(sfm, "_match_pairs", lambda *args: matched.append(list(args[1])) or match_pairs(*args))
     monkeypatch.setattr(sfm, "NEIGHBOURS", 3)
     paths, true, true_focal = wide_truth(parallax_scene)
     solution = solve_sfm(paths, exhaustive_up_to=4)
@@ -276,16 +276,16 @@ def test_training_starts_from_geometry_and_records_it(parallax_scene: Path, tmp_
     trainer = build(config)
     pipeline = trainer.pipeline
     cameras = pipeline.mzen_model.cameras
-    assert cameras.start is None  # decided when training starts, not when a run is loaded
+    assert cameras.record.start is None  # decided when training starts, not when a run is loaded
     trainer.train()
-    assert cameras.start["start"] == "sfm" and "triangulation_deg" in cameras.start["reason"]
+    assert cameras.record.start.rung == "sfm" and "triangulation_deg" in cameras.record.start.reason
     assert pipeline.geometric_hold == "always"  # the default: phases never move cameras from geometry
     assert not cameras.wide_pose.any()  # held through phase A: the field is fitted to them
     record_focal = json.loads((Path(trainer.base_dir) / "initialiser.json").read_text())["tried"][0]["focal"]
     assert float(cameras.focal) == pytest.approx(record_focal, rel=1e-6)
     record = json.loads((Path(trainer.base_dir) / "initialiser.json").read_text())
     assert record["start"] == "sfm" and record["tried"][0]["accepted"]
-    assert record["caveat"] is None and cameras.start["focal"] == "solved"  # depth pins the focal
+    assert record["caveat"] is None and cameras.record.start.focal == "solved"  # depth pins the focal
     paths, true, true_focal = wide_truth(parallax_scene)
     learned = cameras.c2w(cameras.wide_index).detach().numpy()
     assert pairwise_rotation_error(learned, true) < 0.6
@@ -301,9 +301,9 @@ def test_training_starts_from_geometry_and_records_it(parallax_scene: Path, tmp_
         width=cameras.width,
         height=cameras.height,
     )
-    assert isinstance(fresh, ZoomCameras) and fresh.start is None
+    assert isinstance(fresh, ZoomCameras) and fresh.record.start is None
     fresh.load_state_dict(cameras.state_dict())
-    assert fresh.start == cameras.start  # a resumed run keeps its start and never solves again
+    assert fresh.record.start == cameras.record.start  # a resumed run keeps its start and never solves again
     assert torch.equal(fresh.base_c2w, cameras.base_c2w)
 
 
@@ -360,7 +360,7 @@ def test_init_identity_never_runs_a_solver(parallax_scene: Path, tmp_path: Path,
     config = replace(config, pipeline=replace(config.pipeline, model=model))
     trainer = train(config)
     cameras = trainer.pipeline.mzen_model.cameras
-    assert cameras.start["start"] == "identity"
+    assert cameras.record.start.rung == "identity"
     assert torch.equal(cameras.base_c2w[cameras.wide_index], torch.eye(4)[:3].expand(9, 3, 4))
     assert not (Path(trainer.base_dir) / "initialiser.json").exists()
 
@@ -513,13 +513,13 @@ def test_after_an_sfm_start_zoom_ins_are_placed_by_geometry(zoom_scene: Path, tm
     )
     trainer = train(config)
     cameras = trainer.pipeline.mzen_model.cameras
-    assert cameras.start["start"] == "sfm"
+    assert cameras.record.start.rung == "sfm"
     zoom_ins = cameras.zoom_index
     assert cameras.match.geometric[zoom_ins].all()
     names = [Path(p).as_posix() for p in trainer.pipeline.datamanager.train_dataset.metadata["mzen_file_paths"]]
     frames = {f["file_path"]: f for f in split_frames(zoom_scene)["zoom"][2]}
     parents = [frames[next(k for k in frames if names[i].endswith(k))]["gt_parent"] for i in zoom_ins.tolist()]
-    assert [names[int(cameras.matched_wide[i])] for i in zoom_ins.tolist()] == [
+    assert [names[int(cameras.match.root[i])] for i in zoom_ins.tolist()] == [
         next(n for n in names if n.endswith(parent)) for parent in parents
     ]
     rows = json.loads((Path(trainer.base_dir) / "priming.json").read_text())
@@ -568,7 +568,7 @@ def test_zoom_ins_the_search_placed_after_a_geometric_start_stay_put_unless_refi
     pipeline = train(replace(config, pipeline=pipeline_config)).pipeline
     cameras = pipeline.mzen_model.cameras
     zoom_ins = cameras.zoom_index
-    assert cameras.start["start"] == "sfm" and not cameras.match.geometric.any()
+    assert cameras.record.start.rung == "sfm" and not cameras.match.geometric.any()
     assert bool((cameras.match.source[zoom_ins] >= 0).all())
     skipped = pipeline.phase_schedule.c_start == pipeline.phase_schedule.b_start
     assert skipped == (not refine_searched) and bool(cameras.zoom_pose.any()) == refine_searched

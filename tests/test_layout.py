@@ -16,6 +16,7 @@ LEAVES = (
     "mzen_ns.geometry",
     "mzen_ns.synthetic",
     "mzen_ns.kernels",
+    "mzen_ns.run_record",
     "mzen_ns.evaluation.metrics",
     "mzen_ns.evaluation.keys",
 )

@@ -51,7 +51,7 @@ def test_the_wide_cameras_start_from_the_decision_and_record_a_held_focal(monkey
     cameras = make_cameras()
     decision = placement.start_wide_cameras(cameras, outputs(focal_known=True), "content", 1.0)
     assert asked == [([Path("w0.png"), Path("w1.png")], 60.0)]  # the wide views, with the scene's focal
-    assert decision.focal_held == held and cameras.focal_held == held
+    assert decision.focal_held == held and cameras.record.start.focal_held == held
     assert float(cameras.focal) == pytest.approx(60.0 if held else 57.0)
     centres = cameras.c2w(cameras.wide_index)[:, :, 3].detach()
     assert float(torch.linalg.norm(centres[1] - centres[0])) > 0  # the solution's poses, in the content frame

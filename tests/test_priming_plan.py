@@ -107,7 +107,7 @@ def test_hierarchical_chains_a_deep_zoom_in_through_the_shallower_one():
     deep = cameras.c2w(torch.tensor([5]))[0].detach()
     assert torch.allclose(_axis(deep), _ray(wide_c2w, in_wide, 150.0, 150.0), atol=0.01)
     assert float(cameras.zoom(torch.tensor([5]))) == pytest.approx(16.0, rel=0.1)
-    assert cameras.matched_wide[[4, 5]].tolist() == [2, 2]
+    assert cameras.match.root[[4, 5]].tolist() == [2, 2]
 
 
 def test_a_deep_zoom_in_outside_every_shallower_one_is_found_in_its_wide_view():
@@ -203,7 +203,7 @@ def test_match_record_round_trips_into_the_export(tmp_path):
     plan = _plan(images, dials, "hierarchical")
     apply_plan(plan, dials, lookup=lambda i: (cameras.c2w(i), cameras.zoom(i)), assign=cameras.prime_from)
     cameras.match.record(plan.query, **{name: getattr(plan, name) for name in cameras.match.FIELDS})
-    cameras.solved[:] = True
+    cameras.record.trained_on[:] = True
     frames = cameras_manifest(cameras, [tmp_path / f"img{i}.png" for i in range(6)], "hierarchical", tmp_path)["frames"]
     rows = plan_rows(plan, [f"img{i}.png" for i in range(6)], dials)
     for query, row in zip(plan.query.tolist(), rows):  # the export's entry is the JSON row (the field's

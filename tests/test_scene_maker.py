@@ -237,7 +237,7 @@ def test_sem_tiff_scene_has_magnification_only_in_metadata_and_trains(tmp_path):
     trainer_config = replace(trainer_config, pipeline=replace(trainer_config.pipeline, datamanager=datamanager))
     trainer = train(trainer_config)
     cameras = trainer.pipeline.mzen_model.cameras
-    assert bool(cameras.solved.all()) and torch.isfinite(cameras.c2w()).all()
+    assert bool(cameras.record.trained_on.all()) and torch.isfinite(cameras.c2w()).all()
 
 
 def test_off_axis_zoom_ins_aim_away_from_the_centre(tmp_path):

@@ -79,7 +79,7 @@ def test_export_cameras_round_trip(trained_run):
         if frame["dial"] == 1.0:
             assert "matched_wide" not in frame
         else:
-            assert frame["matched_wide"] == names[int(cameras.matched_wide[i])]
+            assert frame["matched_wide"] == names[int(cameras.match.root[i])]
             match = frame["mzen_match"]  # where, at what zoom and how surely it was matched
             assert match["matched_wide"] == frame["matched_wide"] and match["primed_from"] in names
             assert set(match) >= {"window_centre_px", "relative_zoom", "score", "runner_up_score", "flagged"}

@@ -120,7 +120,7 @@ def test_priming_places_and_reports_every_zoom_in(three_phase_run):
     trainer = three_phase_run.trainer
     cameras = trainer.pipeline.mzen_model.cameras
     _, zoom = _image_sets(cameras)
-    assert bool((cameras.matched_wide[list(zoom)] >= 0).all())
+    assert bool((cameras.match.root[list(zoom)] >= 0).all())
     assert (trainer.base_dir / "priming.png").is_file()
     rows = json.loads((trainer.base_dir / "priming.json").read_text())
     assert len(rows) == len(zoom) and {"window_centre_px", "relative_zoom", "score", "flagged"} <= set(rows[0])
@@ -142,7 +142,7 @@ def test_the_camera_state_dict_restores_the_primed_cameras(three_phase_run):
     )
     fresh.load_state_dict(cameras.state_dict())
     assert torch.equal(fresh.c2w(), cameras.c2w()) and torch.equal(fresh.zoom(), cameras.zoom())
-    assert torch.equal(fresh.matched_wide, cameras.matched_wide)
+    assert torch.equal(fresh.match.root, cameras.match.root)
     assert torch.equal(fresh.match.source, cameras.match.source)
 
 
@@ -161,7 +161,7 @@ def test_resume_in_phase_b_continues_phase_b(scene, tmp_path, monkeypatch):
         first.train()
     cameras = first.pipeline.mzen_model.cameras
     primed_base = cameras.base_c2w.clone()
-    matched = cameras.matched_wide.clone()
+    matched = cameras.match.root.clone()
     checkpoints = sorted(first.checkpoint_dir.glob("*.ckpt"))
     assert [p.name for p in checkpoints] == ["step-000000009.ckpt"]
 
@@ -182,7 +182,7 @@ def test_resume_in_phase_b_continues_phase_b(scene, tmp_path, monkeypatch):
     assert min(phases_seen) == 10 and phases_seen[10] == "B"
     assert calls == []  # not primed again
     again = resumed.pipeline.mzen_model.cameras
-    assert torch.equal(again.matched_wide, matched)
+    assert torch.equal(again.match.root, matched)
     assert torch.equal(again.base_c2w, primed_base)
 
 

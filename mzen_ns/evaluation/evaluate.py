@@ -147,7 +147,7 @@ def evaluate(
         save_renders(render_folder, names, test_dials.tolist(), list(test_images), rendered_views)
 
     trained = model.cameras
-    solved = trained.solved.cpu().numpy()  # cameras the run never trained on are not scored
+    solved = trained.record.trained_on.cpu().numpy()  # cameras the run never trained on are not scored
     train_truth = train.metadata["mzen_ground_truth"]
     solved_truth = {"c2w": train_truth["c2w"][solved], "zoom": train_truth["zoom"][solved]}
     errors, alignment = ground_truth_errors(
@@ -163,7 +163,7 @@ def evaluate(
     if have.sum() >= 2:
         learned = trained.c2w().detach().cpu().numpy()
         results["wide_pair_rot_err_deg"] = pairwise_rotation_error(learned[have], true_c2w[have])
-        pairs = [(int(m), int(i)) for i, m in enumerate(trained.matched_wide.tolist()) if m >= 0 and solved[i]]
+        pairs = [(int(m), int(i)) for i, m in enumerate(trained.match.root.tolist()) if m >= 0 and solved[i]]
         pairs = [(m, i) for m, i in pairs if have[m] and not np.isnan(true_c2w[i]).any()]
         if pairs:
             results["zoom_source_rot_err_deg"] = relative_rotation_error(learned, true_c2w, pairs)
@@ -217,7 +217,7 @@ def own_pixel_results(
     similarity fitted to the training wide views; wrongly placed training zoom-ins and held-out
     views, by flag (``test_flagged``: the held-out views' flags). Empty without true focal, two true
     wide poses and surface points."""
-    solved = trained.solved.cpu().numpy()
+    solved = trained.record.trained_on.cpu().numpy()
     true_c2w = train_truth["c2w"].numpy()
     have = trained.is_wide.cpu().numpy() & solved & np.isfinite(true_c2w).all(axis=(1, 2))
     if not train_truth.get("focal") or have.sum() < 2 or train_truth.get("points") is None:

@@ -86,8 +86,8 @@ def prime_views(
     trained = model.cameras
     n_train, count, device = train_images.shape[0], dials.numel(), trained.dials.device
     cameras = _held_out_cameras(trained, dials, images.shape[1:3])
-    roots = torch.where(trained.is_wide.cpu(), torch.arange(n_train), trained.matched_wide.cpu())
-    posed = trained.solved.cpu() & (roots >= 0)
+    roots = torch.where(trained.is_wide.cpu(), torch.arange(n_train), trained.match.root.cpu())
+    posed = trained.record.trained_on.cpu() & (roots >= 0)
     found = torch.zeros(count, dtype=torch.bool) if located is None else located.found.cpu()
     test_roots = torch.full((count,), -1)
     flagged = torch.zeros(count, dtype=torch.bool)
@@ -153,7 +153,7 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
     cameras = pipeline.mzen_model.cameras
     if cameras.config.ground_truth:
         return true_placement(dataset)
-    start = cameras.start["start"] if cameras.start is not None else None
+    start = cameras.record.start.rung if cameras.record.start is not None else None
     dials = dataset.metadata["mzen_dial"].float()
     wide, zoom_ins = torch.nonzero(dials == 1.0).squeeze(-1), torch.nonzero(dials != 1.0).squeeze(-1)
     if not config.geometry or start not in GEOMETRIC or (start == "rotation" and wide.numel() == 0):

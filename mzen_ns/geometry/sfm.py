@@ -8,7 +8,8 @@ views every pair is no longer matched at full size (the pairs grow with the squa
 a coarse pass on shrunken images, matched exhaustively, picks each view's most overlapping
 partners, and only those pairs are matched at full size — retrieval as COLMAP's vocabulary tree
 does it, without a tree file to download.
-pycolmap is imported here, when a solver runs, so importing the plugin stays cheap.
+pycolmap is imported with this module, which every caller imports only when a solver runs, so
+loading the plugin stays cheap.
 
 Whether the wide views pin the shared focal is measured, not assumed (:func:`focal_rise`): the
 model is adjusted again with the focal held a step off on either side, and the rise of its mean
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import pycolmap
 
 from .solution import PlacedViews, WideSolution, cv_pose_to_gl
 
@@ -111,21 +113,19 @@ def solve_sfm(
     (tools that study the matches: ``benchmarks/zoom_in_pose.py``)."""
     started = time.perf_counter()
     try:
-        import pycolmap
-
         with tempfile.TemporaryDirectory(prefix="mzen-sfm-") as folder:
             work = Path(folder)
             names = _link_images(list(paths) + [path for path, _ in zoom_ins], work / "images")
             wide_names, zoom_names = names[: len(paths)], names[len(paths) :]
-            built = _reconstruct(pycolmap, work, wide_names, exhaustive_up_to)
+            built = _reconstruct(work, wide_names, exhaustive_up_to)
             solution = None
             if built is not None:
-                built, rise, held = _settle_focal(pycolmap, built, focal_prior, principal_point)
+                built, rise, held = _settle_focal(built, focal_prior, principal_point)
                 solution = _solution(built[1], wide_names)
                 solution.evidence.update(focal_rise=rise, focal_given_held=float(held))
             if solution is not None and zoom_ins:
                 solution.zoom_ins = _place_zoom_ins(
-                    pycolmap, work, built, wide_names, zoom_names, zoom_ins, shrunk_copies, inspect
+                    work, built, wide_names, zoom_names, zoom_ins, shrunk_copies, inspect
                 )
     except (RuntimeError, ValueError, OSError) as error:
         return WideSolution("sfm", None, math.nan, failure=f"COLMAP failed: {error}")
@@ -136,7 +136,6 @@ def solve_sfm(
 
 
 def _place_zoom_ins(
-    pycolmap,
     work: Path,
     built,
     wide_names: List[str],
@@ -150,11 +149,11 @@ def _place_zoom_ins(
     in a second pass."""
     dials = [dial for _, dial in zoom_ins]
     copies = [_Copy(k, name, dial, (1.0, 1.0)) for k, (name, dial) in enumerate(zip(names, dials))]
-    joint = _register_zoom_ins(pycolmap, work, built, wide_names, copies, copies, "joint")
+    joint = _register_zoom_ins(work, built, wide_names, copies, copies, "joint")
     missed = [k for k, name in enumerate(names) if name not in _posed_names(joint[1])]
     shrunk = _shrunk_copies(zoom_ins, missed, names, work / "images") if shrunk_copies else []
     if shrunk:
-        joint = _register_zoom_ins(pycolmap, work, joint, wide_names, shrunk, copies + shrunk, "shrunk")
+        joint = _register_zoom_ins(work, joint, wide_names, shrunk, copies + shrunk, "shrunk")
     if inspect is not None:
         inspect(joint[1], wide_names, names)
     return _zoom_in_poses(joint[1], wide_names, copies + shrunk, dials)
@@ -171,7 +170,7 @@ def _link_images(paths: Sequence[Path], folder: Path) -> List[str]:
     return names
 
 
-def _reconstruct(pycolmap, work: Path, names, exhaustive_up_to: int = EXHAUSTIVE_UP_TO):
+def _reconstruct(work: Path, names, exhaustive_up_to: int = EXHAUSTIVE_UP_TO):
     """(folder, model) of the largest model COLMAP builds from its own camera guess, or ``None``.
     Given a camera, COLMAP trusts its focal while choosing and triangulating the first pair: on a
     plane the focal then drifted far from the given one and views were left out."""
@@ -179,12 +178,12 @@ def _reconstruct(pycolmap, work: Path, names, exhaustive_up_to: int = EXHAUSTIVE
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "SIMPLE_PINHOLE"
     pycolmap.logging.minloglevel = 2  # warnings and errors only
-    _extract(pycolmap, database, work / "images", names, reader, pycolmap.CameraMode.SINGLE)
+    _extract(database, work / "images", names, reader, pycolmap.CameraMode.SINGLE)
     if len(names) <= exhaustive_up_to:
-        _match(pycolmap, database)
+        _match(database)
     else:
-        _match_pairs(pycolmap, database, _overlapping_pairs(pycolmap, work, names, reader))
-    return _map(pycolmap, work, work / "sparse", _mapping_options(pycolmap))
+        _match_pairs(database, _overlapping_pairs(work, names, reader))
+    return _map(work, work / "sparse", _mapping_options())
 
 
 def focal_pinned(evidence: Dict[str, float]) -> bool:
@@ -192,7 +191,7 @@ def focal_pinned(evidence: Dict[str, float]) -> bool:
     return evidence.get("focal_rise", math.inf) >= FOCAL_PINNED_RISE
 
 
-def focal_rise(pycolmap, model) -> float:
+def focal_rise(model) -> float:
     """How much the views pin the shared focal of ``model`` (one camera): the mean reprojection error
     of the model adjusted again with the focal held :data:`FOCAL_PROBE` below and above its value,
     averaged, over the model's own, minus one. Near 0: a range of focals explains the views."""
@@ -201,11 +200,11 @@ def focal_rise(pycolmap, model) -> float:
         return 0.0
     params = model.cameras[_only_camera(model)].params
     factors = (1 - FOCAL_PROBE, 1 + FOCAL_PROBE)
-    probes = [_held_at(pycolmap, model, [factor * params[0], *params[1:]]) for factor in factors]
+    probes = [_held_at(model, [factor * params[0], *params[1:]]) for factor in factors]
     return float(np.mean([probe.compute_mean_reprojection_error() for probe in probes]) / base - 1.0)
 
 
-def _held_at(pycolmap, model, params: Sequence[float]):
+def _held_at(model, params: Sequence[float]):
     """A copy of ``model`` with its camera's ``params`` (``SIMPLE_PINHOLE``: f, cx, cy), bundle-adjusted
     with them held."""
     adjusted = pycolmap.Reconstruction(model)
@@ -219,18 +218,18 @@ def _held_at(pycolmap, model, params: Sequence[float]):
     return adjusted
 
 
-def _settle_focal(pycolmap, built, focal_prior: Optional[float], principal_point: Optional[Tuple[float, float]]):
+def _settle_focal(built, focal_prior: Optional[float], principal_point: Optional[Tuple[float, float]]):
     """``(built, rise, held)``: COLMAP's model and how much its views pin the focal (:func:`focal_rise`);
     where they do not, and the scene gives ``focal_prior``, the model adjusted with that focal (and
     ``principal_point``, when given) held — kept, and written over the original, if it explains the
     views as well, within the same margin."""
     folder, model = built
-    rise = focal_rise(pycolmap, model)
+    rise = focal_rise(model)
     if focal_prior is None or rise >= FOCAL_PINNED_RISE:
         return built, rise, False
     params = model.cameras[_only_camera(model)].params
     centre = principal_point if principal_point is not None else params[1:]
-    held = _held_at(pycolmap, model, [focal_prior, *centre])
+    held = _held_at(model, [focal_prior, *centre])
     if held.compute_mean_reprojection_error() > (1 + FOCAL_PINNED_RISE) * model.compute_mean_reprojection_error():
         return built, rise, False
     held.write(folder)
@@ -242,7 +241,7 @@ def _only_camera(model) -> int:
     return camera_id
 
 
-def _extract(pycolmap, database: Path, images: Path, names, reader, mode, coarse: bool = False) -> None:
+def _extract(database: Path, images: Path, names, reader, mode, coarse: bool = False) -> None:
     """SIFT features of ``names`` into ``database`` (``coarse``: shrunken images, fewer features;
     COLMAP scales their keypoints back to the full image)."""
     extraction = pycolmap.FeatureExtractionOptions()
@@ -262,14 +261,14 @@ def _extract(pycolmap, database: Path, images: Path, names, reader, mode, coarse
     )
 
 
-def _matching_options(pycolmap):
+def _matching_options():
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = 1
     matching.use_gpu = False
     return matching
 
 
-def _verification_options(pycolmap):
+def _verification_options():
     """Two-view verification with a fixed RANSAC seed (COLMAP's default draws one per run, and the
     inlier sets differ between runs of the same images)."""
     verification = pycolmap.TwoViewGeometryOptions()
@@ -277,35 +276,35 @@ def _verification_options(pycolmap):
     return verification
 
 
-def _match(pycolmap, database: Path) -> None:
+def _match(database: Path) -> None:
     """Exhaustive matching of every pair not matched yet."""
     pycolmap.match_exhaustive(
         database,
-        matching_options=_matching_options(pycolmap),
-        verification_options=_verification_options(pycolmap),
+        matching_options=_matching_options(),
+        verification_options=_verification_options(),
         device=pycolmap.Device.cpu,
     )
 
 
-def _match_pairs(pycolmap, database: Path, pairs: Sequence[Tuple[str, str]]) -> None:
+def _match_pairs(database: Path, pairs: Sequence[Tuple[str, str]]) -> None:
     """Matching of the image pairs ``pairs`` (names) not matched yet."""
     pair_list = database.parent / f"{database.stem}-pairs.txt"
     pair_list.write_text("".join(f"{a} {b}\n" for a, b in pairs))
     pycolmap.match_image_pairs(
         database,
-        matching_options=_matching_options(pycolmap),
+        matching_options=_matching_options(),
         pairing_options=pycolmap.ImportedPairingOptions(match_list_path=str(pair_list)),
-        verification_options=_verification_options(pycolmap),
+        verification_options=_verification_options(),
         device=pycolmap.Device.cpu,
     )
 
 
-def _overlapping_pairs(pycolmap, work: Path, names: Sequence[str], reader) -> List[Tuple[str, str]]:
+def _overlapping_pairs(work: Path, names: Sequence[str], reader) -> List[Tuple[str, str]]:
     """The pairs worth matching at full size: each view with its :data:`NEIGHBOURS` partners of most
     verified matches in a coarse exhaustive pass (its own database)."""
     coarse = work / "coarse.db"
-    _extract(pycolmap, coarse, work / "images", names, reader, pycolmap.CameraMode.SINGLE, coarse=True)
-    _match(pycolmap, coarse)
+    _extract(coarse, work / "images", names, reader, pycolmap.CameraMode.SINGLE, coarse=True)
+    _match(coarse)
     database = pycolmap.Database.open(coarse)
     try:
         image_names = {image.image_id: image.name for image in database.read_all_images()}
@@ -338,14 +337,14 @@ def retrieve_pairs(
     return sorted(chosen)
 
 
-def _mapping_options(pycolmap):
+def _mapping_options():
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.num_threads = 1
     mapping.random_seed = RANSAC_SEED
     return mapping
 
 
-def _map(pycolmap, work: Path, output: Path, mapping, input_path: Optional[Path] = None):
+def _map(work: Path, output: Path, mapping, input_path: Optional[Path] = None):
     """(folder, model) of the largest model incremental mapping builds, or ``None``."""
     output.mkdir()
     extra = {"input_path": input_path} if input_path is not None else {}
@@ -394,9 +393,7 @@ def _stretched(image: np.ndarray) -> np.ndarray:
     return np.clip((values - low) * (255.0 / max(float(high - low), 1e-6)), 0, 255).astype(np.uint8)
 
 
-def _register_zoom_ins(
-    pycolmap, work: Path, built, wide_names: List[str], copies: List[_Copy], every: List[_Copy], output: str
-):
+def _register_zoom_ins(work: Path, built, wide_names: List[str], copies: List[_Copy], every: List[_Copy], output: str):
     """(folder, model): the model ``built`` continued with the zoom-ins' ``copies``: each copy's camera
     fixed at the wide focal × the dial it looks like (principal point shrunk with it), every pose
     already in the model and all intrinsics held. Each copy is matched with every wide view and with
@@ -410,11 +407,11 @@ def _register_zoom_ins(
         reader.camera_model = "SIMPLE_PINHOLE"
         reader.camera_params = f"{focal * dial},{cx / shrink[0]},{cy / shrink[1]}"
         level = [copy.name for copy in copies if (copy.dial, copy.shrink) == (dial, shrink)]
-        _extract(pycolmap, database, work / "images", level, reader, pycolmap.CameraMode.PER_IMAGE)
+        _extract(database, work / "images", level, reader, pycolmap.CameraMode.PER_IMAGE)
     pairs = {(min(c.name, w), max(c.name, w)) for c in copies for w in wide_names}
     pairs |= {(min(a.name, b.name), max(a.name, b.name)) for a in copies for b in every if a.zoom_in != b.zoom_in}
-    _match_pairs(pycolmap, database, sorted(pairs))  # no new wide pair, no zoom-in with its own copy
-    mapping = _mapping_options(pycolmap)
+    _match_pairs(database, sorted(pairs))  # no new wide pair, no zoom-in with its own copy
+    mapping = _mapping_options()
     mapping.fix_existing_frames = True
     mapping.ba_refine_focal_length = False
     mapping.ba_refine_principal_point = False
@@ -422,7 +419,7 @@ def _register_zoom_ins(
     mapping.mapper.abs_pose_refine_focal_length = False
     if output == "shrunk":
         mapping.mapper.abs_pose_min_num_inliers = SHRUNK_MIN_INLIERS
-    joint = _map(pycolmap, work, work / output, mapping, input_path=folder)
+    joint = _map(work, work / output, mapping, input_path=folder)
     return joint if joint is not None else built
 
 
