@@ -17,11 +17,17 @@
    named, the newest readable one used). Errors about files print one line naming the file
    (:func:`mzen_dataparsers.errors.install_clean_error_report`, which the FF-MZN parser also
    installs when it runs).
+4. :func:`keep_freed_memory` (when a CPU run's trainer is set up): glibc's allocator hands every
+   block over its mmap threshold back to the system when torch frees it, so each step's large
+   tensors (hash-table gradients, sample batches) are mapped and faulted in afresh. It is told to
+   keep them in the heap instead (``mallopt``; the same as the ``MALLOC_*`` variables read at start).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import importlib.abc
 import importlib.machinery
 import sys
@@ -147,3 +153,22 @@ def eval_load_checkpoint(config: Any, pipeline: Any) -> Tuple[Path, int]:
     run_files.load_pipeline_state(pipeline, state, path)
     CONSOLE.print(f":white_check_mark: Done loading checkpoint from {path}")
     return path, int(state["step"])
+
+
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+"""glibc's ``mallopt`` parameters."""
+KEPT_ALLOCATOR = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 1 << 30, M_TOP_PAD: 256 << 20}
+"""Blocks up to glibc's largest mmap threshold come from the heap, and up to 1 GiB of freed heap is kept."""
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to serve and keep large blocks in the heap (:data:`KEPT_ALLOCATOR`);
+    False where the C library is not glibc or refuses a setting."""
+    name = ctypes.util.find_library("c")
+    if sys.platform != "linux" or name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    return all(mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1 for param, value in KEPT_ALLOCATOR.items())

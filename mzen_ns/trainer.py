@@ -119,6 +119,8 @@ class MZENTrainer(Trainer):
         if self.config.preset_note:
             CONSOLE.print(f"[bold]{self.config.method_name}:[/] {self.config.preset_note}")
         resolve_demo_data(self.config.pipeline.datamanager)
+        if str(self.device).startswith("cpu"):
+            patches.keep_freed_memory()
         super().setup(test_mode=test_mode)
 
     def setup_optimizers(self) -> Optimizers:
