@@ -57,6 +57,29 @@ Cell locate(const float* point, float scaling, int64_t size, int64_t offset) {
   return cell;
 }
 
+// The d-linear blend of one feature's 8 corner values ([z][y][x]): along x, then y, then z, each
+// hi * w + lo * (1 - w) as the torch path computes it. The partial blends are the backward's slopes.
+struct Blend {
+  float along_y[2][2];  // blended along x, per (z, y)
+  float along_z[2];     // blended along x and y, per z
+  float value;
+};
+
+Blend blend(const float corner[2][2][2], const float w[3]) {
+  Blend b;
+  for (int z = 0; z < 2; ++z)
+    for (int y = 0; y < 2; ++y) b.along_y[z][y] = corner[z][y][1] * w[0] + corner[z][y][0] * (1.0f - w[0]);
+  for (int z = 0; z < 2; ++z) b.along_z[z] = b.along_y[z][1] * w[1] + b.along_y[z][0] * (1.0f - w[1]);
+  b.value = b.along_z[1] * w[2] + b.along_z[0] * (1.0f - w[2]);
+  return b;
+}
+
+void gather(const float* table, const Cell& c, int64_t features, int64_t f, float corner[2][2][2]) {
+  for (int z = 0; z < 2; ++z)
+    for (int y = 0; y < 2; ++y)
+      for (int x = 0; x < 2; ++x) corner[z][y][x] = table[c.index[z][y][x] * features + f];
+}
+
 void check(const torch::Tensor& t, const char* name, int64_t dim) {
   TORCH_CHECK(t.device().is_cpu(), name, " must be on the CPU");
   TORCH_CHECK(t.scalar_type() == torch::kFloat32, name, " must be float32");
@@ -83,14 +106,9 @@ torch::Tensor hash_grid_forward(torch::Tensor points, torch::Tensor scalings, to
       for (int64_t i = begin; i < end; ++i) {
         const Cell c = locate(p + 3 * i, s[l], size, l * size);
         for (int64_t f = 0; f < features; ++f) {
-          float along_y[2][2];
-          for (int z = 0; z < 2; ++z)
-            for (int y = 0; y < 2; ++y)
-              along_y[z][y] = t[c.index[z][y][1] * features + f] * c.w[0] +
-                              t[c.index[z][y][0] * features + f] * (1.0f - c.w[0]);
-          float along_z[2];
-          for (int z = 0; z < 2; ++z) along_z[z] = along_y[z][1] * c.w[1] + along_y[z][0] * (1.0f - c.w[1]);
-          o[i * levels * features + l * features + f] = along_z[1] * c.w[2] + along_z[0] * (1.0f - c.w[2]);
+          float corner[2][2][2];
+          gather(t, c, features, f, corner);
+          o[i * levels * features + l * features + f] = blend(corner, c.w).value;
         }
       }
     }
@@ -129,21 +147,16 @@ std::vector<torch::Tensor> hash_grid_backward(torch::Tensor grad_out, torch::Ten
               for (int x = 0; x < 2; ++x) gt[c.index[z][y][x] * features + f] += go * wz[z] * wy[y] * wx[x];
           if (!points_grad) continue;
           float corner[2][2][2];
-          for (int z = 0; z < 2; ++z)
-            for (int y = 0; y < 2; ++y)
-              for (int x = 0; x < 2; ++x) corner[z][y][x] = t[c.index[z][y][x] * features + f];
-          float along_y[2][2], along_z[2];
-          for (int z = 0; z < 2; ++z)
-            for (int y = 0; y < 2; ++y) along_y[z][y] = corner[z][y][1] * wx[1] + corner[z][y][0] * wx[0];
-          for (int z = 0; z < 2; ++z) along_z[z] = along_y[z][1] * wy[1] + along_y[z][0] * wy[0];
+          gather(t, c, features, f, corner);
+          const Blend b = blend(corner, c.w);
           float dx = 0.0f, dy = 0.0f;
           for (int z = 0; z < 2; ++z) {
             for (int y = 0; y < 2; ++y) dx += wz[z] * wy[y] * (corner[z][y][1] - corner[z][y][0]);
-            dy += wz[z] * (along_y[z][1] - along_y[z][0]);
+            dy += wz[z] * (b.along_y[z][1] - b.along_y[z][0]);
           }
           slope[0] += go * dx;
           slope[1] += go * dy;
-          slope[2] += go * (along_z[1] - along_z[0]);
+          slope[2] += go * (b.along_z[1] - b.along_z[0]);
         }
         if (points_grad)
           for (int a = 0; a < 3; ++a) gp[(l * n + i) * 3 + a] = slope[a] * weight_slope(c.w[a], lambda, mode) * s[l];
