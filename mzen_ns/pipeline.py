@@ -130,8 +130,7 @@ class MZENPipeline(VanillaPipeline):
     @property
     def geometric_hold(self) -> Hold:
         """What the phases hold of the cameras from geometry (:meth:`PhaseScheduleConfig.hold`)."""
-        start = self.mzen_model.cameras.record.start
-        return self.config.model.phases.hold(start is not None and start.rung in GEOMETRIC)
+        return self.config.model.phases.hold(self.mzen_model.cameras.record.rung in GEOMETRIC)
 
     def enter_phase_of(self, step: int) -> Phase:
         """Apply the phase of ``step`` (no-op when it is the current one)."""

@@ -137,7 +137,7 @@ def place_zoom_ins_by_geometry(cameras: ZoomCameras, outputs: Any, config: Primi
     the rows of the priming plan they fill (none when the run did not start from ``sfm`` or
     ``config.geometry`` is off)."""
     kind = score_kind(config.method)
-    start = cameras.record.start.rung if cameras.record.start is not None else None
+    start = cameras.record.rung
     if not config.geometry or start != "sfm" or cameras.zoom_index.numel() == 0:
         return empty_plan(kind)
     wide, zoom_ins = cameras.wide_index.cpu(), cameras.zoom_index.cpu()

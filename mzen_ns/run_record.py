@@ -61,6 +61,11 @@ class RunRecord(nn.Module):
         self.start: Optional[WideStart] = start
         """Where the wide cameras started; ``None`` until the initialiser has run."""
 
+    @property
+    def rung(self) -> Optional[str]:
+        """The rung the wide cameras started from; ``None`` until the initialiser has run."""
+        return None if self.start is None else self.start.rung
+
     def get_extra_state(self) -> Dict[str, Optional[Dict[str, str]]]:
         return {"start": None if self.start is None else self.start.as_dict()}
 

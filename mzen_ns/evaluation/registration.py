@@ -153,7 +153,7 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
     cameras = pipeline.mzen_model.cameras
     if cameras.config.ground_truth:
         return true_placement(dataset)
-    start = cameras.record.start.rung if cameras.record.start is not None else None
+    start = cameras.record.rung
     dials = dataset.metadata["mzen_dial"].float()
     wide, zoom_ins = torch.nonzero(dials == 1.0).squeeze(-1), torch.nonzero(dials != 1.0).squeeze(-1)
     if not config.geometry or start not in GEOMETRIC or (start == "rotation" and wide.numel() == 0):
