@@ -80,6 +80,13 @@ def tiny_trainer_config(scene: Path, output_dir: Path, steps: int, boundaries=(0
     return replace(base, **fields)
 
 
+def add_callback(trainer, where, func) -> None:
+    """Run ``func(step=…)`` at ``where`` (a ``TrainingCallbackLocation``) of every training step."""
+    from nerfstudio.engine.callbacks import TrainingCallback
+
+    trainer.callbacks.append(TrainingCallback([where], func))
+
+
 def build(config):
     """The trainer of ``config``, set up (pipeline, optimizers, callbacks), not trained."""
     trainer = config.setup(local_rank=0, world_size=1)

@@ -11,15 +11,11 @@ from typing import Dict, List
 
 import pytest
 import torch
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
 from mzen_ns.cameras import ZoomCameras
 from mzen_ns.trainer import MZENTrainer
-from tests.helpers import build, tiny_scene, tiny_trainer_config
-
-
-def add_callback(trainer: MZENTrainer, where: TrainingCallbackLocation, func) -> None:
-    trainer.callbacks.append(TrainingCallback([where], func))
+from tests.helpers import add_callback, build, tiny_scene, tiny_trainer_config
 
 
 @pytest.fixture(scope="module")

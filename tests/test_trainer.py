@@ -7,14 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
-from mzen_ns.trainer import MZENTrainer, NonFiniteError
-from tests.helpers import build, tiny_scene, tiny_trainer_config
-
-
-def add_callback(trainer: MZENTrainer, where: TrainingCallbackLocation, func) -> None:
-    trainer.callbacks.append(TrainingCallback([where], func))
+from mzen_ns.trainer import NonFiniteError
+from tests.helpers import add_callback, build, tiny_scene, tiny_trainer_config
 
 
 @pytest.fixture(scope="module")
