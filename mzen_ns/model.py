@@ -66,6 +66,12 @@ class MZENModelConfig(NerfactoModelConfig):
     total_steps: tyro.conf.Suppress[int] = 30000
     """Total training steps (copied from the trainer's max_num_iterations)."""
 
+    @property
+    def world_frame(self) -> Literal["content", "camera"]:
+        """The world frame wide cameras from geometry start in: the reference camera's under NDC (it
+        parameterises space from that camera), else the content's (centred for the contraction)."""
+        return "camera" if self.parameterisation == "ndc" else "content"
+
 
 def _oracle_cameras(metadata: Dict) -> Tuple[Tensor, Tensor, float]:
     """Ground-truth c2w, zooms and base focal of the training images (the oracle's cameras)."""

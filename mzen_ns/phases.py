@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, FrozenSet, Iterable, Literal, Optional, Tuple, Type
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Int
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from torch import Tensor
 from torch.optim import Optimizer, lr_scheduler
@@ -157,6 +157,21 @@ class PhaseScheduleConfig:
         if not self.refine_geometric:
             return "always"
         return "phase-a" if self.hold_geometric_start else "none"
+
+
+def held_zoom_ins(
+    hold: Hold, refine_searched: bool, source: Int[Tensor, " N"], geometric: Bool[Tensor, " N"]
+) -> Bool[Tensor, " N"]:
+    """The images whose pose and zoom the phases leave where priming put them (``source``: each
+    image's priming source, −1 where it was not primed; ``geometric``: placed by geometry), when
+    cameras from geometry are held throughout (``hold`` ``always``): the zoom-ins placed by geometry,
+    and every primed zoom-in unless those placed by the window search are refined
+    (``refine_searched``). Otherwise none: wide cameras that move take their zoom-ins along."""
+    if hold != "always":
+        return torch.zeros_like(geometric)
+    if refine_searched:
+        return geometric.clone()
+    return source >= 0
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,13 @@ sampler restricted to the phase's images, groups frozen; before the first step t
 start where the initialiser's ladder says, and on first entering phase B (or C, when B is empty)
 every zoom-in is placed once (:mod:`mzen_ns.placement` does both); when that leaves phase B nothing
 to register, its steps go to phase C. Each phase ends with its summary (:mod:`mzen_ns.phase_report`)
-and the last with the solved-camera export. The start and the priming live in the model's state, so
-a run resumed mid-phase continues without solving or priming again.
+and the last with the solved-camera export; what the run decides about its cameras is told as it is
+decided (:mod:`mzen_ns.run_report`). The start and the priming live in the model's state, so a run
+resumed mid-phase continues without solving or priming again.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +24,16 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from rich.panel import Panel
 
 from mzen_ns.datamanager import MZENDataManager, MZENDataManagerConfig, stack_images
-from mzen_ns.distributed import is_main_process
 from mzen_ns.evaluation.evaluate import evaluate
 from mzen_ns.evaluation.registration import RegistrationConfig
 from mzen_ns.geometry.solution import GEOMETRIC, GIVEN_BY_CHECKPOINT
 from mzen_ns.model import MZENModel, MZENModelConfig
 from mzen_ns.phase_report import PhaseReport
-from mzen_ns.phases import PHASES, POLICY, Hold, Phase, PhaseSchedule, allowed_images
-from mzen_ns.placement import prime_training_zoom_ins, recorded_plan, start_wide_cameras, training_judge
+from mzen_ns.phases import PHASES, POLICY, Hold, Phase, PhaseSchedule, allowed_images, held_zoom_ins
+from mzen_ns.placement import place_training_zoom_ins, recorded_plan, start_wide_cameras
 from mzen_ns.priming.plan import PrimingConfig, PrimingPlan
-from mzen_ns.priming.report import console_report, write_report
 from mzen_ns.run_record import WideStart
+from mzen_ns.run_report import RunReport
 from mzen_ns.solved_cameras import cameras_manifest
 from mzen_ns.viewer import CameraPanel
 
@@ -87,6 +86,13 @@ class MZENPipeline(VanillaPipeline):
         self.loaded_step: Optional[int] = None
         self.priming_seconds: Optional[float] = None
         """Wall time of placing the training zoom-ins (2D–3D and window search), once they are placed."""
+        self.run_report = RunReport(
+            self.datamanager.train_dataset,
+            cameras.dials,
+            config.model.phases.flagged_left_out,
+            config.priming.flag_margin,
+        )
+        """What the run says about its cameras as they are decided (console and run folder)."""
         self.viewer_panel = CameraPanel(lambda: self)
 
     @property
@@ -102,9 +108,10 @@ class MZENPipeline(VanillaPipeline):
         callbacks = super().get_training_callbacks(training_callback_attributes)
         trainer = training_callback_attributes.trainer
         self.run_dir = Path(trainer.base_dir) if trainer is not None else None
+        self.run_report.run_dir = self.run_dir
         if self.loaded_step is not None and bool((self.mzen_model.cameras.match.source >= 0).any()):
             CONSOLE.print("priming, as recorded in the checkpoint:")  # a resumed run's folder is complete too
-            self._report_plan(recorded_plan(self.mzen_model.cameras, self.config.priming))
+            self.run_report.priming(recorded_plan(self.mzen_model.cameras, self.config.priming))
         callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.enter_phase_of))
         callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self._maybe_final_summary))
         callbacks.append(
@@ -162,76 +169,36 @@ class MZENPipeline(VanillaPipeline):
         return phase
 
     def held_zoom_ins(self) -> torch.Tensor:
-        """The images whose pose and zoom the phases leave where priming put them, when cameras from
-        geometry are held: the zoom-ins placed by geometry, and every primed zoom-in unless those placed
-        by the window search are refined (``phases.refine-searched``). Otherwise none: wide cameras
-        that move take their zoom-ins along."""
-        record = self.mzen_model.cameras.match
-        if self.geometric_hold != "always":
-            return torch.zeros_like(record.geometric)
-        if self.config.model.phases.refine_searched:
-            return record.geometric.clone()
-        return record.source >= 0
+        """The images the phases leave where priming put them (:func:`~mzen_ns.phases.held_zoom_ins`)."""
+        match, refine_searched = self.mzen_model.cameras.match, self.config.model.phases.refine_searched
+        return held_zoom_ins(self.geometric_hold, refine_searched, match.source, match.geometric)
 
     def nothing_to_register(self) -> bool:
         """Whether phase B would step nothing: every zoom-in is held (the same answer on resume:
         placement and start are in the checkpoint)."""
-        cameras = self.mzen_model.cameras
-        held = self.held_zoom_ins()[cameras.zoom_index]
+        held = self.held_zoom_ins()[self.mzen_model.cameras.zoom_index]
         return held.numel() > 0 and bool(held.all())
 
     def start_cameras(self) -> None:
-        """Start the wide cameras where the initialiser's ladder says (:func:`start_wide_cameras`); say
-        which rung won and why (console and ``initialiser.json``). Runs once: a resumed run keeps the
-        start its checkpoint recorded."""
-        from mzen_ns.geometry.initialiser import decision_record
-
-        frame = "camera" if self.config.model.parameterisation == "ndc" else "content"
+        """Start the wide cameras where the initialiser's ladder says (:func:`start_wide_cameras`) and
+        say which rung won and why. Runs once: a resumed run keeps the start its checkpoint recorded."""
+        model = self.config.model
         outputs = self.datamanager.train_dataparser_outputs
-        decision = start_wide_cameras(self.mzen_model.cameras, outputs, frame, self.config.model.contraction_radius)
-        CONSOLE.print(f"[bold]wide cameras start from {decision.start}:[/] {decision.reason}")
-        if decision.caveat is not None:
-            CONSOLE.print(f"[bold yellow]Focal: {decision.caveat}")
-        if self.run_dir is not None and is_main_process():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "initialiser.json").write_text(json.dumps(decision_record(decision), indent=2))
+        decision = start_wide_cameras(self.mzen_model.cameras, outputs, model.world_frame, model.contraction_radius)
+        self.run_report.wide_start(decision)
 
     def prime_zoom_ins(self) -> PrimingPlan:
-        """Start every zoom-in (:func:`prime_training_zoom_ins`: by 2D–3D registration after an ``sfm``
+        """Start every zoom-in (:func:`place_training_zoom_ins`: by 2D–3D registration after an ``sfm``
         start, the others by the window search of ``pipeline.priming``, the field trained in phase A
-        deciding between rival placements), their appearance from their wide view's; say where and
-        how sure (console table, ``priming.png`` and ``.json``)."""
+        deciding between rival placements) and say where and how sure."""
         started = time.perf_counter()
         images = stack_images(self.datamanager.train_dataset)
-        cameras = self.mzen_model.cameras
-        judge = training_judge(self.mzen_model) if self.phase_schedule.end_of("A") > 0 else None  # a field to ask
         outputs = self.datamanager.train_dataparser_outputs
-        plan = prime_training_zoom_ins(cameras, images, outputs, self.config.priming, judge)
-        self._copy_appearance(plan.query.to(cameras.dials.device), plan.root.to(cameras.dials.device))
+        trained = self.phase_schedule.end_of("A") > 0
+        plan = place_training_zoom_ins(self.mzen_model, images, outputs, self.config.priming, trained)
         self.priming_seconds = time.perf_counter() - started
-        CONSOLE.print(f"placed {plan.query.numel()} zoom-in(s) in {self.priming_seconds:.1f} s")
-        self._report_plan(plan, images)
+        self.run_report.priming(plan, images, self.priming_seconds)
         return plan
-
-    def _report_plan(self, plan: PrimingPlan, images: Optional[torch.Tensor] = None) -> None:
-        """The priming table and flagged zoom-ins on the console; picture and JSON in the run folder
-        (``images``: the training images, when already stacked)."""
-        dataset = self.datamanager.train_dataset
-        names = [str(p) for p in dataset.metadata["mzen_file_paths"]]
-        dials = self.mzen_model.cameras.dials.cpu()
-        left_out = self.config.model.phases.flagged_left_out
-        for said in console_report(plan, names, dials, left_out, self.config.priming.flag_margin):
-            CONSOLE.print(said)
-        if self.run_dir is not None and is_main_process():
-            images = images if images is not None else stack_images(dataset)
-            CONSOLE.print(f"priming picture: {write_report(plan, names, dials, images, self.run_dir, left_out)}")
-
-    @torch.no_grad()
-    def _copy_appearance(self, zoom_idx: torch.Tensor, wide_idx: torch.Tensor) -> None:
-        embedding = getattr(self.mzen_model.field, "embedding_appearance", None)
-        if embedding is not None:
-            weight = embedding.embedding.weight
-            weight[zoom_idx] = weight[wide_idx]
 
     # ------------------------------------------------------------------ evaluation
 
@@ -241,7 +208,10 @@ class MZENPipeline(VanillaPipeline):
         """``ns-eval``: register the held-out views (field frozen), then per-zoom metrics (with their
         spread over views) and camera errors against ground truth (:mod:`mzen_ns.evaluation.evaluate`);
         ground truth | render PNGs into ``output_path`` (``--render-output-path``) when given."""
-        return evaluate(self, self.config.registration, self.config.priming, render_folder=output_path)
+        config = self.config
+        return evaluate(
+            self.mzen_model, self.datamanager, config.registration, config.priming, render_folder=output_path
+        )
 
     # ------------------------------------------------------------------ progress
 
@@ -272,10 +242,4 @@ class MZENPipeline(VanillaPipeline):
 
     def export_cameras(self) -> Optional[Path]:
         """Write the solved cameras to ``<run>/solved_cameras/transforms.json`` (rank 0 only)."""
-        if self.run_dir is None or not is_main_process():
-            return None
-        path = self.run_dir / "solved_cameras" / "transforms.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.solved_cameras(path.parent), indent=2))
-        CONSOLE.print(f"solved cameras: {path}  (any method: ns-train nerfacto --data {path.parent})")
-        return path
+        return self.run_report.solved_cameras(self.solved_cameras)

@@ -1,8 +1,9 @@
 """Where a run's cameras start: the wide views from the initialiser's ladder, and every zoom-in from
 the geometry the run started from or the window search.
 
-Plain functions of the cameras, the training data and the configs; the pipeline decides when they
-run (:mod:`mzen_ns.pipeline`), evaluation reuses :func:`locate_in_run` for held-out views. Each
+Plain functions of the cameras (or the model), the training data and the configs; the pipeline
+decides when they run (:mod:`mzen_ns.pipeline`), evaluation reuses :func:`locate_in_run` for
+held-out views. Each
 solver runs once under ``torch.distributed`` and every process adopts its answer.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
@@ -201,6 +202,33 @@ def prime_training_zoom_ins(
     plan = placed.cat(plan)
     cameras.match.record(plan.query, **{name: getattr(plan, name) for name in cameras.match.FIELDS})
     return plan
+
+
+def place_training_zoom_ins(
+    model: MZENModel,
+    images: Float[Tensor, "N H W 3"],
+    outputs: Any,
+    config: PrimingConfig,
+    field_trained: bool,
+) -> PrimingPlan:
+    """Start every training zoom-in of ``model`` (:func:`prime_training_zoom_ins`), the field deciding
+    between rival placements where it was trained first (``field_trained``: phase A ran), and give
+    each the appearance of the wide view it was placed from."""
+    cameras = model.cameras
+    judge = training_judge(model) if field_trained else None
+    plan = prime_training_zoom_ins(cameras, images, outputs, config, judge)
+    copy_appearance(model, plan.query.to(cameras.dials.device), plan.root.to(cameras.dials.device))
+    return plan
+
+
+@torch.no_grad()
+def copy_appearance(model: MZENModel, targets: Int[Tensor, " Q"], sources: Int[Tensor, " Q"]) -> None:
+    """Each image of ``targets`` starts with the appearance embedding of the one in ``sources``
+    (nothing to copy for a field without appearance embeddings)."""
+    embedding = getattr(model.field, "embedding_appearance", None)
+    if embedding is not None:
+        weight = embedding.embedding.weight
+        weight[targets] = weight[sources]
 
 
 def training_judge(model: MZENModel) -> FieldJudge:

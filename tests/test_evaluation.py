@@ -34,7 +34,13 @@ def trained(tmp_path_factory):
 def test_eval_keys_and_independent_recomputation(trained):
     pipeline = trained.pipeline
     renders = []
-    results = evaluate(pipeline, RegistrationConfig(steps=5, rays_per_step=64), pipeline.config.priming, renders)
+    results = evaluate(
+        pipeline.mzen_model,
+        pipeline.datamanager,
+        RegistrationConfig(steps=5, rays_per_step=64),
+        pipeline.config.priming,
+        renders,
+    )
     for name in ("psnr", "ssim", "gss", "lss"):
         assert {name, f"{name}_1x", f"{name}_4x"} <= set(results)
         assert results[name] == pytest.approx((results[f"{name}_1x"] + results[f"{name}_4x"]) / 2)
@@ -65,7 +71,7 @@ def test_eval_keys_and_independent_recomputation(trained):
 def test_eval_reports_own_pixel_errors_per_level_and_counts_a_zoom_in_placed_wrong(trained):
     pipeline = trained.pipeline
     cameras = pipeline.mzen_model.cameras
-    results = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
+    results = evaluate(pipeline.mzen_model, pipeline.datamanager, RegistrationConfig(steps=0), pipeline.config.priming)
     for key in ("reproj_px_1x", "reproj_px_4x", "reproj_px_4x_p90", "test_reproj_px_1x", "test_reproj_px_4x"):
         assert np.isfinite(results[key]) and results[key] >= 0
     assert results["reproj_px_4x_p90"] >= results["reproj_px_4x"]
@@ -77,7 +83,9 @@ def test_eval_reports_own_pixel_errors_per_level_and_counts_a_zoom_in_placed_wro
         with torch.no_grad():
             turn = torch.tensor([[0.94, 0.0, 0.342], [0.0, 1.0, 0.0], [-0.342, 0.0, 0.94]])  # 20° about y
             cameras.base_c2w[zoom_ins, :3, :3] = cameras.base_c2w[zoom_ins, :3, :3] @ turn  # another part
-        moved = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
+        moved = evaluate(
+            pipeline.mzen_model, pipeline.datamanager, RegistrationConfig(steps=0), pipeline.config.priming
+        )
     finally:
         with torch.no_grad():
             cameras.base_c2w[zoom_ins] = kept
@@ -102,7 +110,9 @@ def test_a_training_zoom_in_never_trained_on_is_not_primed_again_at_evaluation(t
     monkeypatch.setattr(ZoomCameras, "prime_from", recording)
     cameras.record.trained_on[zoom_in] = False  # as a flagged zoom-in whose phases were all skipped
     try:
-        results = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
+        results = evaluate(
+            pipeline.mzen_model, pipeline.datamanager, RegistrationConfig(steps=0), pipeline.config.priming
+        )
     finally:
         cameras.record.trained_on[zoom_in] = True
     held_out = pipeline.datamanager.eval_dataset
@@ -114,8 +124,13 @@ def test_a_training_zoom_in_never_trained_on_is_not_primed_again_at_evaluation(t
 @pytest.mark.slow
 def test_registration_does_not_worsen_the_fit(trained):
     pipeline = trained.pipeline
-    before = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
-    after = evaluate(pipeline, RegistrationConfig(steps=60, rays_per_step=256, lr=5e-3), pipeline.config.priming)
+    before = evaluate(pipeline.mzen_model, pipeline.datamanager, RegistrationConfig(steps=0), pipeline.config.priming)
+    after = evaluate(
+        pipeline.mzen_model,
+        pipeline.datamanager,
+        RegistrationConfig(steps=60, rays_per_step=256, lr=5e-3),
+        pipeline.config.priming,
+    )
     assert after["psnr"] >= before["psnr"] - 0.05
 
 

@@ -123,7 +123,7 @@ def test_oracle_on_zoom_ins_trains_on_them_alone_and_scores_held_out_views_from_
     truth = pipeline.datamanager.train_dataset.metadata["mzen_ground_truth"]
     assert torch.allclose(cameras.c2w().detach(), truth["c2w"][:, :3, :], atol=1e-5)
     # no wide view to prime from: held-out views (here every frame, none held out) start at the truth
-    results = evaluate(pipeline, RegistrationConfig(steps=0), pipeline.config.priming)
+    results = evaluate(pipeline.mzen_model, pipeline.datamanager, RegistrationConfig(steps=0), pipeline.config.priming)
     assert results["views_1x"] == 3 and results["views_4x"] == 2
     assert results["test_rot_err_deg"] < 0.01 and results["test_zoom_err_rel"] < 1e-4  # float noise of the Sim(3)
 

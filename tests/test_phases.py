@@ -17,6 +17,7 @@ from mzen_ns.phases import (
     PhaseScheduleConfig,
     allowed_images,
     check_sanity,
+    held_zoom_ins,
 )
 
 
@@ -111,3 +112,15 @@ def test_every_process_adopts_rank_zeros_match():
 
 def test_single_process_decision_unchanged():
     assert share_decision(torch.tensor([5, 6]), "cpu").tolist() == [5, 6]
+
+
+def test_held_zoom_ins_follow_the_hold_and_the_refined_searches():
+    source = torch.tensor([-1, -1, 0, 1, 0])  # two wide views, three primed zoom-ins
+    geometric = torch.tensor([False, False, True, False, False])  # the first placed by 2D–3D
+    for hold in ("none", "phase-a"):  # cameras that move take their zoom-ins along
+        assert not held_zoom_ins(hold, False, source, geometric).any()
+    assert held_zoom_ins("always", False, source, geometric).tolist() == [False, False, True, True, True]
+    refined = held_zoom_ins("always", True, source, geometric)
+    assert refined.tolist() == geometric.tolist()
+    refined[2] = False
+    assert bool(geometric[2])  # an answer of its own, not the record's tensor

@@ -80,3 +80,18 @@ def test_views_are_located_with_the_runs_focal_only_where_the_run_held_it(monkey
         [(Path("q.png"), 4.0)],
     )
     assert focal_prior == (pytest.approx(60.0) if held else None)  # the run's focal (float32), where held
+
+
+def test_placed_zoom_ins_start_with_their_wide_views_appearance() -> None:
+    from mzen_ns.placement import copy_appearance
+
+    weight = torch.arange(12.0).reshape(4, 3)
+    model = SimpleNamespace(
+        field=SimpleNamespace(embedding_appearance=SimpleNamespace(embedding=torch.nn.Embedding(4, 3)))
+    )
+    with torch.no_grad():
+        model.field.embedding_appearance.embedding.weight.copy_(weight)
+    copy_appearance(model, torch.tensor([2, 3]), torch.tensor([1, 0]))
+    copied = model.field.embedding_appearance.embedding.weight.detach()
+    assert torch.equal(copied, torch.stack([weight[0], weight[1], weight[1], weight[0]]))
+    copy_appearance(SimpleNamespace(field=SimpleNamespace()), torch.tensor([2]), torch.tensor([1]))  # none to copy

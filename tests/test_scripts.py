@@ -159,7 +159,8 @@ def test_render_magnification_is_a_zoom(trained_run):
     _, trainer = trained_run
     pipeline = trainer.pipeline
     names = [str(p) for p in pipeline.datamanager.train_dataset.metadata["mzen_file_paths"]]
-    cameras, index, split = camera_for_view(pipeline, names[-1])
+    model, data, config = pipeline.mzen_model, pipeline.datamanager, pipeline.config
+    cameras, index, split = camera_for_view(model, data, config.registration, config.priming, names[-1])
     assert (cameras, index, split) == (pipeline.mzen_model.cameras, len(names) - 1, "train")
     magnified = render_view(pipeline.mzen_model, cameras, index, 4.0)
     assert magnified.shape == (24, 32, 3)
@@ -172,7 +173,7 @@ def test_render_magnification_is_a_zoom(trained_run):
             cameras.log_zoom[index] -= torch.log(torch.tensor(4.0))
     assert torch.allclose(magnified, zoomed, atol=1e-5)
     with pytest.raises(ValueError, match="no view 'nope'.*train_"):
-        camera_for_view(pipeline, "nope")
+        camera_for_view(model, data, config.registration, config.priming, "nope")
 
 
 @pytest.mark.slow

@@ -50,6 +50,7 @@ from mzen_ns.evaluation.registration import (
 )
 from mzen_ns.evaluation.reprojection import level_errors, own_pixel_errors, wrong
 from mzen_ns.geometry.similarity import sim3_alignment
+from mzen_ns.model import MZENModel
 from mzen_ns.priming.plan import PrimingConfig
 
 LOWER_IS_BETTER = frozenset({"lpips"})
@@ -116,20 +117,21 @@ def save_renders(
 
 
 def evaluate(
-    pipeline,
+    model: MZENModel,
+    datamanager: Any,
     registration: RegistrationConfig,
     priming: PrimingConfig,
     renders: Optional[List[Tensor]] = None,
     render_folder: Optional[Path] = None,
 ) -> Dict[str, float]:
-    """Register, render and score the held-out views; camera errors against ground truth.
+    """Register, render and score the held-out views of ``datamanager`` (its eval dataset) with the
+    trained ``model``, the field frozen; camera errors against ground truth.
     ``renders``, if given, receives each held-out view's render (for checks and pictures);
     ``render_folder``, if given, receives them as ground truth | render PNGs (:func:`save_renders`)."""
-    model = pipeline.mzen_model
-    train, test = pipeline.datamanager.train_dataset, pipeline.datamanager.eval_dataset
+    train, test = datamanager.train_dataset, datamanager.eval_dataset
     train_images, test_images = stack_images(train), stack_images(test)
     test_dials = test.metadata["mzen_dial"].float()
-    located = locate_held_out(pipeline, test, registration)
+    located = locate_held_out(model.cameras, datamanager.train_dataparser_outputs, test, registration)
     cameras, flagged = prime_views(model, train_images, test_images, test_dials, priming, located)
     went_back = register(model, cameras, test_images, registration, held_views(located, registration))
     say_unsure_views(test.metadata["mzen_file_paths"], flagged, went_back, registration.max_shift)

@@ -145,12 +145,14 @@ def prime_views(
     return cameras, flagged
 
 
-def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> Optional[LocatedHeldOut]:
-    """Held-out views of ``dataset`` placed by the solver the run's wide cameras started from
+def locate_held_out(
+    cameras: ZoomCameras, train: Any, dataset: Any, config: RegistrationConfig
+) -> Optional[LocatedHeldOut]:
+    """Held-out views of ``dataset`` placed by the solver the run's wide cameras (``cameras``, trained
+    on the dataparser outputs ``train``) started from
     (:func:`~mzen_ns.geometry.locate.locate`: wide views, and zoom-ins after an ``sfm`` start), at
     their ground truth for an oracle run (:func:`true_placement`), or ``None`` when the run did not
     start from geometry or ``config.geometry`` is off."""
-    cameras = pipeline.mzen_model.cameras
     if cameras.config.ground_truth:
         return true_placement(dataset)
     start = cameras.record.rung
@@ -158,7 +160,6 @@ def locate_held_out(pipeline: Any, dataset: Any, config: RegistrationConfig) -> 
     wide, zoom_ins = torch.nonzero(dials == 1.0).squeeze(-1), torch.nonzero(dials != 1.0).squeeze(-1)
     if not config.geometry or start not in GEOMETRIC or (start == "rotation" and wide.numel() == 0):
         return None
-    train = pipeline.datamanager.train_dataparser_outputs
     located = locate_in_run(
         cameras,
         train,
@@ -379,14 +380,16 @@ def find_view(names: List[str], view: str) -> Optional[int]:
     return matches[0] if matches else None
 
 
-def camera_for_view(pipeline: Any, view: str) -> Tuple[ZoomCameras, int, str]:
-    """(cameras, index, split) of a run's view by name: the learned training camera, or a held-out
-    view registered as ``ns-eval`` registers it."""
-    train = pipeline.datamanager.train_dataset
+def camera_for_view(
+    model: MZENModel, datamanager: Any, registration: RegistrationConfig, priming: PrimingConfig, view: str
+) -> Tuple[ZoomCameras, int, str]:
+    """(cameras, index, split) of a run's view by name: the learned training camera of ``model``, or a
+    held-out view of ``datamanager`` registered as ``ns-eval`` registers it."""
+    train = datamanager.train_dataset
     index = find_view([str(p) for p in train.metadata["mzen_file_paths"]], view)
     if index is not None:
-        return pipeline.mzen_model.cameras, index, "train"
-    test = pipeline.datamanager.eval_dataset
+        return model.cameras, index, "train"
+    test = datamanager.eval_dataset
     names = [str(p) for p in test.metadata["mzen_file_paths"]] if test is not None else []
     index = find_view(names, view)
     if index is None:
@@ -394,16 +397,15 @@ def camera_for_view(pipeline: Any, view: str) -> Tuple[ZoomCameras, int, str]:
         raise ValueError(f"no view {view!r} in this run; its views are: {', '.join(known)}")
     image = stack_images(test)[index : index + 1]
     dial = test.metadata["mzen_dial"][index : index + 1].float()
-    located = locate_held_out(pipeline, test, pipeline.config.registration)
+    located = locate_held_out(model.cameras, datamanager.train_dataparser_outputs, test, registration)
     if located is not None:  # registered alone: a wide view among the held-out ones is itself
-        n_train = pipeline.mzen_model.cameras.dials.numel()
+        n_train = model.cameras.dials.numel()
         root = located.root[index : index + 1].clamp(max=n_train)
         located = LocatedHeldOut(
             located.c2w[index : index + 1], located.zoom[index : index + 1], root, located.full_pose
         )
-    cameras, _ = prime_views(pipeline.mzen_model, stack_images(train), image, dial, pipeline.config.priming, located)
-    config = pipeline.config.registration
-    register(pipeline.mzen_model, cameras, image, config, held_views(located, config))
+    cameras, _ = prime_views(model, stack_images(train), image, dial, priming, located)
+    register(model, cameras, image, registration, held_views(located, registration))
     return cameras, 0, "test"
 
 

@@ -56,7 +56,10 @@ class RenderView:
 
         self.check()
         _, pipeline, step = load_run(self.load_config, test_mode="test")
-        cameras, index, split = camera_for_view(pipeline, self.view)
+        config = pipeline.config
+        cameras, index, split = camera_for_view(
+            pipeline.mzen_model, pipeline.datamanager, config.registration, config.priming, self.view
+        )
         rgb = render_view(pipeline.mzen_model, cameras, index, self.magnification)
         self.output.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray((rgb.cpu().numpy() * 255.0).round().astype(np.uint8)).save(self.output)
