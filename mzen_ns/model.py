@@ -3,8 +3,8 @@ camera model, parameters that really freeze per phase, and LPIPS only from cache
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Tuple, Type
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import tyro
@@ -27,7 +27,7 @@ from mzen_ns.encoding import (
 from mzen_ns.evaluation.metrics import gss, lss
 from mzen_ns.patches import alexnet_weights_path, lpips_only_if_cached
 from mzen_ns.phases import Hold, Phase, PhaseScheduleConfig, steps
-from mzen_ns.scene_space import Parameterisation, make_scene_space, use_scene_space
+from mzen_ns.scene_space import Parameterisation, finest_resolution, make_scene_space, use_scene_space
 
 
 @dataclass
@@ -63,6 +63,8 @@ class MZENModelConfig(NerfactoModelConfig):
     """Scene units from the origin that stay uncontracted (nerfacto: 1)."""
     ndc_near: float = 0.5
     """NDC's near plane (scene units); nothing nearer the reference camera is represented."""
+    max_res: Optional[int] = None
+    """Finest resolution of the field's hash grid; None: one cell per pixel of the deepest zoom-in at the content."""
     total_steps: tyro.conf.Suppress[int] = 30000
     """Total training steps (copied from the trainer's max_num_iterations)."""
 
@@ -94,6 +96,8 @@ class MZENModel(NerfactoModel):
     cameras: ZoomCameras
 
     def populate_modules(self) -> None:
+        if self.config.max_res is None:
+            self.config = replace(self.config, max_res=self._finest_resolution())
         with lpips_only_if_cached() as available:
             super().populate_modules()
         self.lpips_available = available
@@ -113,6 +117,17 @@ class MZENModel(NerfactoModel):
         if not available:
             CONSOLE.print(f"[yellow]LPIPS unavailable: AlexNet weights are not cached at {alexnet_weights_path()}")
         self.cameras = self._build_cameras()
+
+    def _finest_resolution(self) -> int:
+        """The field's finest grid resolution for this scene (:func:`finest_resolution`), said on the console."""
+        metadata = self.kwargs["metadata"]
+        width, deepest = int(metadata["mzen_image_size"][0]), float(metadata["mzen_dial"].max())
+        resolution = finest_resolution(self.config.parameterisation, width, deepest, self.config.base_res)
+        CONSOLE.print(
+            f"field's finest grid resolution {resolution}: one cell per pixel of the deepest zoom-in "
+            f"({deepest:g}× on {width}-pixel-wide views) at the content"
+        )
+        return resolution
 
     def _use_scene_space(self) -> None:
         """Swap nerfacto's contraction for the configured parameterisation (fields and proposals)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, FrozenSet, Iterable, Literal, Optional, Tuple, Type
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from torch import Tensor
 from torch.optim import Optimizer, lr_scheduler
@@ -160,10 +160,10 @@ class PhaseScheduleConfig:
 
 
 def held_zoom_ins(
-    hold: Hold, refine_searched: bool, source: Int[Tensor, " N"], geometric: Bool[Tensor, " N"]
+    hold: Hold, refine_searched: bool, primed: Bool[Tensor, " N"], geometric: Bool[Tensor, " N"]
 ) -> Bool[Tensor, " N"]:
-    """The images whose pose and zoom the phases leave where priming put them (``source``: each
-    image's priming source, −1 where it was not primed; ``geometric``: placed by geometry), when
+    """The images whose pose and zoom the phases leave where priming put them (``primed``: the
+    images primed; ``geometric``: those placed by geometry), when
     cameras from geometry are held throughout (``hold`` ``always``): the zoom-ins placed by geometry,
     and every primed zoom-in unless those placed by the window search are refined
     (``refine_searched``). Otherwise none: wide cameras that move take their zoom-ins along."""
@@ -171,7 +171,7 @@ def held_zoom_ins(
         return torch.zeros_like(geometric)
     if refine_searched:
         return geometric.clone()
-    return source >= 0
+    return primed.clone()
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ class MZENPipeline(VanillaPipeline):
         trainer = training_callback_attributes.trainer
         self.run_dir = Path(trainer.base_dir) if trainer is not None else None
         self.run_report.run_dir = self.run_dir
-        if self.loaded_step is not None and bool((self.mzen_model.cameras.match.source >= 0).any()):
+        if self.loaded_step is not None and bool(self.mzen_model.cameras.match.primed_images.any()):
             CONSOLE.print("priming, as recorded in the checkpoint:")  # a resumed run's folder is complete too
             self.run_report.priming(recorded_plan(self.mzen_model.cameras, self.config.priming))
         callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.enter_phase_of))
@@ -171,7 +171,7 @@ class MZENPipeline(VanillaPipeline):
     def held_zoom_ins(self) -> torch.Tensor:
         """The images the phases leave where priming put them (:func:`~mzen_ns.phases.held_zoom_ins`)."""
         match, refine_searched = self.mzen_model.cameras.match, self.config.model.phases.refine_searched
-        return held_zoom_ins(self.geometric_hold, refine_searched, match.source, match.geometric)
+        return held_zoom_ins(self.geometric_hold, refine_searched, match.primed_images, match.geometric)
 
     def nothing_to_register(self) -> bool:
         """Whether phase B would step nothing: every zoom-in is held (the same answer on resume:

@@ -245,7 +245,7 @@ def recorded_plan(cameras: ZoomCameras, config: PrimingConfig) -> PrimingPlan:
     """The priming of the training images as ``cameras`` recorded it (rotations not kept)."""
     record = cameras.match
     dials = cameras.dials.cpu()
-    query = torch.nonzero(record.source.cpu() >= 0).squeeze(-1)
+    query = torch.nonzero(record.primed_images.cpu()).squeeze(-1)
     query = query[torch.argsort(dials[query], stable=True)]  # shallowest first, as planned
     runner_up = torch.where(record.has_runner_up, record.runner_up, torch.full_like(record.runner_up, -math.inf))
     return PrimingPlan(

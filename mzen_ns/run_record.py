@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Dict, Literal, Optional, Union, cast
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from torch import Tensor, nn
 
 FocalOrigin = Literal["held", "solved"]
@@ -110,6 +110,11 @@ class MatchRecord(nn.Module):
         """Images ``index`` were primed from chains rooted in wide views ``wide``."""
         self.root[index.to(self.root.device)] = wide.to(self.root)
 
+    @property
+    def primed_images(self) -> Bool[Tensor, " N"]:
+        """Which images have been primed (the one answer: a primed image has a root wide view)."""
+        return self.root >= 0
+
     def primed(self, index: Union[int, Int[Tensor, " Q"]]) -> bool:
         """Whether image ``index`` (every image of it, true for none) has been primed."""
-        return bool((self.root[torch.as_tensor(index, device=self.root.device)] >= 0).all())
+        return bool(self.primed_images[torch.as_tensor(index, device=self.root.device)].all())

@@ -15,6 +15,7 @@ from the origin, so the world frame *is* the reference camera's frame. Two choic
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional, Union
 
 import torch
@@ -24,7 +25,12 @@ from nerfstudio.utils.math import Gaussians
 from torch import Tensor, nn
 from typing_extensions import assert_never
 
+from mzen_ns.geometry.solution import CONTENT_FILL
+
 Parameterisation = Literal["contraction", "ndc"]
+
+MAX_FINEST_RESOLUTION = 1 << 16
+"""The finest grid resolution chosen automatically never exceeds this (a hash grid's coordinates stay exact)."""
 
 
 class ScaledContraction(SceneContraction):
@@ -90,3 +96,26 @@ def use_scene_space(model: nn.Module, space: SpatialDistortion) -> int:
             module.spatial_distortion = space
             changed += 1
     return changed
+
+
+def wide_view_share(parameterisation: Parameterisation) -> float:
+    """The fraction of the hash grid's side that a wide view's content spans, taking the content to
+    fill the wide view: the grid's unit cube is the parameterisation's ``[-2, 2]`` box. Contraction:
+    the content frame puts the content within :data:`~mzen_ns.geometry.solution.CONTENT_FILL` of the
+    radius on each side of the origin; NDC: the reference view's field of view is ``[-1, 1]``."""
+    if parameterisation == "contraction":
+        return 2.0 * CONTENT_FILL / 4.0
+    if parameterisation == "ndc":
+        return 2.0 / 4.0
+    assert_never(parameterisation)
+
+
+def finest_resolution(parameterisation: Parameterisation, width: int, deepest_zoom: float, base_res: int) -> int:
+    """The finest hash-grid resolution at which one cell spans one pixel of the deepest zoom-in at
+    the content: a ``width``-pixel wide view magnified ``deepest_zoom`` times resolves
+    ``width · deepest_zoom`` pixels across the content, which spans :func:`wide_view_share` of the
+    grid. Never below twice ``base_res`` (the coarsest level), never above :data:`MAX_FINEST_RESOLUTION`."""
+    if width < 1 or not deepest_zoom >= 1.0:
+        raise ValueError(f"finest_resolution needs a width ≥ 1 and a deepest zoom ≥ 1, got {width} and {deepest_zoom}")
+    cells = math.ceil(width * deepest_zoom / wide_view_share(parameterisation))
+    return int(min(max(cells, 2 * base_res), MAX_FINEST_RESOLUTION))

@@ -98,12 +98,14 @@ def test_wide_zoom_is_the_focal_gauge_unless_asked():
 def test_priming_copies_pose_and_resets_zoom():
     cameras = make_cameras()
     randomise(cameras)
+    assert not cameras.match.primed_images.any() and not cameras.match.primed(cameras.zoom_index)
     wide_pose = cameras.c2w(torch.tensor([1])).detach()
     cameras.prime_from(torch.tensor([2, 3]), wide_pose.expand(2, 3, 4), torch.tensor([4.0, 16.0]), torch.tensor([1, 1]))
     assert torch.allclose(cameras.c2w(torch.tensor([2, 3])), wide_pose.expand(2, 3, 4))
     assert cameras.zoom(torch.tensor([2, 3])).tolist() == pytest.approx([4.0, 16.0])
     assert cameras.match.root.tolist() == [-1, -1, 1, 1]
     assert cameras.match.primed(cameras.zoom_index)
+    assert cameras.match.primed_images.tolist() == [False, False, True, True]  # the wide views are not primed
 
 
 def test_learned_cameras_export_matches_rays():

@@ -16,11 +16,11 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from mzen_ns.evaluation.alignment import pairwise_rotation_error
-from mzen_ns.geometry.initialiser import CONTENT_FILL, InitialiserError, choose, judge, world_frame
+from mzen_ns.geometry.initialiser import InitialiserError, choose, judge, world_frame
 from mzen_ns.geometry.rotation import solve_rotation
 from mzen_ns.geometry.sfm import solve_sfm
 from mzen_ns.geometry.similarity import rotation_angles_deg
-from mzen_ns.geometry.solution import WideSolution, cv_pose_to_gl
+from mzen_ns.geometry.solution import CONTENT_FILL, WideSolution, cv_pose_to_gl
 
 
 @pytest.fixture(scope="module")

@@ -115,12 +115,13 @@ def test_single_process_decision_unchanged():
 
 
 def test_held_zoom_ins_follow_the_hold_and_the_refined_searches():
-    source = torch.tensor([-1, -1, 0, 1, 0])  # two wide views, three primed zoom-ins
+    primed = torch.tensor([False, False, True, True, True])  # two wide views, three primed zoom-ins
     geometric = torch.tensor([False, False, True, False, False])  # the first placed by 2D–3D
     for hold in ("none", "phase-a"):  # cameras that move take their zoom-ins along
-        assert not held_zoom_ins(hold, False, source, geometric).any()
-    assert held_zoom_ins("always", False, source, geometric).tolist() == [False, False, True, True, True]
-    refined = held_zoom_ins("always", True, source, geometric)
+        assert not held_zoom_ins(hold, False, primed, geometric).any()
+    assert held_zoom_ins("always", False, primed, geometric).tolist() == [False, False, True, True, True]
+    refined = held_zoom_ins("always", True, primed, geometric)
     assert refined.tolist() == geometric.tolist()
-    refined[2] = False
-    assert bool(geometric[2])  # an answer of its own, not the record's tensor
+    held = held_zoom_ins("always", False, primed, geometric)
+    refined[2], held[2] = False, False
+    assert bool(geometric[2]) and bool(primed[2])  # answers of their own, not the record's tensors

@@ -7,7 +7,13 @@ import pytest
 import torch
 from nerfstudio.field_components.spatial_distortions import SceneContraction
 
-from mzen_ns.scene_space import ForwardFacingNDC, ScaledContraction, make_scene_space
+from mzen_ns.scene_space import (
+    MAX_FINEST_RESOLUTION,
+    ForwardFacingNDC,
+    ScaledContraction,
+    finest_resolution,
+    make_scene_space,
+)
 from tests.helpers import build, tiny_scene, tiny_trainer_config
 
 
@@ -62,3 +68,32 @@ def test_every_field_of_the_model_uses_the_configured_space(tmp_path: Path, para
     assert all(isinstance(s, expected) for s in spaces) and len({id(s) for s in spaces}) == 1
     trainer.train()  # and it trains
     assert all(torch.isfinite(p).all() for p in mzen.parameters())
+
+
+def test_the_finest_resolution_follows_the_deepest_zoom_and_the_view_width():
+    at_4x = finest_resolution("contraction", 128, 4.0, base_res=16)
+    assert finest_resolution("contraction", 128, 16.0, base_res=16) == 4 * at_4x  # four times deeper, four times finer
+    assert finest_resolution("contraction", 512, 4.0, base_res=16) == 4 * at_4x  # and so with four times the pixels
+    assert at_4x * 0.25 == 128 * 4  # one cell per 4× pixel across the content (a quarter of the contracted cube)
+    assert finest_resolution("ndc", 128, 16.0, base_res=16) == 128 * 16 * 2  # NDC: the view spans half the cube
+    assert finest_resolution("contraction", 8, 1.0, base_res=16) == 32  # never below twice the coarsest level
+    assert finest_resolution("contraction", 4096, 64.0, base_res=16) == MAX_FINEST_RESOLUTION
+    for width, zoom in ((0, 4.0), (128, 0.5), (128, float("nan"))):
+        with pytest.raises(ValueError, match="finest_resolution"):
+            finest_resolution("contraction", width, zoom, base_res=16)
+
+
+@pytest.mark.parametrize("deepest", [4.0, 16.0])
+def test_an_automatic_field_is_as_fine_as_the_scenes_deepest_zoom_in(tmp_path: Path, deepest: float, capsys):
+    from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
+
+    scene = tmp_path / "scene"
+    make_scene(SceneMakerConfig(output=scene, width=32, height=24, zooms=(1.0, deepest), n_wide=3, n_zoom=2, seed=0))
+    config = tiny_trainer_config(scene, tmp_path / "out", steps=1)
+    config.pipeline.model.max_res = None
+    model = build(config).pipeline.model
+    expected = finest_resolution("contraction", 32, deepest, base_res=model.config.base_res)
+    assert model.config.max_res == expected and config.pipeline.model.max_res is None  # the run's config keeps "auto"
+    scalings = next(m for m in model.field.mlp_base.modules() if hasattr(m, "scalings")).scalings
+    assert abs(float(scalings[-1]) - expected) <= 1  # the field's finest level
+    assert f"finest grid resolution {expected}" in capsys.readouterr().out

@@ -20,7 +20,7 @@ from typing_extensions import assert_never
 
 from .rotation import solve_rotation
 from .sfm import FOCAL_PROBE, focal_pinned, solve_sfm
-from .solution import IDENTITY_ASKED, Init, Start, WideSolution
+from .solution import CONTENT_FILL, IDENTITY_ASKED, Init, Start, WideSolution
 
 Frame = Literal["content", "camera"]
 
@@ -34,8 +34,6 @@ ROTATION_MAX_MEDIAN_RESIDUAL_PX = 1.0
 """The rotation-only model holds when its matches agree to within this (median, pixels)."""
 FOCAL_RANGE = (0.2, 5.0)
 """A focal outside this multiple of the image width is degenerate (FoV about 170° or 11°)."""
-CONTENT_FILL = 0.5
-"""The content frame puts 95% of the sparse points within this fraction of the contraction radius."""
 
 
 @dataclass

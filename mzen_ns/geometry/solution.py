@@ -8,6 +8,9 @@ from typing import Dict, Literal, Optional
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
+CONTENT_FILL = 0.5
+"""The content frame puts 95% of the sparse points within this fraction of the contraction radius."""
+
 Rung = Literal["sfm", "rotation"]
 """A geometric solver of the ladder (``identity`` is the photometric fallback, not a solver)."""
 
