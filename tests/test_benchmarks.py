@@ -3,6 +3,7 @@ them silently), and benchmarks/README.md indexes each one."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,29 @@ def test_the_private_use_check_sees_both_forms() -> None:
 def test_benchmarks_use_only_the_packages_public_names() -> None:
     found = {path.name: _private_uses(path.read_text()) for path in BENCHMARKS.glob("*.py")}
     assert not {name: uses for name, uses in found.items() if uses}
+
+
+@pytest.mark.slow
+def test_the_gpu_check_trains_scores_and_brings_every_package_the_gpu_machine_lacks(tmp_path: Path) -> None:
+    import importlib.metadata
+    import runpy
+
+    check = runpy.run_path(str(BENCHMARKS / "gpu_check.py"))
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}  # every process lists the modules it imports
+    command = [sys.executable, str(BENCHMARKS / "gpu_check.py"), "run", "--method", "mzen-cpu", "--steps", "12"]
+    done = subprocess.run(
+        [*command, "--skip-install", "--output", str(tmp_path / "check")], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()  # the runs' own output, then the report
+    report = lines[max(i for i, line in enumerate(lines) if line.startswith("mzen-cpu, 12 steps: ")) :]
+    assert report[0].endswith(" s/step") and float(report[0].split(": ")[1].split()[0]) > 0
+    levels = [line.split(" | ")[0] for line in report if line.startswith("| ") and "×" in line]
+    assert levels == ["| 1×", "| 4×", "| 16×"]  # the demo scene's levels, each scored
+    timed = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in timed}
+    owners = importlib.metadata.packages_distributions()
+    used = {check["normalised"](dist) for module in imported for dist in owners.get(module, [])}
+    brought = {check["normalised"](wheel.split("==")[0]) for wheel in check["WHEELS"]}
+    missing = used - brought - check["ON_THE_MACHINE"] - {"mzen"}
+    assert not missing, f"the GPU check brings no wheel of {sorted(missing)}: add them to WHEELS"
