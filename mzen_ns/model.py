@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
+import numpy as np
 import torch
 import tyro
 from jaxtyping import Float
@@ -25,6 +26,7 @@ from mzen_ns.encoding import (
     use_smooth_gradient_encodings,
 )
 from mzen_ns.evaluation.metrics import gss, lss
+from mzen_ns.geometry.solution import Frame, WorldFrame, choose_world_frame
 from mzen_ns.patches import alexnet_weights_path, lpips_only_if_cached
 from mzen_ns.phases import Hold, Phase, PhaseScheduleConfig, steps
 from mzen_ns.scene_space import Parameterisation, finest_resolution, make_scene_space, use_scene_space
@@ -69,14 +71,25 @@ class MZENModelConfig(NerfactoModelConfig):
     """Total training steps (copied from the trainer's max_num_iterations)."""
 
     @property
-    def world_frame(self) -> Literal["content", "camera"]:
+    def world_frame(self) -> Frame:
         """The world frame wide cameras from geometry start in: the reference camera's under NDC (it
         parameterises space from that camera), else the content's (centred for the contraction)."""
         return "camera" if self.parameterisation == "ndc" else "content"
 
 
-def _oracle_cameras(metadata: Dict) -> Tuple[Tensor, Tensor, float]:
-    """Ground-truth c2w, zooms and base focal of the training images (the oracle's cameras)."""
+def oracle_world_frame(truth: Dict, frame: Frame, contraction_radius: float) -> WorldFrame:
+    """The world frame an oracle trains in: chosen from the training images' ground truth
+    (``truth``: the first image's true camera the reference, the true surface points they see) by the
+    rule a run from geometry follows (:func:`~mzen_ns.geometry.initialiser.choose_world_frame`), so
+    the oracle's content sits where a run's does, inside the grid's best-resolved region."""
+    seen = [points.numpy().reshape(-1, 3) for points in truth.get("points", []) if points is not None]
+    points = np.concatenate(seen) if seen else np.zeros((0, 3))
+    return choose_world_frame(truth["c2w"][0, :3, :].double().numpy(), points, frame, contraction_radius)
+
+
+def _oracle_cameras(metadata: Dict, frame: WorldFrame) -> Tuple[Tensor, Tensor, float]:
+    """Ground-truth c2w (in the oracle's world ``frame``), zooms and base focal of the training images
+    (the oracle's cameras)."""
     truth = metadata["mzen_ground_truth"]
     names = metadata["mzen_file_paths"]
     for i, name in enumerate(names):
@@ -86,7 +99,8 @@ def _oracle_cameras(metadata: Dict) -> Tuple[Tensor, Tensor, float]:
             )
     if not truth.get("focal"):
         raise ValueError("the oracle needs the scene's gt_focal")
-    return truth["c2w"].float(), truth["zoom"].float(), float(truth["focal"])
+    c2w = torch.from_numpy(frame.cameras(truth["c2w"][:, :3, :].double().numpy())).float()
+    return c2w, truth["zoom"].float(), float(truth["focal"])
 
 
 class MZENModel(NerfactoModel):
@@ -152,7 +166,7 @@ class MZENModel(NerfactoModel):
         prior = metadata.get("mzen_pose_prior")
         initial_zoom = None
         if self.config.cameras.ground_truth:
-            prior, initial_zoom, fx = _oracle_cameras(metadata)
+            prior, initial_zoom, fx = _oracle_cameras(metadata, self.oracle_frame())
         return self.config.cameras.setup(
             dials=dials,
             is_wide=metadata["mzen_level"] == 0,
@@ -165,6 +179,11 @@ class MZENModel(NerfactoModel):
             initial_c2w=None if prior is None else prior[:, :3, :],
             initial_zoom=initial_zoom,
         )
+
+    def oracle_frame(self) -> WorldFrame:
+        """The world frame of an oracle on this model's training images (:func:`oracle_world_frame`)."""
+        truth = self.kwargs["metadata"]["mzen_ground_truth"]
+        return oracle_world_frame(truth, self.config.world_frame, self.config.contraction_radius)
 
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
         groups = super().get_param_groups()

@@ -337,3 +337,38 @@ def test_the_console_names_held_out_views_flagged_or_sent_back(capsys):
     assert "test_0.png" not in out
     say_unsure_views(names, torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool), 0.1)
     assert capsys.readouterr().out == ""
+
+
+def test_an_oracle_trains_and_is_scored_in_the_content_frame_a_run_from_geometry_uses(tmp_path):
+    from dataclasses import replace
+
+    from mzen_ns.evaluation.registration import true_placement
+    from mzen_ns.geometry.solution import CONTENT_FILL
+    from tests.helpers import build, tiny_scene
+
+    config = tiny_trainer_config(tiny_scene(tmp_path / "scene", n_test=1), tmp_path / "runs", steps=1)
+    model = config.pipeline.model
+    model.cameras = replace(model.cameras, ground_truth=True)
+    model.phases = replace(model.phases, boundaries=(0.0, 0.0), prime=False)
+    pipeline = build(config).pipeline
+    cameras, truth = pipeline.mzen_model.cameras, pipeline.datamanager.train_dataset.metadata["mzen_ground_truth"]
+    frame = pipeline.mzen_model.oracle_frame()
+    points = frame.points(np.concatenate([p.numpy() for p in truth["points"] if p is not None]))
+    spread = np.abs(points - np.median(points, axis=0)).max(axis=1)
+    assert np.percentile(spread, 95) == pytest.approx(CONTENT_FILL * model.contraction_radius, rel=1e-6)
+    assert np.abs(np.median(points, axis=0)).max() < 1e-9  # the content at the grid's centre
+    learned = cameras.c2w().detach().double().numpy()
+    true_c2w = truth["c2w"][:, :3, :].double().numpy()
+    assert np.allclose(learned, frame.cameras(true_c2w), atol=1e-5)
+    assert np.allclose(learned[0, :, :3], np.eye(3), atol=1e-5)  # axes: the first training view's
+    turn = learned[1, :, :3].T @ learned[2, :, :3]  # relative poses are the truth's, distances scaled
+    assert np.allclose(turn, true_c2w[1, :, :3].T @ true_c2w[2, :, :3], atol=1e-5)
+    apart = np.linalg.norm(learned[1, :, 3] - learned[2, :, 3]) / np.linalg.norm(true_c2w[1, :, 3] - true_c2w[2, :, 3])
+    assert apart == pytest.approx(frame.scale, rel=1e-5)
+    test = pipeline.datamanager.eval_dataset
+    held_out = true_placement(test, frame).c2w.double().numpy()
+    test_c2w = test.metadata["mzen_ground_truth"]["c2w"][:, :3, :].double().numpy()
+    assert np.allclose(learned[0, :, :3].T @ held_out[0, :, :3], true_c2w[0, :, :3].T @ test_c2w[0, :, :3], atol=1e-5)
+    seen_from_first = learned[0, :, :3].T @ (held_out[0, :, 3] - learned[0, :, 3])
+    truly = true_c2w[0, :, :3].T @ (test_c2w[0, :, 3] - true_c2w[0, :, 3]) * frame.scale
+    assert np.allclose(seen_from_first, truly, atol=1e-5)  # held-out views in the same frame as training

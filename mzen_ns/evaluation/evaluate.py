@@ -131,7 +131,7 @@ def evaluate(
     train, test = datamanager.train_dataset, datamanager.eval_dataset
     train_images, test_images = stack_images(train), stack_images(test)
     test_dials = test.metadata["mzen_dial"].float()
-    located = locate_held_out(model.cameras, datamanager.train_dataparser_outputs, test, registration)
+    located = locate_held_out(model, datamanager.train_dataparser_outputs, test, registration)
     cameras, flagged = prime_views(model, train_images, test_images, test_dials, priming, located)
     went_back = register(model, cameras, test_images, registration, held_views(located, registration))
     say_unsure_views(test.metadata["mzen_file_paths"], flagged, went_back, registration.max_shift)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from mzen_ns.cameras import ZoomCameras, ZoomCamerasConfig
 from mzen_ns.datamanager import stack_images
-from mzen_ns.geometry.solution import GEOMETRIC
+from mzen_ns.geometry.solution import GEOMETRIC, WorldFrame
 from mzen_ns.model import MZENModel
 from mzen_ns.placement import FieldJudge, locate_in_run
 from mzen_ns.priming.plan import PrimingConfig, Views, apply_plan, plan_priming
@@ -145,16 +145,15 @@ def prime_views(
     return cameras, flagged
 
 
-def locate_held_out(
-    cameras: ZoomCameras, train: Any, dataset: Any, config: RegistrationConfig
-) -> Optional[LocatedHeldOut]:
-    """Held-out views of ``dataset`` placed by the solver the run's wide cameras (``cameras``, trained
-    on the dataparser outputs ``train``) started from
+def locate_held_out(model: MZENModel, train: Any, dataset: Any, config: RegistrationConfig) -> Optional[LocatedHeldOut]:
+    """Held-out views of ``dataset`` placed by the solver the wide cameras of ``model`` (trained on
+    the dataparser outputs ``train``) started from
     (:func:`~mzen_ns.geometry.locate.locate`: wide views, and zoom-ins after an ``sfm`` start), at
     their ground truth for an oracle run (:func:`true_placement`), or ``None`` when the run did not
     start from geometry or ``config.geometry`` is off."""
+    cameras = model.cameras
     if cameras.config.ground_truth:
-        return true_placement(dataset)
+        return true_placement(dataset, model.oracle_frame())
     start = cameras.record.rung
     dials = dataset.metadata["mzen_dial"].float()
     wide, zoom_ins = torch.nonzero(dials == 1.0).squeeze(-1), torch.nonzero(dials != 1.0).squeeze(-1)
@@ -181,12 +180,14 @@ def locate_held_out(
     return placed
 
 
-def true_placement(dataset: Any) -> LocatedHeldOut:
-    """Held-out views of an oracle run at their ground-truth cameras (the frame its training cameras
-    are in): the ceiling needs no registration start of its own, and an oracle on the zoom-ins alone
-    has no wide view to prime from. Views without ground truth stay unplaced."""
+def true_placement(dataset: Any, frame: WorldFrame) -> LocatedHeldOut:
+    """Held-out views of an oracle run at their ground-truth cameras, in the oracle's world ``frame``
+    (:meth:`MZENModel.oracle_frame`): the ceiling needs no registration start of its own, and an
+    oracle on the zoom-ins alone has no wide view to prime from. Views without ground truth stay
+    unplaced."""
     truth = dataset.metadata["mzen_ground_truth"]
-    c2w, zoom = truth["c2w"][:, :3, :].float(), truth["zoom"].float()
+    c2w = torch.from_numpy(frame.cameras(truth["c2w"][:, :3, :].double().numpy())).float()
+    zoom = truth["zoom"].float()
     count = zoom.numel()
     found = torch.isfinite(c2w).all(dim=(1, 2)) & torch.isfinite(zoom)
     nan = torch.tensor(math.nan)
@@ -397,7 +398,7 @@ def camera_for_view(
         raise ValueError(f"no view {view!r} in this run; its views are: {', '.join(known)}")
     image = stack_images(test)[index : index + 1]
     dial = test.metadata["mzen_dial"][index : index + 1].float()
-    located = locate_held_out(model.cameras, datamanager.train_dataparser_outputs, test, registration)
+    located = locate_held_out(model, datamanager.train_dataparser_outputs, test, registration)
     if located is not None:  # registered alone: a wide view among the held-out ones is itself
         n_train = model.cameras.dials.numel()
         root = located.root[index : index + 1].clamp(max=n_train)

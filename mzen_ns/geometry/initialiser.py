@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Literal, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from jaxtyping import Float
@@ -20,9 +20,7 @@ from typing_extensions import assert_never
 
 from .rotation import solve_rotation
 from .sfm import FOCAL_PROBE, focal_pinned, solve_sfm
-from .solution import CONTENT_FILL, IDENTITY_ASKED, Init, Start, WideSolution
-
-Frame = Literal["content", "camera"]
+from .solution import IDENTITY_ASKED, Frame, Init, Start, WideSolution, choose_world_frame
 
 SFM_MAX_REPROJECTION_PX = 1.0
 """COLMAP's mean reprojection error above this means its model does not explain the matches."""
@@ -147,31 +145,12 @@ def choose(
 def world_frame(
     solution: WideSolution, frame: Frame, contraction_radius: float = 1.0
 ) -> Tuple[Float[np.ndarray, "K 3 4"], Float[np.ndarray, "P 3"], float]:
-    """The solution's cameras and points in the world frame mzen trains in, and the scale applied.
-
-    Axes are always the first wide view's. ``camera``: that view at the origin and the median
-    point depth at 1 (what NDC needs). ``content``: the origin at the points' median and 95% of
-    them within :data:`CONTENT_FILL` of ``contraction_radius`` (L∞, as nerfacto contracts). A
-    rotation-only solution has no points: its centres are the origin in either frame.
-    """
+    """The solution's cameras and points in the world frame mzen trains in (:func:`choose_world_frame`,
+    the first wide view the reference), and the scale applied. A rotation-only solution has no
+    points: its centres are the origin in either frame."""
     assert solution.c2w is not None
-    reference = solution.c2w[0]
-    rotation = reference[:, :3].T  # world axes := the reference view's
-    c2w = np.einsum("ij,kjl->kil", rotation, solution.c2w)
-    points = (solution.points - reference[:, 3]) @ rotation.T
-    c2w[:, :, 3] = (solution.c2w[:, :, 3] - reference[:, 3]) @ rotation.T
-    if len(points) == 0:
-        return c2w, points, 1.0
-    if frame == "camera":
-        origin, scale = np.zeros(3), 1.0 / float(np.median(-points[:, 2]))
-    elif frame == "content":
-        origin = np.median(points, axis=0)
-        spread = float(np.percentile(np.abs(points - origin).max(axis=1), 95))
-        scale = CONTENT_FILL * contraction_radius / spread
-    else:
-        assert_never(frame)
-    c2w[:, :, 3] = (c2w[:, :, 3] - origin) * scale
-    return c2w, (points - origin) * scale, scale
+    chosen = choose_world_frame(solution.c2w[0], solution.points, frame, contraction_radius)
+    return chosen.cameras(solution.c2w), chosen.points(solution.points), chosen.scale
 
 
 def decision_record(decision: Decision) -> dict:

@@ -7,6 +7,10 @@ from typing import Dict, Literal, Optional
 
 import numpy as np
 from jaxtyping import Bool, Float, Int
+from typing_extensions import assert_never
+
+Frame = Literal["content", "camera"]
+"""The world frame a run trains in: the content's (centred for the contraction) or the reference camera's (NDC)."""
 
 CONTENT_FILL = 0.5
 """The content frame puts 95% of the sparse points within this fraction of the contraction radius."""
@@ -82,3 +86,48 @@ def cv_pose_to_gl(c2w_cv: Float[np.ndarray, "*b 3 4"]) -> Float[np.ndarray, "*b 
     out = np.array(c2w_cv, dtype=np.float64, copy=True)
     out[..., :3, :3] = out[..., :3, :3] @ CV_TO_GL
     return out
+
+
+@dataclass(frozen=True)
+class WorldFrame:
+    """A similarity into the world frame mzen trains in: axes turned by ``rotation`` about the
+    reference camera's centre ``centre``, then shifted by ``-origin`` and scaled by ``scale``."""
+
+    rotation: Float[np.ndarray, "3 3"]
+    centre: Float[np.ndarray, "3"]
+    origin: Float[np.ndarray, "3"]
+    scale: float
+
+    def points(self, points: Float[np.ndarray, "P 3"]) -> Float[np.ndarray, "P 3"]:
+        """``points`` in this frame."""
+        return ((points - self.centre) @ self.rotation.T - self.origin) * self.scale
+
+    def cameras(self, c2w: Float[np.ndarray, "K 3 4"]) -> Float[np.ndarray, "K 3 4"]:
+        """Camera-to-world poses ``c2w`` in this frame."""
+        moved = np.einsum("ij,kjl->kil", self.rotation, c2w[:, :3, :])
+        moved[:, :, 3] = self.points(c2w[:, :3, 3])
+        return moved
+
+
+def choose_world_frame(
+    reference: Float[np.ndarray, "3 4"], points: Float[np.ndarray, "P 3"], frame: Frame, contraction_radius: float
+) -> WorldFrame:
+    """The world frame for cameras whose first view is ``reference`` and that see ``points``.
+
+    Axes are always the reference view's. ``camera``: that view at the origin and the median point
+    depth at 1 (what NDC needs). ``content``: the origin at the points' median and 95% of them within
+    :data:`CONTENT_FILL` of ``contraction_radius`` (L∞, as nerfacto contracts). Without points the
+    reference view's centre is the origin, unscaled, in either frame.
+    """
+    rotation = reference[:, :3].T  # world axes := the reference view's
+    turned = WorldFrame(rotation, reference[:, 3], np.zeros(3), 1.0)
+    if len(points) == 0:
+        return turned
+    seen = turned.points(points)
+    if frame == "camera":
+        return WorldFrame(rotation, reference[:, 3], np.zeros(3), 1.0 / float(np.median(-seen[:, 2])))
+    if frame == "content":
+        origin = np.median(seen, axis=0)
+        spread = float(np.percentile(np.abs(seen - origin).max(axis=1), 95))
+        return WorldFrame(rotation, reference[:, 3], origin, CONTENT_FILL * contraction_radius / spread)
+    assert_never(frame)
