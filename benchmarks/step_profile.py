@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -135,16 +135,21 @@ def posed_copy(scene: Path, folder: Path) -> Path:
     return folder
 
 
-def trainer_for(method: str, data: Path, output: Path, grid: str = "fused"):
+def trainer_for(method: str, data: Path, output: Path, grid: str = "fused", model: Optional[Dict] = None):
     """nerfstudio's trainer for ``method`` (an ``ns-train`` method name) on ``data``, set up, mzen's
-    hash grids on the fused CPU kernel or the torch ops (``grid``); nerfstudio's own methods read a
-    posed copy of the scene and sample in this process."""
+    hash grids on the fused CPU kernel or the torch ops (``grid``), the model config's fields in
+    ``model`` replaced (lists as tuples); nerfstudio's own methods read a posed copy of the scene and
+    sample in this process."""
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 
     config = all_methods[method]
     if method.startswith("mzen"):
         config.pipeline.model.fused_cpu_grid = grid == "fused"
+    for name, value in (model or {}).items():
+        if not hasattr(config.pipeline.model, name):
+            raise SystemExit(f"--model: {method}'s model config has no field {name!r}")
+        setattr(config.pipeline.model, name, tuple(value) if isinstance(value, list) else value)
     if not method.startswith("mzen"):
         data = posed_copy(data, Path(tempfile.mkdtemp(dir=output)))
         old = config.pipeline.datamanager
@@ -169,10 +174,13 @@ def trainer_for(method: str, data: Path, output: Path, grid: str = "fused"):
     return trainer
 
 
-def profile(method: str, data: Path, steps: int, warmup: int, grid: str = "fused") -> Tuple[Dict[str, float], int]:
-    """Seconds per step by stage for ``method``, and its rays per batch."""
+def profile(
+    method: str, data: Path, steps: int, warmup: int, grid: str = "fused", model: Optional[Dict] = None
+) -> Tuple[Dict[str, float], int]:
+    """Seconds per step by stage for ``method`` (its model config's fields in ``model`` replaced),
+    and its rays per batch."""
     with tempfile.TemporaryDirectory() as folder:
-        trainer = trainer_for(method, data, Path(folder), grid)
+        trainer = trainer_for(method, data, Path(folder), grid, model)
         pipeline, model = trainer.pipeline, trainer.pipeline.model
         rays = trainer.config.pipeline.datamanager.train_num_rays_per_batch
         for step in range(warmup):
@@ -238,11 +246,19 @@ def main() -> None:
         default=["fused"],
         help="mzen's hash grids: the fused CPU kernel, the torch ops, or both in turn",
     )
+    parser.add_argument(
+        "--model",
+        type=json.loads,
+        default=None,
+        help='JSON of model config fields to replace, e.g. \'{"num_proposal_iterations": 1, '
+        '"num_proposal_samples_per_ray": [64]}\'',
+    )
     args = parser.parse_args()
     for method in args.method:
         for grid in args.grid if method.startswith("mzen") else ["torch"]:
-            per_step, rays = profile(method, args.data, args.steps, args.warmup, grid)
+            per_step, rays = profile(method, args.data, args.steps, args.warmup, grid, args.model)
             label = f"{method} ({grid} hash grid)" if method.startswith("mzen") else method
+            label += f" {json.dumps(args.model)}" if args.model else ""
             print(table(label, per_step, rays) + "\n", flush=True)
 
 

@@ -103,3 +103,22 @@ def test_the_gpu_check_trains_scores_and_brings_every_package_the_gpu_machine_la
     brought = {check["normalised"](wheel.split("==")[0]) for wheel in check["WHEELS"]}
     missing = used - brought - check["ON_THE_MACHINE"] - {"mzen"}
     assert not missing, f"the GPU check brings no wheel of {sorted(missing)}: add them to WHEELS"
+
+
+def test_level_pictures_put_the_truth_then_each_runs_render_in_one_row_per_level(tmp_path: Path) -> None:
+    import runpy
+
+    import numpy as np
+    from PIL import Image
+
+    script = runpy.run_path(str(BENCHMARKS / "level_pictures.py"))
+    truth = {"1x": 10, "16x": 200}
+    for run, shade in (("a", 50), ("b", 90)):
+        (tmp_path / run).mkdir()
+        for level, value in truth.items():
+            pair = np.concatenate([np.full((4, 6, 3), value), np.full((4, 6, 3), shade + value // 10)], axis=1)
+            Image.fromarray(pair.astype(np.uint8)).save(tmp_path / run / f"{level}_view.png")
+    made = np.asarray(script["picture"]([("a", tmp_path / "a"), ("b", tmp_path / "b")], scale=2))[14:]
+    assert made.shape == (2 * 4 * 2, 3 * 6 * 2, 3)  # rows 1× then 16×; columns truth, a, b
+    assert made[1, 1, 0] == 10 and made[9, 1, 0] == 200  # the truth column (labels drawn top left: away from it)
+    assert made[1, 13, 0] == 51 and made[9, 25, 0] == 110  # a's 1× render, b's 16× render
