@@ -161,6 +161,7 @@ class MZENModel(NerfactoModel):
         metadata = self.kwargs["metadata"]
         dials = metadata["mzen_dial"].float()
         fx, fy = metadata["mzen_focal_guess"]
+        aspect = float(fy) / float(fx)  # the pixels' shape: the same whichever focal the cameras start from
         width, height = metadata["mzen_image_size"]
         cx, cy = metadata["mzen_principal_point"]
         prior = metadata.get("mzen_pose_prior")
@@ -171,7 +172,7 @@ class MZENModel(NerfactoModel):
             dials=dials,
             is_wide=metadata["mzen_level"] == 0,
             focal_guess=float(fx),
-            aspect=float(fy) / float(fx),
+            aspect=aspect,
             cx=torch.full_like(dials, float(cx)),
             cy=torch.full_like(dials, float(cy)),
             width=width,

@@ -344,6 +344,7 @@ def test_an_oracle_trains_and_is_scored_in_the_content_frame_a_run_from_geometry
 
     from mzen_ns.evaluation.registration import true_placement
     from mzen_ns.geometry.solution import CONTENT_FILL
+    from mzen_ns.synthetic.scene_maker import grid_pixels
     from tests.helpers import build, tiny_scene
 
     config = tiny_trainer_config(tiny_scene(tmp_path / "scene", n_test=1), tmp_path / "runs", steps=1)
@@ -365,6 +366,12 @@ def test_an_oracle_trains_and_is_scored_in_the_content_frame_a_run_from_geometry
     assert np.allclose(turn, true_c2w[1, :, :3].T @ true_c2w[2, :, :3], atol=1e-5)
     apart = np.linalg.norm(learned[1, :, 3] - learned[2, :, 3]) / np.linalg.norm(true_c2w[1, :, 3] - true_c2w[2, :, 3])
     assert apart == pytest.approx(frame.scale, rel=1e-5)
+    fx = cameras.fx().detach().double().numpy()
+    fy, (cx, cy) = fx * float(cameras.aspect), cameras.principal_points()[0].tolist()
+    for i, seen in enumerate(truth["points"]):  # the true surface points land on the pixels that see them
+        local = np.einsum("pj,jk->pk", frame.points(seen.numpy()) - learned[i, :, 3], learned[i, :, :3])
+        pixels = np.stack([fx[i] * local[:, 0] / -local[:, 2] + cx, -fy[i] * local[:, 1] / -local[:, 2] + cy], -1)
+        assert np.median(np.abs(pixels - grid_pixels(32, 24).numpy())) < 1e-3
     test = pipeline.datamanager.eval_dataset
     held_out = true_placement(test, frame).c2w.double().numpy()
     test_c2w = test.metadata["mzen_ground_truth"]["c2w"][:, :3, :].double().numpy()
