@@ -3,8 +3,8 @@ the geometry the run started from or the window search.
 
 Plain functions of the cameras (or the model), the training data and the configs; the pipeline
 decides when they run (:mod:`mzen_ns.pipeline`), evaluation reuses :func:`locate_in_run` for
-held-out views. Each
-solver runs once under ``torch.distributed`` and every process adopts its answer.
+held-out views. Each solver runs once under ``torch.distributed`` and every process adopts its
+answer.
 """
 
 from __future__ import annotations
