@@ -213,6 +213,15 @@ class MZENModel(NerfactoModel):
         finally:
             self.train(was_training)
 
+    @torch.no_grad()
+    def ray_errors(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Float[Tensor, " R"]:
+        """Each training ray's squared colour error, mean over channels, as the RGB loss sees it."""
+        truth = batch["image"].to(self.device)
+        predicted, truth = self.renderer_rgb.blend_background_for_loss_computation(
+            pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=truth
+        )
+        return (predicted - truth).square().mean(dim=-1)
+
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         metrics = super().get_metrics_dict(outputs, batch)
         self.cameras.get_metrics_dict(metrics)

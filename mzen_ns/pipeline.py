@@ -217,6 +217,8 @@ class MZENPipeline(VanillaPipeline):
 
     def get_train_loss_dict(self, step: int):
         model_outputs, loss_dict, metrics_dict = super().get_train_loss_dict(step)
+        if self.datamanager.samples_by_error:
+            self.datamanager.record_errors(self.mzen_model.ray_errors(model_outputs, self.datamanager.last_batch))
         phase = self.phase or self.phase_schedule.phase_at(step)
         self.phase_report.add(loss_dict)
         metrics_dict["phase"] = torch.tensor(float(PHASES.index(phase)))

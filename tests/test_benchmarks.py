@@ -122,3 +122,41 @@ def test_level_pictures_put_the_truth_then_each_runs_render_in_one_row_per_level
     assert made.shape == (2 * 4 * 2, 3 * 6 * 2, 3)  # rows 1× then 16×; columns truth, a, b
     assert made[1, 1, 0] == 10 and made[9, 1, 0] == 200  # the truth column (labels drawn top left: away from it)
     assert made[1, 13, 0] == 51 and made[9, 25, 0] == 110  # a's 1× render, b's 16× render
+
+
+def test_held_out_variants_pairs_each_variant_with_the_first_on_the_same_scenes(tmp_path: Path) -> None:
+    import json
+    import runpy
+
+    script = runpy.run_path(str(BENCHMARKS / "held_out_variants.py"))
+    assert script["parse_variant"]("fine=--pipeline.model.max-res 4096") == (
+        "fine",
+        ["--pipeline.model.max-res", "4096"],
+    )
+    assert script["parse_variant"]("point=") == ("point", [])
+    for bad in ("no-separator", "=--x 1", "a b=--x"):
+        with pytest.raises(ValueError, match="NAME=ARGS"):
+            script["parse_variant"](bad)
+    psnr = {("s1", "base"): 20.0, ("s1", "new"): 21.0, ("s2", "base"): 30.0, ("s2", "new"): 30.0, ("s3", "new"): 9.0}
+    for (scene, variant), value in psnr.items():
+        results = {"psnr_1x": value, "psnr_4x": value + 1, "psnr_16x": value + 2, "psnr_16x_std": 0.4, "views_16x": 4}
+        (tmp_path / f"{scene}_mzen_{variant}.eval.json").write_text(json.dumps({"results": results}))
+    arguments = ["--scenes", "s1", "s2", "s3", "--variants", "base=", "new=--x 1"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "held_out_variants.py"),
+            *arguments,
+            "--output",
+            str(tmp_path),
+            "--report-only",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert "| mzen | new | s2 | 30.00 ± 0.00 | 31.00 ± 0.00 | 32.00 ± 0.20 | nan / nan | – |  |" in lines
+    assert "| mzen | new | 3 | 20.00 ± 6.08 | 21.00 ± 6.08 | 22.00 ± 6.08 |" in lines
+    # s3 has no reference run: the paired difference is over s1 and s2 only
+    assert "| mzen | new | 2 | +0.50 ± 0.50 | +0.50 ± 0.50 | +0.50 ± 0.50 |" in lines
