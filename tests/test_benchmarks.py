@@ -160,3 +160,34 @@ def test_held_out_variants_pairs_each_variant_with_the_first_on_the_same_scenes(
     assert "| mzen | new | 3 | 20.00 ± 6.08 | 21.00 ± 6.08 | 22.00 ± 6.08 |" in lines
     # s3 has no reference run: the paired difference is over s1 and s2 only
     assert "| mzen | new | 2 | +0.50 ± 0.50 | +0.50 ± 0.50 | +0.50 ± 0.50 |" in lines
+
+
+def test_the_colmap_baseline_hands_nerfacto_the_registered_frames_with_their_own_cameras_and_the_split(
+    tmp_path: Path,
+) -> None:
+    import json
+    import runpy
+
+    from mzen_ns.synthetic.scene_maker import SceneMakerConfig, make_scene
+
+    scene = tmp_path / "scene"
+    make_scene(SceneMakerConfig(output=scene, width=64, height=48, zooms=(1.0, 4.0), n_wide=6, n_zoom=2, n_test=1))
+    script = runpy.run_path(str(BENCHMARKS / "colmap_nerfacto.py"))
+    frames = script["frames_and_splits"](scene)
+    assert [(level, split) for _, level, split in frames].count((1.0, "test")) == 1
+    data = script["colmap_cameras"](frames, tmp_path / "data")
+    manifest = json.loads((data / "transforms.json").read_text())
+    registered = {frame["file_path"] for frame in manifest["frames"]}
+    assert len(registered) >= 3  # a model: an initial pair and a view registered to it
+    assert all("fl_x" in frame and frame["w"] == 64 for frame in manifest["frames"])  # one camera per image
+    train, test = set(manifest["train_filenames"]), set(manifest["test_filenames"])
+    assert manifest["val_filenames"] == manifest["test_filenames"] and not train & test
+    assert train | test == registered
+    for name in registered:  # each file is in the split the scene gives its frame
+        index = int(Path(name).stem)
+        assert (name in test) == (frames[index][2] == "test")
+        assert (data / name).resolve() == frames[index][0].resolve()
+    counts = script["registered_per_level"](frames, data)
+    assert set(counts) == {1.0, 4.0}
+    assert [counts[1.0]["train"][-2:], counts[1.0]["test"][-2:], counts[4.0]["train"][-2:]] == ["/6", "/1", "/2"]
+    assert sum(int(count.split("/")[0]) for level in counts.values() for count in level.values()) == len(registered)
