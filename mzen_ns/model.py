@@ -48,15 +48,15 @@ class MZENModelConfig(NerfactoModelConfig):
     phases: PhaseScheduleConfig = field(default_factory=PhaseScheduleConfig)
     """Phase boundaries."""
     implementation: Literal["tcnn", "torch"] = "torch"
-    """Hash-grid implementation; ``tcnn`` needs ``hash_ste_lambda 0`` (its fused grid hides the weights)."""
+    """Hash-grid implementation; ``tcnn`` needs ``hash_ste_lambda 0`` and ``footprint point`` (it hides both)."""
     hash_ste_lambda: float = 1.0
     """λ of the smooth-gradient estimator on the hash grids' interpolation weights (Heo et al.; 0: plain grids)."""
     hash_ste_mode: STEMode = "paper"
     """``paper``: Heo et al.'s Eq. 13, gradient 1 + λδ'(w); ``smooth``: gradient λδ'(w) only (continuous)."""
     fused_cpu_grid: bool = True
     """Run CPU hash grids through the fused C++ kernel (same values and gradients; built at first use)."""
-    footprint: Footprint = "point"
-    """``downweight``: the field's hash levels weighed by how well each sample's pixel footprint resolves them."""
+    footprint: Footprint = "downweight"
+    """``downweight``: hash levels weighed by how well each sample's pixel footprint resolves them; ``point``: not."""
     hash_curriculum: LevelCurriculumConfig = field(default_factory=LevelCurriculumConfig)
     """Level-wise learning-rate curriculum of the hash tables in the pose-learning phases."""
     parameterisation: Parameterisation = "contraction"

@@ -114,20 +114,24 @@ def test_level_spread_pools_every_scenes_held_out_views():
     assert level_spread(records, "psnr", 16.0) is None
 
 
-def test_footprint_runs_are_named_ordered_and_compared_with_the_point_sampled_run_per_scene():
+def test_footprint_runs_are_named_ordered_and_compared_with_the_default_footprints_run_per_scene():
+    from mzen_ns.model import MZENModelConfig
     from mzen_ns.scripts.bench import _configurations, _footprint_section, run_label
 
-    assert run_label("oracle", "point") == "oracle" and run_label("oracle", "downweight") == "oracle+downweight"
+    assert MZENModelConfig().footprint == "downweight"
+    assert run_label("oracle", "downweight") == "oracle" and run_label("oracle", "point") == "oracle+point"
     records = [
-        _record("a", "oracle+downweight", psnr_4x=21.0),
+        _record("a", "oracle+point", psnr_4x=21.0),
         _record("a", "oracle", psnr_4x=20.0),
-        _record("b", "oracle+downweight", psnr_4x=22.0),
+        _record("b", "oracle+point", psnr_4x=22.0),
         _record("b", "oracle", psnr_4x=19.0),
         _record("a", "mzen", psnr_4x=18.0),
     ]
-    assert _configurations(records) == ["mzen", "oracle", "oracle+downweight"]
-    [row] = [line for line in _footprint_section(records) if line.startswith("| oracle+downweight")]
-    assert row == "| oracle+downweight | 4x | 2 | 2.00 ± 1.00 | 1.00 |"  # deltas 1 and 3 dB
+    assert _configurations(records) == ["mzen", "oracle", "oracle+point"]
+    lines = _footprint_section(records)
+    assert "## Footprint effect: PSNR of the run minus the downweight run on the same scene" in lines
+    [row] = [line for line in lines if line.startswith("| oracle+point")]
+    assert row == "| oracle+point | 4x | 2 | 2.00 ± 1.00 | 1.00 |"  # deltas 1 and 3 dB
 
 
 def test_the_report_shows_how_zoom_ins_were_placed_and_their_error_in_their_own_pixels():

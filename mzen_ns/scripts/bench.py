@@ -4,7 +4,7 @@ then write a markdown report and PNG plots (``docs/tools.md``).
 Each (scene, configuration) run is an ``ns-train`` process on a config this script writes (the
 registered method's config on the chosen preset), followed by ``ns-eval``. Everything lands in
 ``OUTPUT/runs/<scene>/mzen-<configuration>/bench/`` (``bench-<footprint>/`` for a footprint other
-than ``point``), the held-out views' ground truth | render PNGs in ``renders/``; a run whose
+than the model's default), the held-out views' ground truth | render PNGs in ``renders/``; a run whose
 ``eval.json`` exists is not redone, a run with a checkpoint but no summary resumes from it, so an interrupted benchmark
 continues where it stopped. ``OUTPUT/report.md``, ``OUTPUT/results.json`` and the plots are
 rewritten from all finished runs at the end of every invocation: per zoom level the mean over
@@ -33,7 +33,11 @@ from mzen_ns.encoding import Footprint
 from mzen_ns.evaluation.evaluate import LOWER_IS_BETTER
 from mzen_ns.evaluation.keys import level_dials, level_key
 from mzen_ns.method_configs import CONFIGURATIONS, ORACLES, Configuration, Preset, configuration_config
+from mzen_ns.model import MZENModelConfig
 from mzen_ns.synthetic.scene_maker import SceneMakerConfig, Variant, make_scene
+
+DEFAULT_FOOTPRINT: Footprint = MZENModelConfig.footprint
+"""The model's default footprint: a run with it carries no ``+<footprint>`` in its name."""
 
 CONSOLE = Console()
 RUN_TIMESTAMP = "bench"
@@ -67,8 +71,8 @@ class BenchConfig:
     """Held-out frames per zoom level in the generated scenes (the scene maker's ``n_test``)."""
     configurations: Tuple[Configuration, ...] = CONFIGURATIONS
     """Configurations to run (the oracles are skipped on scenes without ground truth)."""
-    footprints: Tuple[Footprint, ...] = ("point",)
-    """Field footprints to run every configuration with (a run not ``point`` is named ``<config>+<footprint>``)."""
+    footprints: Tuple[Footprint, ...] = (DEFAULT_FOOTPRINT,)
+    """Field footprints to run every configuration with (one not the model's default: ``<config>+<footprint>``)."""
     preset: Preset = "auto"
     """Preset of every run: ``cpu``, ``full`` (CUDA), ``auto`` (this machine's) or ``smoke`` (set-up check only)."""
     steps: Optional[int] = None
@@ -131,19 +135,23 @@ def has_ground_truth(scene: Path) -> bool:
 
 
 def run_label(configuration: Configuration, footprint: Footprint) -> str:
-    """A run's name in the report: the configuration, ``+<footprint>`` unless point-sampled."""
-    return configuration if footprint == "point" else f"{configuration}+{footprint}"
+    """A run's name in the report: the configuration, ``+<footprint>`` unless the model's default footprint."""
+    return configuration if footprint == DEFAULT_FOOTPRINT else f"{configuration}+{footprint}"
 
 
 def label_order(label: str) -> Tuple[int, str]:
-    """Sort key of run labels: the comparison's order, point-sampled first; other rows last."""
+    """Sort key of run labels: the comparison's order, the default footprint first; other rows last."""
     configuration, _, footprint = label.partition("+")
     rank = CONFIGURATIONS.index(configuration) if configuration in CONFIGURATIONS else len(CONFIGURATIONS)
     return rank, footprint
 
 
 def run_config(
-    config: BenchConfig, configuration: Configuration, scene: Path, scene_name: str, footprint: Footprint = "point"
+    config: BenchConfig,
+    configuration: Configuration,
+    scene: Path,
+    scene_name: str,
+    footprint: Footprint = DEFAULT_FOOTPRINT,
 ):
     """The trainer config of one run (the registered method's, on the chosen preset)."""
     trainer = configuration_config(configuration, config.preset)
@@ -155,7 +163,7 @@ def run_config(
     fields: Dict[str, Any] = dict(
         output_dir=(config.output / "runs").resolve(),
         experiment_name=scene_name,
-        timestamp=RUN_TIMESTAMP if footprint == "point" else f"{RUN_TIMESTAMP}-{footprint}",
+        timestamp=RUN_TIMESTAMP if footprint == DEFAULT_FOOTPRINT else f"{RUN_TIMESTAMP}-{footprint}",
         vis="tensorboard",
         pipeline=replace(pipeline, datamanager=datamanager),
     )
@@ -165,7 +173,11 @@ def run_config(
 
 
 def run_one(
-    config: BenchConfig, configuration: Configuration, scene: Path, scene_name: str, footprint: Footprint = "point"
+    config: BenchConfig,
+    configuration: Configuration,
+    scene: Path,
+    scene_name: str,
+    footprint: Footprint = DEFAULT_FOOTPRINT,
 ) -> Optional[RunRecord]:
     """Train (or resume) and evaluate one run unless it is finished; None if it failed (or, with
     ``report_only``, is not finished)."""
@@ -373,21 +385,21 @@ def _means_section(records: Sequence[RunRecord]) -> List[str]:
 
 
 def _footprint_section(records: Sequence[RunRecord]) -> List[str]:
-    """Per configuration run with another footprint: its PSNR minus the point-sampled run's on the
-    same scene, mean ± standard error over scenes, per level."""
+    """Per configuration run with another footprint: its PSNR minus the default-footprint run's on
+    the same scene, mean ± standard error over scenes, per level."""
     lines: List[str] = []
     for label in _configurations(records):
         base, _, footprint = label.partition("+")
         if not footprint:
             continue
-        point = {r.scene: r for r in records if r.configuration == base}
-        pairs = [(r, point[r.scene]) for r in records if r.configuration == label and r.scene in point]
+        default = {r.scene: r for r in records if r.configuration == base}
+        pairs = [(r, default[r.scene]) for r in records if r.configuration == label and r.scene in default]
         if not pairs:
             continue
         if not lines:
             lines = [
                 "",
-                "## Footprint effect: PSNR of the run minus the point-sampled run on the same scene",
+                f"## Footprint effect: PSNR of the run minus the {DEFAULT_FOOTPRINT} run on the same scene",
                 "",
                 "| config | level | scenes | ΔPSNR mean ± s.e. (dB) | worst scene |",
                 "|---|---|---|---|---|",
