@@ -7,9 +7,9 @@ mapping, the ``OPENCV`` camera model) except that every image gets its own camer
 (``ns-process-data`` shares one, which cannot change focal between zooms); ``colmap_to_json`` turns
 the largest model into nerfstudio's ``transforms.json`` with per-frame intrinsics and the scene's
 train / held-out split. nerfacto trains at mzen's CPU budget and field size (``--budget mzen-cpu``:
-1800 steps of 1024 rays, 12 hash levels of 2^17 entries up to 1024, 64 + 32 proposal and 24 field
-samples) or at its own defaults (``--budget nerfacto``, a GPU's work). A held-out view COLMAP left
-out cannot be rendered: its level's count says how many were scored.
+1800 steps of 1024 rays, 12 hash levels of 2^17 entries up to 1024, 24 field samples; its own two
+proposal networks at 64 + 32 samples) or at its own defaults (``--budget nerfacto``, a GPU's work).
+A held-out view COLMAP left out cannot be rendered: its level's count says how many were scored.
 
     python benchmarks/colmap_nerfacto.py --scenes s81 s82 s83 --output runs
 
