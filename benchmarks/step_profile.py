@@ -250,8 +250,8 @@ def main() -> None:
         "--model",
         type=json.loads,
         default=None,
-        help='JSON of model config fields to replace, e.g. \'{"num_proposal_iterations": 1, '
-        '"num_proposal_samples_per_ray": [64]}\'',
+        help='JSON of model config fields to replace, e.g. \'{"footprint": "point", "num_proposal_iterations": 2, '
+        '"num_proposal_samples_per_ray": [64, 32]}\'',
     )
     args = parser.parse_args()
     for method in args.method:
