@@ -112,8 +112,7 @@ def cpu_config() -> MZENTrainerConfig:
         num_levels=12,
         log2_hashmap_size=17,
         max_res=1024,
-        num_proposal_iterations=1,  # one proposal network: a quarter less time per step, no measured loss
-        num_proposal_samples_per_ray=(64,),
+        num_proposal_samples_per_ray=(64, 32),  # one network (64): a quarter faster, 1 dB lower at 16×
         num_nerf_samples_per_ray=24,
         eval_num_rays_per_chunk=4096,
     )
@@ -128,8 +127,8 @@ def cpu_config() -> MZENTrainerConfig:
         pipeline=replace(full.pipeline, model=model, datamanager=datamanager),
         optimizers=_optimizers(field_lr=1e-2, pose_lr=3e-3, focal_lr=3e-3, zoom_lr=2e-3, decay=0.05),
         viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True),
-        preset_note="CPU preset (no CUDA device needed): 1800 steps of 1024 rays, small hash grid, one proposal "
-        "network; all three phases take about 5 minutes on 2 cores for the 128x96 demo scene.",
+        preset_note="CPU preset (no CUDA device needed): 1800 steps of 1024 rays, small hash grid; "
+        "all three phases take about 5 minutes on 2 cores for the 128x96 demo scene.",
     )
 
 
@@ -159,7 +158,7 @@ def smoke_config() -> MZENTrainerConfig:
         max_res=64,
         hidden_dim=16,
         hidden_dim_color=16,
-        num_proposal_samples_per_ray=(16,),
+        num_proposal_samples_per_ray=(16, 8),
         num_nerf_samples_per_ray=8,
         eval_num_rays_per_chunk=1024,
     )
