@@ -3,7 +3,7 @@
 - ``mzen``: the full-quality preset when a CUDA device is present, otherwise the CPU preset
   (decided when nerfstudio loads the method list, so ``ns-train mzen`` just works on a laptop).
 - ``mzen-cpu``: the CPU preset by name: small hash grid, 1024 rays per step, device type CPU;
-  finishes all three phases on the demo scene in about 5 minutes on 2 cores.
+  finishes all three phases on the demo scene in 5–7 minutes on 2 cores.
 - ``mzen-full``: the full-quality (GPU) preset by name.
 
 The paper's comparison (``docs/method.md``, "Evaluation") as methods sharing mzen's field, sampler
@@ -128,7 +128,7 @@ def cpu_config() -> MZENTrainerConfig:
         optimizers=_optimizers(field_lr=1e-2, pose_lr=3e-3, focal_lr=3e-3, zoom_lr=2e-3, decay=0.05),
         viewer=ViewerConfig(num_rays_per_chunk=4096, quit_on_train_completion=True),
         preset_note="CPU preset (no CUDA device needed): 1800 steps of 1024 rays, small hash grid; "
-        "all three phases take about 5 minutes on 2 cores for the 128x96 demo scene.",
+        "all three phases take 5–7 minutes on 2 cores for the 128x96 demo scene.",
     )
 
 
@@ -222,7 +222,7 @@ def configuration_config(configuration: Configuration, preset: Preset) -> MZENTr
 
 
 DESCRIPTIONS = {
-    "cpu": "MZEN, CPU preset (2 cores: ~5 min on the demo scene; no GPU flags needed)",
+    "cpu": "MZEN, CPU preset (2 cores: 5–7 min on the demo scene; no GPU flags needed)",
     "full": "MZEN, full-quality preset for a CUDA GPU",
 }
 
