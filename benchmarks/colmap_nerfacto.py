@@ -34,6 +34,7 @@ from typing import Dict, List, Sequence, Tuple
 import pycolmap
 import torch
 
+from mzen_dataparsers.ffmzn_dataparser import FFMZNDataParserConfig
 from mzen_dataparsers.manifest import assign_splits, level_index, read_scene, zoom_levels
 from mzen_ns.patches import allow_checkpoint_types, lpips_only_if_cached
 
@@ -82,12 +83,17 @@ def frames_and_splits(scene: Path) -> List[Tuple[Path, float, str]]:
     """(image path, level, ``train`` / ``test``) of every frame of an FF-MZN scene, split as the
     dataparser splits it (the scene's own split where it gives one)."""
     record = read_scene(scene)
-    splits = assign_splits(record.frames, test_every=8)
+    splits = assign_splits(record.frames, FFMZNDataParserConfig.test_every)
     levels = zoom_levels([frame.dial for frame in record.frames])
     return [
         (record.root / frame.file_path, levels[level_index(frame.dial, levels)], split)
         for frame, split in zip(record.frames, splits)
     ]
+
+
+def image_name(index: int, path: Path) -> str:
+    """The name frame ``index`` (at ``path``) has in COLMAP's and nerfstudio's image folder."""
+    return f"{index:05d}{path.suffix.lower()}"
 
 
 def colmap_cameras(frames: Sequence[Tuple[Path, float, str]], work: Path, per_image: bool = True) -> Path:
@@ -99,7 +105,7 @@ def colmap_cameras(frames: Sequence[Tuple[Path, float, str]], work: Path, per_im
     images = work / "images"
     images.mkdir(parents=True)
     for index, (path, _, _) in enumerate(frames):
-        os.symlink(path.resolve(), images / f"{index:05d}{path.suffix.lower()}")
+        os.symlink(path.resolve(), images / image_name(index, path))
     database = work / "database.db"
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "OPENCV"
@@ -117,7 +123,7 @@ def colmap_cameras(frames: Sequence[Tuple[Path, float, str]], work: Path, per_im
     manifest = json.loads((work / "transforms.json").read_text())
     registered = {Path(frame["file_path"]).name for frame in manifest["frames"]}
     names = {
-        split: [f"images/{i:05d}{p.suffix.lower()}" for i, (p, _, s) in enumerate(frames) if s == split]
+        split: [f"images/{image_name(i, p)}" for i, (p, _, s) in enumerate(frames) if s == split]
         for split in ("train", "test")
     }
     for split, key in (("train", "train_filenames"), ("test", "val_filenames"), ("test", "test_filenames")):
@@ -133,7 +139,7 @@ def registered_per_level(frames: Sequence[Tuple[Path, float, str]], data: Path) 
     counts: Dict[float, Dict[str, str]] = {}
     for level in zoom_levels([dial for _, dial, _ in frames]):
         for split in ("train", "test"):
-            names = [f"{i:05d}{p.suffix.lower()}" for i, (p, d, s) in enumerate(frames) if s == split and d == level]
+            names = [image_name(i, p) for i, (p, d, s) in enumerate(frames) if s == split and d == level]
             counts.setdefault(level, {})[split] = f"{sum(n in registered for n in names)}/{len(names)}"
     return counts
 
@@ -199,7 +205,7 @@ def main() -> None:
             data = work / "data" if (work / "data").is_dir() else colmap_cameras(frames, work / "data", per_image)
             configs = sorted((work / "runs").glob("*/*/*/config.yml"))
             config = configs[-1] if configs else train(data, work / "runs", args.budget)
-            dials = {f"{i:05d}{p.suffix.lower()}": d for i, (p, d, _) in enumerate(frames)}
+            dials = {image_name(i, p): d for i, (p, d, _) in enumerate(frames)}
             result = {
                 "registered": {f"{k:g}x": v for k, v in registered_per_level(frames, data).items()},
                 "psnr": {f"{k:g}x": v for k, v in held_out_psnr(config, dials).items()},

@@ -40,7 +40,7 @@ class PhasePixelSamplerConfig(PixelSamplerConfig):
     sampling: Sampling = "uniform"
     """Pixels within the images: ``uniform``, or ``error`` (in proportion to each pixel's last training error)."""
     uniform_share: float = 0.5
-    """With ``error`` sampling, the share of each image's draws spread uniformly (every pixel's error stays fresh)."""
+    """With ``error`` sampling, the share of the draws spread evenly over all pixels (every error stays fresh)."""
 
 
 def image_shares(
