@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from typing_extensions import assert_never
 
 from mzen_ns.kernels import hash_grid as fused_kernel
+from mzen_ns.scene_space import local_scale
 
 STEMode = Literal["paper", "smooth"]
 Footprint = Literal["point", "downweight"]
@@ -251,13 +252,10 @@ def sample_footprint(
     """Standard deviation of each sample's pixel footprint in the hash grid's unit cube: the pixel's
     width at the sample's distance along a unit-length ray (``√pixel_area · t``) over √12 (a uniform
     box's standard deviation), times the spatial distortion's isotropic local scale
-    (``|det J|^(1/3)``, from finite differences), over 4 (nerfacto maps ``[-2, 2]³`` onto the cube)."""
+    (:func:`~mzen_ns.scene_space.local_scale`), over 4 (nerfacto maps ``[-2, 2]³`` onto the cube)."""
     world = (pixel_area.clamp_min(0.0).sqrt() * distances.abs())[..., 0] / math.sqrt(12.0)
     with torch.no_grad():
-        step = 1e-4 * (1.0 + positions.abs().amax(dim=-1, keepdim=True))
-        mapped = space(positions)
-        columns = [(space(positions + step * axis) - mapped) / step for axis in torch.eye(3).to(positions)]
-        scale = torch.linalg.det(torch.stack(columns, dim=-1)).abs().clamp_min(1e-30) ** (1.0 / 3.0)
+        scale = local_scale(space, positions)
     return world * scale / 4.0
 
 

@@ -47,6 +47,14 @@ class ScaledContraction(SceneContraction):
             raise NotImplementedError("ScaledContraction takes sample positions, not Gaussians")
         return super().forward(positions / self.radius)
 
+    def local_scale(self, positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs"]:
+        """``|det J|^(1/3)`` of the map at ``positions``, in closed form: ``1 / radius`` inside the
+        unit cube of ``x / radius``; outside, at L∞ norm ``r``, the map scales by ``1/r²`` along
+        the ray from the origin and ``(2 − 1/r) / r`` across it, so ``(2r − 1)^(2/3) / r²`` over
+        ``radius``."""
+        r = (positions / self.radius).abs().amax(dim=-1).clamp_min(1.0)
+        return (2.0 * r - 1.0) ** (2.0 / 3.0) / r.square() / self.radius
+
 
 class ForwardFacingNDC(SpatialDistortion):
     """The reference camera's (origin, looking down ``-z``) NDC, scaled to nerfacto's ``[-2, 2]^3``."""
@@ -68,6 +76,27 @@ class ForwardFacingNDC(SpatialDistortion):
         depth = (-positions[..., 2:3]).clamp_min(1e-3 * self.near)
         xy = positions[..., :2] / (depth * self.tan_half_fov)
         return torch.cat([xy, 2.0 - 4.0 * self.near / depth], dim=-1)
+
+    def local_scale(self, positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs"]:
+        """``|det J|^(1/3)`` of the map at ``positions``, in closed form: at depth ``d`` the sideways
+        scales are ``1 / (d · tan)`` and the depth scale ``4 · near / d²``."""
+        depth = (-positions[..., 2]).clamp_min(1e-3 * self.near)
+        det = 4.0 * self.near / (self.tan_half_fov[0] * self.tan_half_fov[1] * depth.pow(4))
+        return det ** (1.0 / 3.0)
+
+
+def local_scale(space: nn.Module, positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs"]:
+    """The isotropic local scale ``|det J|^(1/3)`` of ``space`` at ``positions``: the closed form
+    of mzen's parameterisations, central finite differences for any other spatial distortion."""
+    if isinstance(space, (ScaledContraction, ForwardFacingNDC)):
+        return space.local_scale(positions)
+    with torch.no_grad():
+        step = 1e-4 * (1.0 + positions.abs().amax(dim=-1, keepdim=True))
+        columns = [
+            (space(positions + step * axis) - space(positions - step * axis)) / (2.0 * step)
+            for axis in torch.eye(3).to(positions)
+        ]
+        return torch.linalg.det(torch.stack(columns, dim=-1)).abs().clamp_min(1e-30) ** (1.0 / 3.0)
 
 
 def make_scene_space(

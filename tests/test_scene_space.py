@@ -12,6 +12,7 @@ from mzen_ns.scene_space import (
     ForwardFacingNDC,
     ScaledContraction,
     finest_resolution,
+    local_scale,
     make_scene_space,
 )
 from tests.helpers import build, tiny_scene, tiny_trainer_config
@@ -36,6 +37,36 @@ def test_ndc_maps_the_reference_frustum_onto_the_grid_cube():
     assert ndc(torch.tensor([[0.0, 0.0, -1e6]]))[0, 2] == pytest.approx(2.0, abs=1e-5)  # infinity → 2
     behind = ndc(torch.tensor([[0.0, 0.0, 0.3], [0.0, 0.0, -0.2]]))
     assert (behind[:, 2] < -2.0).all()  # behind the camera or nearer than near: outside the grid, dropped
+
+
+def jacobian_scale(space: torch.nn.Module, points: torch.Tensor) -> torch.Tensor:
+    """``|det J|^(1/3)`` of ``space`` at each point, from autograd's Jacobian."""
+    jacobians = torch.func.vmap(torch.func.jacrev(lambda p: space(p[None])[0]))(points)
+    return torch.linalg.det(jacobians).abs() ** (1.0 / 3.0)
+
+
+@pytest.mark.parametrize(
+    "space",
+    [ScaledContraction(1.0), ScaledContraction(0.6), ForwardFacingNDC(0.3, 0.6, 0.45)],
+    ids=["contraction", "contraction-radius-0.6", "ndc"],
+)
+def test_local_scale_in_closed_form_is_the_maps_jacobian(space):
+    torch.manual_seed(0)
+    points = torch.randn(400, 3, dtype=torch.float64) * 2.0
+    points[:, 2] = -(points[:, 2].abs() + 0.35)  # in front of the camera, beyond NDC's near plane
+    inside = points[:50] / (points[:50].abs().amax(dim=-1, keepdim=True) * 1.25) * 0.6  # the linear region
+    points = torch.cat([inside, points])
+    closed = space.local_scale(points)
+    assert closed.shape == (450,)
+    assert torch.allclose(closed, jacobian_scale(space, points), rtol=1e-6)
+    assert torch.equal(local_scale(space, points), closed)  # mzen's own spaces take the closed form
+
+
+def test_local_scale_of_any_other_distortion_is_its_finite_difference_jacobian():
+    torch.manual_seed(1)
+    points = torch.randn(300, 3, dtype=torch.float64) * 2.0
+    nerfacto = SceneContraction(order=float("inf"))
+    assert torch.allclose(local_scale(nerfacto, points), ScaledContraction(1.0).local_scale(points), rtol=1e-4)
 
 
 def test_ndc_is_differentiable_for_pose_gradients():
