@@ -11,7 +11,7 @@ Each scene (one per ``--seeds`` value) draws its frames from the sequence: ``--w
 spread evenly over it (the seed shifts them), shrunk ``--shrink`` times (384×288 → 96×72); zoom-ins
 from other frames, as the paper made BLEFF: a central crop 1/``dial`` of the frame, shrunk to the
 wide size, so a ``--shrink``× zoom-in is at native detail. Per level ``--zoom-ins`` train and
-``--held-out`` are held out (``split: test``); one wide frame is held out too. No focal is given.
+``--held-out`` are held out (``split: test``), and ``--held-out-wides`` wide frames. No focal is given.
 
     apt-get download visp-images-data && dpkg-deb -x visp-images-data_*.deb /tmp/visp
     python benchmarks/real_photos.py --frames /tmp/visp/usr/share/visp-images-data/ViSP-images/cube \\
@@ -55,7 +55,9 @@ class RealPhotoScenes:
     zoom_ins: int = 4
     """Training zoom-ins per level."""
     held_out: int = 2
-    """Held-out zoom-ins per level (one wide frame is held out as well)."""
+    """Held-out zoom-ins per level."""
+    held_out_wides: int = 1
+    """Held-out wide frames: one among the evenly spread wides, the others drawn from the rest."""
     table: List[Path] = field(default_factory=list)
     """Instead of making scenes: ``ns-eval`` JSON files of runs on them, summarised as one table."""
 
@@ -166,6 +168,9 @@ def _shot(image: np.ndarray, dial: int, size: Tuple[int, int]) -> np.ndarray:
 
 def _choose(names: List[str], config: RealPhotoScenes, seed: int) -> List[Tuple[str, int, str]]:
     """(name, dial, split) of the scene's frames: wides spread evenly, zoom-ins drawn from the rest."""
+    needed = config.wides + config.held_out_wides + len(config.dials) * (config.zoom_ins + config.held_out)
+    if config.held_out_wides < 1 or needed > len(names):
+        raise SystemExit(f"--held-out-wides must be ≥ 1 and the scene's {needed} frames at most the {len(names)} there")
     rng = np.random.default_rng(seed)
     count = config.wides + 1
     step = len(names) / count
@@ -179,6 +184,8 @@ def _choose(names: List[str], config: RealPhotoScenes, seed: int) -> List[Tuple[
     for level, dial in enumerate(config.dials):
         for k, name in enumerate(drawn[level * per_level : (level + 1) * per_level]):
             shots.append((str(name), dial, "train" if k < config.zoom_ins else "test"))
+    left = [name for name in rest if name not in set(drawn)]
+    shots += [(str(name), 1, "test") for name in rng.choice(left, size=config.held_out_wides - 1, replace=False)]
     return shots
 
 

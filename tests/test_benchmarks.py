@@ -191,3 +191,20 @@ def test_the_colmap_baseline_hands_nerfacto_the_registered_frames_with_their_own
     assert set(counts) == {1.0, 4.0}
     assert [counts[1.0]["train"][-2:], counts[1.0]["test"][-2:], counts[4.0]["train"][-2:]] == ["/6", "/1", "/2"]
     assert sum(int(count.split("/")[0]) for level in counts.values() for count in level.values()) == len(registered)
+
+
+def test_real_photo_scenes_hold_out_the_wides_and_zoom_ins_asked_for_and_use_each_frame_once() -> None:
+    import runpy
+    from collections import Counter
+
+    script = runpy.run_path(str(BENCHMARKS / "real_photos.py"))
+    names = [f"image.{i:04d}.png" for i in range(80)]
+    config = script["RealPhotoScenes"](wides=9, dials=(2, 4), zoom_ins=4, held_out=4, held_out_wides=4)
+    shots = script["_choose"](names, config, seed=3)
+    assert len({name for name, _, _ in shots}) == len(shots)  # no frame twice
+    counts = Counter((dial, split) for _, dial, split in shots)
+    assert counts == {(1, "train"): 9, (1, "test"): 4, (2, "train"): 4, (2, "test"): 4, (4, "train"): 4, (4, "test"): 4}
+    one = script["_choose"](names, script["RealPhotoScenes"](), seed=3)
+    assert Counter(split for _, dial, split in one if dial == 1) == {"train": 9, "test": 1}
+    with pytest.raises(SystemExit, match="held-out-wides"):
+        script["_choose"](names[:28], config, seed=3)  # 29 frames asked of 28
