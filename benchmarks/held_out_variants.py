@@ -2,8 +2,9 @@
 per variant (a name and the ``ns-train`` arguments it adds), scores the held-out views with
 ``ns-eval``, and prints held-out PSNR per level (mean ± standard error over the level's held-out
 views), the own-pixel error of the training zoom-ins, seconds per step and the training rays per
-pixel of each level; then per method and variant the mean over scenes, and each variant's paired
-difference from the first (mean ± standard error over scenes).
+pixel of each level; then per method and variant the mean over scenes, each variant's paired
+difference from the first and each method's from the first method (mean ± standard error over
+scenes). The levels are the ones the scenes have (``psnr_<z>x`` in the ``ns-eval`` results).
 
 Scenes from ``mzen-make-scene SCENE --n-test 4`` (at least four held-out views per level); one run at
 a time (on 2 cores two trainings slow each other several times over). Runs already in ``--output``
@@ -26,9 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import tyro
 
-from mzen_ns.evaluation.keys import level_key
-
-LEVELS = (1.0, 4.0, 16.0)
+from mzen_ns.evaluation.keys import level_dials, level_key
 
 
 @dataclass
@@ -110,17 +109,79 @@ def psnr(results: Dict, level: float) -> Optional[float]:
     return results.get(level_key("psnr", level))
 
 
-def run_row(method: str, variant: str, scene: Path, results: Dict, summary: Dict) -> str:
+def run_row(method: str, variant: str, scene: Path, results: Dict, summary: Dict, levels: Sequence[float]) -> str:
     """One run's table row."""
-    own = " / ".join(f"{results.get(level_key('reproj_px', z), math.nan):.2f}" for z in LEVELS[1:])
+    own = " / ".join(f"{results.get(level_key('reproj_px', z), math.nan):.2f}" for z in levels[1:])
     rays = summary.get("rays_per_pixel") or {}
     per_level = " / ".join(f"{value:.0f}" for value in rays.values())
     step = summary.get("seconds_per_step")
-    cells = " | ".join(level_cell(results, level) for level in LEVELS)
+    cells = " | ".join(level_cell(results, level) for level in levels)
     return (
         f"| {method} | {variant} | {scene.name} | {cells} | {own} | "
         f"{'–' if step is None else f'{step:.3f}'} | {per_level} |"
     )
+
+
+def paired_cells(runs: Dict[str, Dict], base: Dict[str, Dict], levels: Sequence[float]) -> Tuple[int, List[str]]:
+    """The scenes both sets of runs have, and per level the mean ± standard error of the difference."""
+    paired = sorted(set(base) & set(runs))
+    cells = []
+    for level in levels:
+        pairs = [(psnr(runs[s], level), psnr(base[s], level)) for s in paired]
+        cells.append(mean_and_error([a - b for a, b in pairs if a is not None and b is not None]))
+    return len(paired), cells
+
+
+def report(
+    found: Dict[Tuple[str, str], Dict[str, Tuple[Dict, Dict]]],
+    methods: Sequence[str],
+    variants: Sequence[str],
+    scenes: Sequence[Path],
+) -> List[str]:
+    """The tables: one row per run, the mean over scenes per method and variant, each variant paired
+    with the first (per method), each method paired with the first (per variant). The levels are
+    those the runs' results hold."""
+    levels = sorted({dial for runs in found.values() for results, _ in runs.values() for dial in level_dials(results)})
+    names = [f"PSNR {level:g}×" for level in levels]
+    zooms = " / ".join(f"{level:g}×" for level in levels[1:])
+    lines = ["| method | variant | scene | " + " | ".join(names) + f" | own px {zooms} | s/step | rays/px |"]
+    lines.append("|---|---|---|" + "---|" * (len(levels) + 3))
+    for (method, variant), runs in found.items():
+        lines += [run_row(method, variant, scene, *runs[scene.name], levels) for scene in scenes if scene.name in runs]
+    lines += ["", "| method | variant | scenes | " + " | ".join(f"{n}, mean ± SE over scenes" for n in names) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(levels))
+    psnrs = {key: {scene: results for scene, (results, _) in runs.items()} for key, runs in found.items()}
+    for (method, variant), runs in psnrs.items():
+        cells = []
+        for level in levels:
+            values = [value for value in (psnr(r, level) for r in runs.values()) if value is not None]
+            cells.append(mean_and_error(values).lstrip("+"))
+        lines.append(f"| {method} | {variant} | {len(runs)} | " + " | ".join(cells) + " |")
+    if len(variants) > 1:
+        lines += [
+            "",
+            f"| method | variant − {variants[0]} | scenes | " + " | ".join(f"{n}, paired" for n in names) + " |",
+        ]
+        lines.append("|---|---|---|" + "---|" * len(levels))
+        for method in methods:
+            for variant in variants[1:]:
+                count, cells = paired_cells(
+                    psnrs.get((method, variant), {}), psnrs.get((method, variants[0]), {}), levels
+                )
+                lines.append(f"| {method} | {variant} | {count} | " + " | ".join(cells) + " |")
+    if len(methods) > 1:
+        lines += [
+            "",
+            f"| method − {methods[0]} | variant | scenes | " + " | ".join(f"{n}, paired" for n in names) + " |",
+        ]
+        lines.append("|---|---|---|" + "---|" * len(levels))
+        for variant in variants:
+            for method in methods[1:]:
+                count, cells = paired_cells(
+                    psnrs.get((method, variant), {}), psnrs.get((methods[0], variant), {}), levels
+                )
+                lines.append(f"| {method} | {variant} | {count} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
@@ -132,41 +193,14 @@ def main() -> None:
             for method in args.methods:
                 for variant, arguments in variants:
                     train_and_score(scene, method, variant, arguments, args.output)
-    names = [f"PSNR {level:g}×" for level in LEVELS]
-    print("| method | variant | scene | " + " | ".join(names) + " | own px 4× / 16× | s/step | rays/px |")
-    print("|---|---|---|" + "---|" * (len(LEVELS) + 3))
-    found: Dict[Tuple[str, str], Dict[str, Dict]] = {}
+    found: Dict[Tuple[str, str], Dict[str, Tuple[Dict, Dict]]] = {}
     for method in args.methods:
         for variant, _ in variants:
             for scene in args.scenes:
                 run = read(args.output, scene, method, variant)
                 if run is not None:
-                    found.setdefault((method, variant), {})[scene.name] = run[0]
-                    print(run_row(method, variant, scene, *run))
-    print()
-    print("| method | variant | scenes | " + " | ".join(f"{name}, mean ± SE over scenes" for name in names) + " |")
-    print("|---|---|---|" + "---|" * len(LEVELS))
-    for (method, variant), runs in found.items():
-        cells = []
-        for level in LEVELS:
-            values = [value for value in (psnr(r, level) for r in runs.values()) if value is not None]
-            cells.append(mean_and_error(values).lstrip("+"))
-        print(f"| {method} | {variant} | {len(runs)} | " + " | ".join(cells) + " |")
-    reference = variants[0][0]
-    if len(variants) > 1:
-        print()
-        print(f"| method | variant − {reference} | scenes | " + " | ".join(f"{n}, paired" for n in names) + " |")
-        print("|---|---|---|" + "---|" * len(LEVELS))
-        for method in args.methods:
-            base = found.get((method, reference), {})
-            for variant, _ in variants[1:]:
-                runs = found.get((method, variant), {})
-                paired = sorted(set(base) & set(runs))
-                cells = []
-                for level in LEVELS:
-                    pairs = [(psnr(runs[s], level), psnr(base[s], level)) for s in paired]
-                    cells.append(mean_and_error([a - b for a, b in pairs if a is not None and b is not None]))
-                print(f"| {method} | {variant} | {len(paired)} | " + " | ".join(cells) + " |")
+                    found.setdefault((method, variant), {})[scene.name] = run
+    print("\n".join(report(found, args.methods, [name for name, _ in variants], args.scenes)))
 
 
 if __name__ == "__main__":

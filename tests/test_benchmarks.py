@@ -160,6 +160,17 @@ def test_held_out_variants_pairs_each_variant_with_the_first_on_the_same_scenes(
     assert "| mzen | new | 3 | 20.00 ± 6.08 | 21.00 ± 6.08 | 22.00 ± 6.08 |" in lines
     # s3 has no reference run: the paired difference is over s1 and s2 only
     assert "| mzen | new | 2 | +0.50 ± 0.50 | +0.50 ± 0.50 | +0.50 ± 0.50 |" in lines
+    # each method against the first, per variant; the levels are the ones the results hold (1×, 2×, 4×)
+    real = {"mzen": {"r0": 20.0, "r1": 24.0}, "wide": {"r0": 21.0, "r1": 22.0}}
+    found = {}
+    for method, scores in real.items():
+        for scene, value in scores.items():
+            results = {"psnr_1x": value, "psnr_2x": value - 1, "psnr_4x": value - 2, "views_4x": 4, "psnr_4x_std": 2.0}
+            found.setdefault((method, "default"), {})[scene] = (results, {})
+    lines = script["report"](found, ["mzen", "wide"], ["default"], [Path("r0"), Path("r1")])
+    assert lines[0].startswith("| method | variant | scene | PSNR 1× | PSNR 2× | PSNR 4× | own px 2× / 4× |")
+    assert "| mzen | default | r1 | 24.00 ± 0.00 | 23.00 ± 0.00 | 22.00 ± 1.00 | nan / nan | – |  |" in lines
+    assert "| wide | default | 2 | -0.50 ± 1.50 | -0.50 ± 1.50 | -0.50 ± 1.50 |" in lines  # +1 on r0, −2 on r1
 
 
 def test_the_colmap_baseline_hands_nerfacto_the_registered_frames_with_their_own_cameras_and_the_split(
