@@ -67,6 +67,8 @@ class MZENModelConfig(NerfactoModelConfig):
     """NDC's near plane (scene units); nothing nearer the reference camera is represented."""
     max_res: Optional[int] = None
     """Finest resolution of the field's hash grid; None: one cell per pixel of the deepest zoom-in at the content."""
+    appearance_embed_dim: int = 0
+    """Per-image appearance code size (nerfacto: 32); 0: none, so no image is fitted by a code a held-out view lacks."""
     total_steps: tyro.conf.Suppress[int] = 30000
     """Total training steps (copied from the trainer's max_num_iterations)."""
 

@@ -193,3 +193,35 @@ def test_a_checkpoint_keeps_how_every_zoom_in_was_primed(scene, tmp_path):
     loaded.load_pipeline(dict(trained.state_dict()), step=5)
     for name, value in record.state_dict().items():
         assert torch.equal(getattr(loaded.mzen_model.cameras.match, name), value), name
+
+
+def test_colours_do_not_depend_on_which_training_image_a_ray_came_from(three_phase_run):
+    """No per-image appearance code: the field a held-out view is rendered through (which has no code
+    of its own) is the field every training image was fitted through."""
+    from nerfstudio.cameras.rays import Frustums, RaySamples
+    from nerfstudio.field_components.field_heads import FieldHeadNames
+
+    field = three_phase_run.trainer.pipeline.mzen_model.field
+    torch.manual_seed(0)
+    count = 16
+    starts = torch.rand(count, 1, 1) + 0.5
+    frustums = Frustums(
+        origins=torch.zeros(count, 1, 3),
+        directions=torch.nn.functional.normalize(
+            torch.randn(count, 1, 3) * 0.2 + torch.tensor([0.0, 0.0, -1.0]), dim=-1
+        ),
+        starts=starts,
+        ends=starts + 0.05,
+        pixel_area=torch.full((count, 1, 1), 1e-4),
+    )
+    colours = []
+    was_training = field.training
+    field.train()
+    try:
+        for image in (0, three_phase_run.trainer.pipeline.mzen_model.cameras.dials.numel() - 1):
+            samples = RaySamples(frustums=frustums, camera_indices=torch.full((count, 1, 1), image, dtype=torch.long))
+            with torch.no_grad():
+                colours.append(field(samples)[FieldHeadNames.RGB])
+    finally:
+        field.train(was_training)
+    assert torch.equal(colours[0], colours[1])
