@@ -122,6 +122,10 @@ def run_row(method: str, variant: str, scene: Path, results: Dict, summary: Dict
     )
 
 
+Pairing = Tuple[Tuple[str, str], Tuple[str, str]]
+"""((method, variant), (reference method, reference variant)) of one paired row."""
+
+
 def paired_cells(runs: Dict[str, Dict], base: Dict[str, Dict], levels: Sequence[float]) -> Tuple[int, List[str]]:
     """The scenes both sets of runs have, and per level the mean ± standard error of the difference."""
     paired = sorted(set(base) & set(runs))
@@ -130,6 +134,18 @@ def paired_cells(runs: Dict[str, Dict], base: Dict[str, Dict], levels: Sequence[
         pairs = [(psnr(runs[s], level), psnr(base[s], level)) for s in paired]
         cells.append(mean_and_error([a - b for a, b in pairs if a is not None and b is not None]))
     return len(paired), cells
+
+
+def paired_table(
+    header: str, pairings: Sequence[Pairing], psnrs: Dict[Tuple[str, str], Dict[str, Dict]], levels: Sequence[float]
+) -> List[str]:
+    """A table of paired differences: ``header`` names the first two columns, one row per pairing."""
+    lines = ["", f"| {header} | scenes | " + " | ".join(f"PSNR {level:g}×, paired" for level in levels) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(levels))
+    for (method, variant), reference in pairings:
+        count, cells = paired_cells(psnrs.get((method, variant), {}), psnrs.get(reference, {}), levels)
+        lines.append(f"| {method} | {variant} | {count} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def report(
@@ -158,29 +174,11 @@ def report(
             cells.append(mean_and_error(values).lstrip("+"))
         lines.append(f"| {method} | {variant} | {len(runs)} | " + " | ".join(cells) + " |")
     if len(variants) > 1:
-        lines += [
-            "",
-            f"| method | variant − {variants[0]} | scenes | " + " | ".join(f"{n}, paired" for n in names) + " |",
-        ]
-        lines.append("|---|---|---|" + "---|" * len(levels))
-        for method in methods:
-            for variant in variants[1:]:
-                count, cells = paired_cells(
-                    psnrs.get((method, variant), {}), psnrs.get((method, variants[0]), {}), levels
-                )
-                lines.append(f"| {method} | {variant} | {count} | " + " | ".join(cells) + " |")
+        pairings = [((m, v), (m, variants[0])) for m in methods for v in variants[1:]]
+        lines += paired_table(f"method | variant − {variants[0]}", pairings, psnrs, levels)
     if len(methods) > 1:
-        lines += [
-            "",
-            f"| method − {methods[0]} | variant | scenes | " + " | ".join(f"{n}, paired" for n in names) + " |",
-        ]
-        lines.append("|---|---|---|" + "---|" * len(levels))
-        for variant in variants:
-            for method in methods[1:]:
-                count, cells = paired_cells(
-                    psnrs.get((method, variant), {}), psnrs.get((methods[0], variant), {}), levels
-                )
-                lines.append(f"| {method} | {variant} | {count} | " + " | ".join(cells) + " |")
+        pairings = [((m, v), (methods[0], v)) for v in variants for m in methods[1:]]
+        lines += paired_table(f"method − {methods[0]} | variant", pairings, psnrs, levels)
     return lines
 
 

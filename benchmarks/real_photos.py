@@ -184,7 +184,8 @@ def _choose(names: List[str], config: RealPhotoScenes, seed: int) -> List[Tuple[
     for level, dial in enumerate(config.dials):
         for k, name in enumerate(drawn[level * per_level : (level + 1) * per_level]):
             shots.append((str(name), dial, "train" if k < config.zoom_ins else "test"))
-    left = [name for name in rest if name not in set(drawn)]
+    taken = set(drawn)
+    left = [name for name in rest if name not in taken]
     shots += [(str(name), 1, "test") for name in rng.choice(left, size=config.held_out_wides - 1, replace=False)]
     return shots
 

@@ -86,10 +86,11 @@ class ForwardFacingNDC(SpatialDistortion):
 
 
 def local_scale(space: nn.Module, positions: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs"]:
-    """The isotropic local scale ``|det J|^(1/3)`` of ``space`` at ``positions``: the closed form
-    of mzen's parameterisations, central finite differences for any other spatial distortion."""
-    if isinstance(space, (ScaledContraction, ForwardFacingNDC)):
-        return space.local_scale(positions)
+    """The isotropic local scale ``|det J|^(1/3)`` of ``space`` at ``positions``: its own closed form
+    (``space.local_scale``, as mzen's parameterisations have), else central finite differences."""
+    closed_form = getattr(space, "local_scale", None)
+    if closed_form is not None:
+        return closed_form(positions)
     with torch.no_grad():
         step = 1e-4 * (1.0 + positions.abs().amax(dim=-1, keepdim=True))
         columns = [
