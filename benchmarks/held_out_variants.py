@@ -148,6 +148,30 @@ def paired_table(
     return lines
 
 
+def runs_table(
+    found: Dict[Tuple[str, str], Dict[str, Tuple[Dict, Dict]]], scenes: Sequence[Path], levels: Sequence[float]
+) -> List[str]:
+    """One row per run: held-out PSNR per level, own-pixel errors, seconds per step, rays per pixel."""
+    zooms = " / ".join(f"{level:g}×" for level in levels[1:])
+    header = " | ".join(f"PSNR {level:g}×" for level in levels)
+    lines = [f"| method | variant | scene | {header} | own px {zooms} | s/step | rays/px |"]
+    lines.append("|---|---|---|" + "---|" * (len(levels) + 3))
+    for (method, variant), runs in found.items():
+        lines += [run_row(method, variant, scene, *runs[scene.name], levels) for scene in scenes if scene.name in runs]
+    return lines
+
+
+def means_table(psnrs: Dict[Tuple[str, str], Dict[str, Dict]], levels: Sequence[float]) -> List[str]:
+    """One row per method and variant: held-out PSNR per level, mean ± standard error over scenes."""
+    header = " | ".join(f"PSNR {level:g}×, mean ± SE over scenes" for level in levels)
+    lines = ["", f"| method | variant | scenes | {header} |", "|---|---|---|" + "---|" * len(levels)]
+    for (method, variant), runs in psnrs.items():
+        values = [[v for v in (psnr(r, level) for r in runs.values()) if v is not None] for level in levels]
+        cells = " | ".join(mean_and_error(level_values).lstrip("+") for level_values in values)
+        lines.append(f"| {method} | {variant} | {len(runs)} | {cells} |")
+    return lines
+
+
 def report(
     found: Dict[Tuple[str, str], Dict[str, Tuple[Dict, Dict]]],
     methods: Sequence[str],
@@ -158,21 +182,8 @@ def report(
     with the first (per method), each method paired with the first (per variant). The levels are
     those the runs' results hold."""
     levels = sorted({dial for runs in found.values() for results, _ in runs.values() for dial in level_dials(results)})
-    names = [f"PSNR {level:g}×" for level in levels]
-    zooms = " / ".join(f"{level:g}×" for level in levels[1:])
-    lines = ["| method | variant | scene | " + " | ".join(names) + f" | own px {zooms} | s/step | rays/px |"]
-    lines.append("|---|---|---|" + "---|" * (len(levels) + 3))
-    for (method, variant), runs in found.items():
-        lines += [run_row(method, variant, scene, *runs[scene.name], levels) for scene in scenes if scene.name in runs]
-    lines += ["", "| method | variant | scenes | " + " | ".join(f"{n}, mean ± SE over scenes" for n in names) + " |"]
-    lines.append("|---|---|---|" + "---|" * len(levels))
     psnrs = {key: {scene: results for scene, (results, _) in runs.items()} for key, runs in found.items()}
-    for (method, variant), runs in psnrs.items():
-        cells = []
-        for level in levels:
-            values = [value for value in (psnr(r, level) for r in runs.values()) if value is not None]
-            cells.append(mean_and_error(values).lstrip("+"))
-        lines.append(f"| {method} | {variant} | {len(runs)} | " + " | ".join(cells) + " |")
+    lines = runs_table(found, scenes, levels) + means_table(psnrs, levels)
     if len(variants) > 1:
         pairings = [((m, v), (m, variants[0])) for m in methods for v in variants[1:]]
         lines += paired_table(f"method | variant − {variants[0]}", pairings, psnrs, levels)
