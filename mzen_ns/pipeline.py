@@ -90,7 +90,7 @@ class MZENPipeline(VanillaPipeline):
             self.datamanager.train_dataset,
             cameras.dials,
             config.model.phases.flagged_left_out,
-            config.priming.flag_margin,
+            config.priming,
         )
         """What the run says about its cameras as they are decided (console and run folder)."""
         self.viewer_panel = CameraPanel(lambda: self)

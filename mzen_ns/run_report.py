@@ -15,7 +15,7 @@ from torch import Tensor
 
 from mzen_ns.datamanager import stack_images
 from mzen_ns.distributed import is_main_process
-from mzen_ns.priming.plan import PrimingPlan
+from mzen_ns.priming.plan import PrimingConfig, PrimingPlan
 from mzen_ns.priming.report import console_report, write_report
 
 if TYPE_CHECKING:
@@ -25,14 +25,16 @@ if TYPE_CHECKING:
 class RunReport:
     """Tells a run's decisions about its training images (``dataset``, with ``dials``): on the console
     always, as files in ``run_dir`` once it is set and only on the main process. ``flagged_left_out``:
-    whether flagged zoom-ins stay out of the field (what reports say of them); ``flag_margin``: the
-    priming's flag margin, quoted where a placement is flagged."""
+    whether flagged zoom-ins stay out of the field (what reports say of them); ``priming``: the
+    priming's settings, whose flag thresholds are quoted where a placement is flagged."""
 
-    def __init__(self, dataset: Any, dials: Float[Tensor, " N"], flagged_left_out: bool, flag_margin: float) -> None:
+    def __init__(
+        self, dataset: Any, dials: Float[Tensor, " N"], flagged_left_out: bool, priming: PrimingConfig
+    ) -> None:
         self.dataset = dataset
         self.names: List[str] = [str(p) for p in dataset.metadata["mzen_file_paths"]]
         self.dials = dials.detach().cpu()
-        self.flagged_left_out, self.flag_margin = flagged_left_out, flag_margin
+        self.flagged_left_out, self.priming_config = flagged_left_out, priming
         self.run_dir: Optional[Path] = None
 
     def _folder(self) -> Optional[Path]:
@@ -62,7 +64,7 @@ class RunReport:
         training images, stacked here when not given)."""
         if seconds is not None:
             CONSOLE.print(f"placed {plan.query.numel()} zoom-in(s) in {seconds:.1f} s")
-        for said in console_report(plan, self.names, self.dials, self.flagged_left_out, self.flag_margin):
+        for said in console_report(plan, self.names, self.dials, self.flagged_left_out, self.priming_config):
             CONSOLE.print(said)
         folder = self._folder()
         if folder is not None:

@@ -207,8 +207,8 @@ def test_match_record_round_trips_into_the_export(tmp_path):
     frames = cameras_manifest(cameras, [tmp_path / f"img{i}.png" for i in range(6)], "hierarchical", tmp_path)["frames"]
     rows = plan_rows(plan, [f"img{i}.png" for i in range(6)], dials)
     for query, row in zip(plan.query.tolist(), rows):  # the export's entry is the JSON row (the field's
-        # verdict is said when priming, not kept in the checkpoint)
-        left_out = ("zoom_in", "dial", "field_ncc")
+        # verdict and what the noise allows are said when priming, not kept in the checkpoint)
+        left_out = ("zoom_in", "dial", "field_ncc", "attainable_ncc")
         assert frames[query]["mzen_match"] == {k: v for k, v in row.items() if k not in left_out}
     assert (
         frames[5]["mzen_match"]["primed_from"] == "img4.png" and frames[5]["mzen_match"]["matched_wide"] == "img2.png"

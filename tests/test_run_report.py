@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import torch
 
 from mzen_ns.geometry.initialiser import Decision
-from mzen_ns.priming.plan import placed_plan
+from mzen_ns.priming.plan import PrimingConfig, placed_plan
 from mzen_ns.run_report import RunReport
 
 
@@ -28,7 +28,9 @@ class ImageDataset(SimpleNamespace):
 def report() -> RunReport:
     images = [torch.full((12, 16, 3), 0.1 * i) for i in range(3)]
     dataset = ImageDataset(metadata={"mzen_file_paths": ["w0.png", "w1.png", "z0.png"]}, images=images, stacked=0)
-    return RunReport(dataset, torch.tensor([1.0, 1.0, 4.0]), flagged_left_out=True, flag_margin=0.05)
+    return RunReport(
+        dataset, torch.tensor([1.0, 1.0, 4.0]), flagged_left_out=True, priming=PrimingConfig(flag_margin=0.05)
+    )
 
 
 def one_zoom_in_plan():

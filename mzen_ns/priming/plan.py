@@ -30,6 +30,7 @@ from torch import Tensor
 from typing_extensions import assert_never
 
 from mzen_ns.priming.centred import crop_and_match
+from mzen_ns.priming.noise import attainable_ncc
 from mzen_ns.priming.search import PositionSearchConfig, WindowMatches, corresponding, search_positions
 from mzen_ns.priming.verify import WindowFitConfig, axis_pixel, fit_windows, window_rotation
 
@@ -68,6 +69,8 @@ class PrimingConfig:
     """Flag a zoom-in when the runner-up's misfit exceeds the best's by less than this fraction of the best's."""
     field_check: bool = True
     """Where a placement has a rival elsewhere in the scene, the field rendered at both decides (position search)."""
+    noise_floor: float = 0.9
+    """Flag a zoom-in whose window NCC is under this share of what the images' noise allows (0: never)."""
 
 
 @dataclass
@@ -133,17 +136,22 @@ class PrimingPlan:
     """Rows placed by 2D–3D registration (their ``score``: the correspondences); ``None``: none."""
     field_ncc: Optional[Float[Tensor, "Q 2"]] = None
     """NCC of the field rendered at the chosen placement and at the runner-up's (:data:`Judge`); NaN: not rendered."""
+    attainable: Optional[Float[Tensor, " Q"]] = None
+    """Window NCC the images' noise allows a right placement (:func:`attainable_ncc`); NaN: not a window search."""
 
     def __post_init__(self) -> None:
         if self.geometric is None:
             self.geometric = torch.zeros(self.query.numel(), dtype=torch.bool)
         if self.field_ncc is None:
             self.field_ncc = torch.full((self.query.numel(), 2), math.nan)
+        if self.attainable is None:
+            self.attainable = torch.full((self.query.numel(),), math.nan)
 
     def cat(self, other: "PrimingPlan") -> "PrimingPlan":
         """This plan's rows followed by ``other``'s (score kind: the one with window-search rows, else this)."""
         assert self.geometric is not None and other.geometric is not None
         assert self.field_ncc is not None and other.field_ncc is not None
+        assert self.attainable is not None and other.attainable is not None
         kind = (
             other.score_kind
             if bool((~other.geometric).any()) and not bool((~self.geometric).any())
@@ -160,6 +168,7 @@ class PrimingPlan:
             score_kind=kind,
             geometric=torch.cat([self.geometric, other.geometric]),
             field_ncc=torch.cat([self.field_ncc, other.field_ncc]),
+            attainable=torch.cat([self.attainable, other.attainable]),
         )
 
     def levels(self, dials: Float[Tensor, " N"]) -> Iterator[Int[Tensor, " K"]]:
@@ -285,6 +294,21 @@ def _flagged(misfit: Tensor, runner_up_misfit: Tensor, margin: float) -> Tensor:
     return (runner_up_misfit - misfit) < margin * misfit
 
 
+def _attainable(
+    images: Float[Tensor, "N H W 3"], query: Int[Tensor, " Q"], source: Int[Tensor, " Q"], zoom: Float[Tensor, " Q"]
+) -> Float[Tensor, " Q"]:
+    """Per query, the window NCC its and its source's noise allow a right placement."""
+    return torch.tensor(
+        [attainable_ncc(images[q], images[s], float(z)) for q, s, z in zip(query.tolist(), source.tolist(), zoom)]
+    )
+
+
+def _below_noise_floor(score: Float[Tensor, " Q"], attainable: Float[Tensor, " Q"], floor: float) -> Bool[Tensor, " Q"]:
+    """The window NCC is under ``floor`` × what the noise allows: the zoom-in does not show that window
+    (a chain through a shallower zoom-in that does not contain it; a patch its wide view barely resolves)."""
+    return (score < floor * attainable) & (floor > 0)
+
+
 def _plan_search(
     views: Views, posed: Tensor, wide: Tensor, roots: Tensor, config: PrimingConfig, judge: Optional[Judge]
 ) -> PrimingPlan:
@@ -293,7 +317,18 @@ def _plan_search(
     focal = views.focal.float().clone()  # filled in for each level as it is planned (chains)
     rows: Dict[str, List[Tensor]] = {
         key: []
-        for key in ("query", "source", "centre", "zoom", "rotation", "score", "runner_up", "flagged", "field_ncc")
+        for key in (
+            "query",
+            "source",
+            "centre",
+            "zoom",
+            "rotation",
+            "score",
+            "runner_up",
+            "flagged",
+            "field_ncc",
+            "attainable",
+        )
     }
     to_root = _orientations_in_roots(views, posed, wide, root)
     queries = torch.nonzero(~posed).squeeze(-1)
@@ -319,6 +354,8 @@ def _plan_search(
             )
         chosen = (torch.arange(level.numel()), best)
         source = candidates[best]
+        attainable = _attainable(views.images, level, source, placement.zoom[chosen])
+        flagged = flagged | _below_noise_floor(placement.score[chosen], attainable, config.noise_floor)
         rows["query"].append(level)
         rows["source"].append(source)
         rows["centre"].append(placement.centre[chosen])
@@ -328,6 +365,7 @@ def _plan_search(
         rows["runner_up"].append(runner_up)
         rows["flagged"].append(flagged)
         rows["field_ncc"].append(field_ncc)
+        rows["attainable"].append(attainable)
         root[level] = root[source]
         focal[level] = focal[source] * placement.zoom[chosen]
         planned[level] = True
@@ -348,6 +386,7 @@ def _plan_search(
         flagged=stacked["flagged"].bool(),
         score_kind=score_kind(config.method),
         field_ncc=stacked["field_ncc"].reshape(-1, 2),
+        attainable=stacked["attainable"],
     )
 
 

@@ -12,7 +12,7 @@ from jaxtyping import Float
 from rich.table import Table
 from torch import Tensor
 
-from mzen_ns.priming.plan import PrimingPlan
+from mzen_ns.priming.plan import PrimingConfig, PrimingPlan
 
 GEOMETRIC_SCORE_KIND = "2d3d_inliers"
 """The score kind of a zoom-in placed by 2D–3D registration: its correspondences."""
@@ -50,7 +50,8 @@ def plan_rows(
 ) -> List[Dict[str, object]]:
     """One JSON-able row per query; ``trains_field`` is false for a flagged one when flagged zoom-ins
     are left out of the field (``flagged_left_out``); ``field_ncc``: how well the field rendered at the
-    chosen placement and at its rival (None: no rival) agreed with the query, where it was asked (else None)."""
+    chosen placement and at its rival (None: no rival) agreed with the query, where it was asked (else None);
+    ``attainable_ncc``: the window NCC the images' noise allows a right placement (None: not a window search)."""
     rows = []
     for row, query in enumerate(plan.query.tolist()):
         runner_up = float(plan.runner_up[row])
@@ -68,6 +69,8 @@ def plan_rows(
         )
         field = plan.field_ncc[row].tolist() if plan.field_ncc is not None else [math.nan] * 2
         entry["field_ncc"] = None if not math.isfinite(field[0]) else [_rounded(v) for v in field]
+        attainable = float(plan.attainable[row]) if plan.attainable is not None else math.nan
+        entry["attainable_ncc"] = None if geometric else _rounded(attainable)
         rows.append({"zoom_in": names[query], "dial": float(dials[query]), **entry})
     return rows
 
@@ -80,7 +83,19 @@ def plan_table(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N
     """A rich table: zoom-in, dial, source (and its wide view), window position and zoom, scores, the
     field's NCC at the chosen placement / its rival, flag."""
     table = Table(title=f"priming: zoom-in → source view (score: {plan.score_kind}, or 2D–3D correspondences)")
-    columns = ("zoom-in", "dial", "primed from", "wide view", "window x, y", "zoom", "score", "runner-up", "field", "")
+    columns = (
+        "zoom-in",
+        "dial",
+        "primed from",
+        "wide view",
+        "window x, y",
+        "zoom",
+        "score",
+        "noise allows",
+        "runner-up",
+        "field",
+        "",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in ("zoom-in", "primed from", "wide view") else "right")
     for row in plan_rows(plan, names, dials):
@@ -93,6 +108,7 @@ def plan_table(plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N
             "{:.1f}, {:.1f}".format(*row["window_centre_px"]),
             f"{row['relative_zoom']:.3f}",
             f"{row['score']:.0f} 2D–3D" if row["score_kind"] == GEOMETRIC_SCORE_KIND else f"{row['score']:.4f}",
+            "" if row["attainable_ncc"] is None else f"{row['attainable_ncc']:.4f}",
             "n/a" if runner_up is None else f"{runner_up:.4f}",
             _field_cell(row["field_ncc"]),
             "[bold yellow]FLAGGED" if row["flagged"] else "",
@@ -161,18 +177,24 @@ def flagged_names(plan: PrimingPlan, names: Sequence[str]) -> List[str]:
 
 
 def console_report(
-    plan: PrimingPlan, names: Sequence[str], dials: Float[Tensor, " N"], left_out: bool, flag_margin: float
+    plan: PrimingPlan,
+    names: Sequence[str],
+    dials: Float[Tensor, " N"],
+    left_out: bool,
+    priming: PrimingConfig,
 ) -> List[Union[Table, str]]:
     """What the console says about priming: the table, and a warning naming the flagged zoom-ins
-    (``left_out``: whether flagged zoom-ins are left out of the field; ``flag_margin``: the margin
-    that flagged them)."""
+    (``left_out``: whether flagged zoom-ins are left out of the field; ``priming``: whose flag
+    thresholds flagged them)."""
     said: List[Union[Table, str]] = [plan_table(plan, names, dials)]
     flagged = flagged_names(plan, names)
     if flagged:
         fate = "left out of the field (phase C)" if left_out else "primed from the best anyway"
+        margin, floor = priming.flag_margin, priming.noise_floor
         said.append(
             f"[bold yellow]Priming: {len(flagged)} zoom-in(s) have no clear best match (another part of the "
-            f"scene fits within {flag_margin:.0%} as well); {fate}, check them: {', '.join(flagged)}"
+            f"scene fits within {margin:.0%} as well, or the best fits under {floor:.0%} of what the images' "
+            f"noise allows); {fate}, check them: {', '.join(flagged)}"
         )
     return said
 
