@@ -9,7 +9,8 @@ the primed cameras' error in their own pixels (median and 90th percentile over t
 points), rotation error of the primed pose (deg, against the zoom-in's true pose; no alignment
 needed) and zoom error, mean over seeds. ``--no-nested --apart`` aims zoom-ins anywhere with no
 16× inside a 4×; ``--detail-contrast``, ``--relief``, ``--width``/``--height`` and ``--baseline 0.001
---variant sem`` (stage drift) vary texture, shape, size and rig.
+--variant sem`` (stage drift) vary texture, shape, size and rig; ``--noise-floor 0`` primes without the
+flag from the images' noise.
 
 Training (``--stage train``): ``ns-train mzen-cpu --pipeline.priming.method M`` + ``ns-eval`` on the
 same scenes; per-level rotation errors of the training zoom-ins after phase C (Sim(3)-aligned).
@@ -85,11 +86,16 @@ class PrimingBenchmark:
     fit_candidates: Optional[int] = None
     """Placements refined per zoom-in (``--pipeline.priming.fit.candidates``; default: the
     method's); results are kept apart as ``METHOD-fitN``."""
+    noise_floor: Optional[float] = None
+    """Flag under this share of the NCC the noise allows (``--pipeline.priming.noise-floor``; default:
+    the method's); results are kept apart as ``METHOD-floorF``."""
 
 
 def method_key(config: PrimingBenchmark, method: PrimingMethod) -> str:
-    """Name of a method's results (with the refinement setting when it is not the default)."""
-    return method if config.fit_candidates is None else f"{method}-fit{config.fit_candidates}"
+    """Name of a method's results (with the refinement and flag settings that are not the default)."""
+    fit = "" if config.fit_candidates is None else f"-fit{config.fit_candidates}"
+    floor = "" if config.noise_floor is None else f"-floor{config.noise_floor:g}"
+    return f"{method}{fit}{floor}"
 
 
 def priming_config(config: PrimingBenchmark, method: PrimingMethod) -> PrimingConfig:
@@ -97,6 +103,8 @@ def priming_config(config: PrimingBenchmark, method: PrimingMethod) -> PrimingCo
     priming = PrimingConfig(method=method)
     if config.fit_candidates is not None:
         priming.fit.candidates = config.fit_candidates
+    if config.noise_floor is not None:
+        priming.noise_floor = config.noise_floor
     return priming
 
 
