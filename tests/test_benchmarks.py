@@ -124,6 +124,28 @@ def test_level_pictures_put_the_truth_then_each_runs_render_in_one_row_per_level
     assert made[1, 13, 0] == 51 and made[9, 25, 0] == 110  # a's 1× render, b's 16× render
 
 
+def test_shift_sensitivity_costs_more_psnr_the_further_and_the_finer_the_texture(tmp_path: Path) -> None:
+    import runpy
+
+    import numpy as np
+    from PIL import Image
+
+    script = runpy.run_path(str(BENCHMARKS / "shift_sensitivity.py"))
+    xs = np.arange(48)[None, :, None]
+    for level, period in (("1x", 4.0), ("4x", 16.0)):  # fine stripes at 1x, coarse ones at 4x
+        truth = (127 + 100 * np.sin(2 * np.pi * xs / period)).repeat(32, axis=0).repeat(3, axis=2)
+        pair = np.concatenate([truth, np.zeros_like(truth)], axis=1).astype(np.uint8)
+        Image.fromarray(pair).save(tmp_path / f"{level}_view.png")
+    views = script["truth_views"](tmp_path)
+    assert sorted(views) == ["1x", "4x"] and views["1x"][0].shape == (32, 48, 3)
+    fine, coarse = views["1x"][0], views["4x"][0]
+    assert script["shifted_psnr"](fine, 0.0) > 100  # no shift, no error
+    assert script["shifted_psnr"](fine, 0.1) > script["shifted_psnr"](fine, 0.33) > script["shifted_psnr"](fine, 0.5)
+    assert script["shifted_psnr"](coarse, 0.33) > script["shifted_psnr"](fine, 0.33) + 6  # 4x the period: ~12 dB
+    rows = script["table"](views, [0.1, 0.5])
+    assert rows[0] == "| level | views | 0.1 px | 0.5 px |" and rows[2].startswith("| 1x | 1 |")
+
+
 def test_held_out_variants_pairs_each_variant_with_the_first_on_the_same_scenes(tmp_path: Path) -> None:
     import json
     import runpy
