@@ -190,12 +190,12 @@ def say_unsure_views(names: Sequence[Any], flagged: Tensor, went_back: Tensor, m
     """Name on the console the held-out views the window search flagged and those registration
     moved too far (scored where they were placed)."""
     for label, views in (
-        ("placed by the window search with a flag (no clear best, or a fit under what the noise allows)", flagged),
+        ("placed by the window search with a flag (no clear best match)", flagged),
         (f"moved by registration over {max_shift:g} of their width: scored where they were placed", went_back),
     ):
         chosen = [str(names[i]) for i in torch.nonzero(views.cpu()).squeeze(-1).tolist()]
         if chosen:
-            CONSOLE.print(f"[yellow]held-out views {label}: {', '.join(chosen)}")
+            CONSOLE.print(f"[yellow]held-out views {label}: {', '.join(chosen)}", soft_wrap=True)  # names whole
 
 
 def placement_counts(trained: Any) -> Dict[str, float]:
