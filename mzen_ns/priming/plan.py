@@ -70,7 +70,7 @@ class PrimingConfig:
     field_check: bool = True
     """Where a placement has a rival elsewhere in the scene, the field rendered at both decides (position search)."""
     noise_floor: float = 0.9
-    """Flag a zoom-in whose window NCC is under this share of what the images' noise allows (0: never)."""
+    """Flag a searched zoom-in whose NCC is under this share of what the images' noise allows (0: never)."""
 
 
 @dataclass
